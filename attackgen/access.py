@@ -1,0 +1,147 @@
+"""What an attack may touch on the victim: exactly one of these, as its threat model grants.
+
+White-box access hands over the module. Score and label oracles answer queries and count them per
+input; a query on an input whose budget is spent raises QueryBudgetExceeded instead of answering, so
+no attack can go over budget by mistake. A label oracle keeps the model in a closure and has no method
+that returns scores. NoAccess holds only a surrogate: the victim is out of reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class QueryBudgetExceeded(RuntimeError):
+    """An attack asked for more queries than its threat model allows."""
+
+
+class Access:
+    """Common bookkeeping: per-input query counts over one batch of n inputs."""
+
+    kind: str = "base"
+
+    def __init__(self, n_inputs: int, budget: int | None, device: torch.device | str = "cpu") -> None:
+        self.budget = budget
+        self.queries = torch.zeros(n_inputs, dtype=torch.long, device=device)
+
+    def remaining(self, rows: Tensor | None = None) -> Tensor:
+        """Queries left per input (a large number when unbudgeted)."""
+        counts = self.queries if rows is None else self.queries[rows]
+        if self.budget is None:
+            return torch.full_like(counts, 2**62)
+        return self.budget - counts
+
+    def _charge(self, rows: Tensor | None, n: int) -> None:
+        if rows is None:
+            rows = torch.arange(n, device=self.queries.device)
+        rows = rows.to(self.queries.device)
+        if rows.numel() != n:
+            raise ValueError(f"{n} inputs queried but {rows.numel()} row indices given")
+        if self.budget is not None:
+            spent = self.queries[rows]
+            if bool((spent >= self.budget).any()):
+                over = rows[spent >= self.budget].tolist()[:5]
+                raise QueryBudgetExceeded(
+                    f"query budget of {self.budget} per input is spent for inputs {over}; "
+                    "the attack must check remaining() before querying"
+                )
+        self.queries.index_add_(0, rows, torch.ones_like(rows, dtype=torch.long))
+
+
+class WhiteBoxAccess(Access):
+    """The victim module itself: gradients, logits, everything. Forward passes are counted, not budgeted."""
+
+    kind = "white_box"
+
+    def __init__(self, model: nn.Module, n_inputs: int, device: torch.device | str = "cpu") -> None:
+        super().__init__(n_inputs, None, device)
+        self.model = model
+
+    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        self._charge(rows, x.shape[0])
+        return self.model(x)
+
+
+class ScoreOracle(Access):
+    """Scores without gradients: logits, probabilities or the top-k probabilities, budgeted per input."""
+
+    kind = "scores"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_inputs: int,
+        granularity: str = "probabilities",
+        k: int | None = None,
+        budget: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(n_inputs, budget, device)
+        if granularity not in ("logits", "probabilities", "top_k"):
+            raise ValueError(f"unknown granularity {granularity!r}")
+        self.granularity = granularity
+        self.k = k
+        forward = model
+
+        def answer(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return forward(x.detach())
+
+        self._answer: Callable[[Tensor], Tensor] = answer
+
+    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Scores for x; rows are the batch indices of the inputs being queried (default: all, in order)."""
+        self._charge(rows, x.shape[0])
+        logits = self._answer(x)
+        if self.granularity == "logits":
+            return logits
+        probs = logits.softmax(dim=1)
+        if self.granularity == "probabilities":
+            return probs
+        top = probs.topk(self.k or 1, dim=1)
+        masked = torch.zeros_like(probs)
+        return masked.scatter_(1, top.indices, top.values)
+
+
+class LabelOracle(Access):
+    """Only the decision: the top-1 label (classification) or the argmax map (segmentation)."""
+
+    kind = "labels"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_inputs: int,
+        budget: int | None = None,
+        device: torch.device | str = "cpu",
+        decide: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__(n_inputs, budget, device)
+        forward = model
+        to_label = decide or (lambda out: out.argmax(dim=1))
+
+        def answer(x: Tensor) -> Tensor:
+            with torch.no_grad():
+                return to_label(forward(x.detach()))
+
+        self._answer: Callable[[Tensor], Tensor] = answer
+
+    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        self._charge(rows, x.shape[0])
+        return self._answer(x)
+
+
+class NoAccess(Access):
+    """Full black-box: the attack sees a surrogate model only; the victim cannot be queried."""
+
+    kind = "surrogate"
+
+    def __init__(self, surrogate: nn.Module, n_inputs: int, device: torch.device | str = "cpu") -> None:
+        super().__init__(n_inputs, 0, device)
+        self.surrogate = WhiteBoxAccess(surrogate, n_inputs, device)
+
+
+ACCESS_FOR_KIND = {"gradients": WhiteBoxAccess, "scores": ScoreOracle, "labels": LabelOracle, "surrogate": NoAccess}

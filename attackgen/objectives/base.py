@@ -1,0 +1,34 @@
+"""What success means for a task and consequence, as a loss to minimise and a predicate to verify.
+
+Attacks are task-agnostic: a gradient attack minimises ``loss`` on model outputs; a score-based
+attack uses ``loss`` on scores; a decision-based attack uses ``success_from_decisions`` on labels. The
+executor calls ``success`` on the re-run outputs of the clipped adversarial input to verify.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor
+
+
+class Objective(ABC):
+    """Per-batch objective; ``subset(rows)`` restricts it to some inputs (survivors-only execution)."""
+
+    targeted: bool = False
+
+    @abstractmethod
+    def loss(self, outputs: Tensor) -> Tensor:
+        """Per-input loss (shape N) that the attacker minimises; outputs are logits or scores."""
+
+    @abstractmethod
+    def success(self, outputs: Tensor) -> Tensor:
+        """Per-input bool: does this output realise the consequence? (outputs: logits or scores)"""
+
+    @abstractmethod
+    def success_from_decisions(self, decisions: Tensor) -> Tensor:
+        """Per-input bool from a label oracle's answers (top-1 labels or argmax maps)."""
+
+    @abstractmethod
+    def subset(self, rows: Tensor) -> Objective:
+        """The same objective for the inputs at ``rows`` only."""

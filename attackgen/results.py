@@ -1,0 +1,91 @@
+"""The results file of a run (results.json): what the audit and the reports read. Pure pydantic, no torch.
+
+Every figure here was measured by re-running the victim on the final, clipped adversarial input;
+norms are re-measured on that input. Fields are added, never renamed, within one results_version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULTS_VERSION = 1
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Norms(Record):
+    """Perturbation size of one adversarial input, re-measured after clipping."""
+
+    l0: float
+    l1: float
+    l2: float
+    linf: float
+    ssim: float | None = None
+
+
+class InputResult(Record):
+    """One input after one plan item (or after the whole plan, for the worst case)."""
+
+    index: int  # position in the data set
+    label: int | None = None
+    clean_correct: bool
+    success: bool  # verified on the re-run of the clipped input
+    within_budget: bool  # perturbation re-measured against epsilon and mask
+    norms: Norms | None = None
+    queries: int = 0
+    adversarial_label: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)  # task-specific (pixel agreement, removal rate...)
+
+
+class ItemResult(Record):
+    """One plan item: an attack with its parameters, run on the inputs still unbroken when it started."""
+
+    attack: str  # catalogue id
+    params: dict[str, Any]
+    epsilon: float | None = None
+    n_attacked: int  # inputs this item ran on (survivors)
+    n_success: int  # verified successes among them
+    robust_accuracy_after: float  # worst case over the plan up to and including this item
+    success_rate: float  # n_success / n_attacked (0 when nothing was attacked)
+    median_queries: float | None = None
+    time_s: float
+    transfer_estimate: bool = False  # full black-box: measured on a surrogate or a proxy, not the victim
+    metrics: dict[str, float] = Field(default_factory=dict)
+    inputs: list[InputResult] = Field(default_factory=list)
+
+
+class Flag(Record):
+    """A soundness warning (Carlini et al. 2019): evidence and the usual fix."""
+
+    check: str
+    severity: Literal["info", "warning", "error"] = "warning"
+    evidence: str
+    fix: str
+
+
+class RunResult(Record):
+    results_version: Literal[1] = RESULTS_VERSION
+    attackgen_version: str
+    spec: dict[str, Any]  # the AttackSpec, as JSON
+    spec_hash: str
+    plan_hash: str
+    task: str
+    model: str
+    data: str
+    device: str
+    seed: int
+    versions: dict[str, str]
+    started: str
+    finished: str | None = None
+    complete: bool = False  # False while batches are still running or after Ctrl-C
+    n_inputs: int
+    clean_accuracy: float
+    robust_accuracy: float  # per-input worst case over the whole plan
+    curve: list[dict[str, float]] = Field(default_factory=list)  # [{"epsilon": e, "robust_accuracy": a}]
+    items: list[ItemResult]
+    flags: list[Flag] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)

@@ -1,0 +1,517 @@
+"""The axes of the threat model and the attack strategy, one typed model per value.
+
+Every value that carries parameters (an epsilon, a query budget, target classes, a mask) is its own
+pydantic model with a ``kind`` tag, so a YAML spec reads as the taxonomy does and an unknown value is
+rejected with the list of known ones. Plain string shorthand (``scope: universal``) is accepted for
+values whose parameters all have defaults.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    """Base for every schema model: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _kind_shorthand(value: Any) -> Any:
+    """Let ``scope: universal`` stand for ``scope: {kind: universal}``."""
+    if isinstance(value, str):
+        return {"kind": value}
+    return value
+
+
+ClassRef = Union[int, str]
+"""A class, by index into the model's output or by name from the spec's ``classes`` list."""
+
+
+class Task(str, Enum):
+    classification = "classification"
+    segmentation = "segmentation"
+    detection = "detection"
+
+
+# --------------------------------------------------------------------------- desired consequence
+
+
+class Untargeted(Strict):
+    """Any wrong output: a wrong label, wrong pixels, missed or wrong boxes."""
+
+    kind: Literal["untargeted"] = "untargeted"
+    reference: Literal["ground_truth", "clean_prediction"] = Field(
+        "ground_truth", description="What 'wrong' is measured against."
+    )
+
+
+class Box(Strict):
+    """An axis-aligned box in input pixels, with its class."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    label: ClassRef
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError("a box needs x1 > x0 and y1 > y0")
+        return self
+
+
+class StaticTarget(Strict):
+    """The output becomes one fixed target for every input (Metzen et al. 2017)."""
+
+    kind: Literal["static_target"] = "static_target"
+    target_class: ClassRef | None = Field(None, description="Classification: the class every input must get.")
+    target_map: str | None = Field(
+        None,
+        description="Segmentation: a label map (.npy or .png file, or 'scene:<index>' for the "
+        "clean prediction of a built-in reference scene) at the model's output size.",
+    )
+    target_boxes: list[Box] | None = Field(None, description="Detection: the boxes the detector must output.")
+
+    @model_validator(mode="after")
+    def _one_artefact(self) -> StaticTarget:
+        given = [n for n in ("target_class", "target_map", "target_boxes") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a static target needs exactly one artefact: target_class (classification), "
+                f"target_map (segmentation) or target_boxes (detection); got {given or 'none'}"
+            )
+        return self
+
+
+class DynamicTarget(Strict):
+    """Keep the output but change part of it per input: remove classes, or a per-input target rule."""
+
+    kind: Literal["dynamic_target"] = "dynamic_target"
+    rule: Literal["remove_classes", "least_likely", "class_map"] = "remove_classes"
+    remove_classes: list[ClassRef] = Field(default_factory=list)
+    class_map: dict[str, ClassRef] = Field(
+        default_factory=dict, description="rule=class_map: source class -> target class."
+    )
+    fill: Literal["nearest"] = Field("nearest", description="How removed pixels are relabelled.")
+    background_weight: float = Field(
+        0.9999, gt=0.0, lt=1.0, description="Metzen's omega: weight of target pixels against background."
+    )
+
+    @model_validator(mode="after")
+    def _rule_fields(self) -> DynamicTarget:
+        if self.rule == "remove_classes" and not self.remove_classes:
+            raise ValueError("rule remove_classes needs a non-empty remove_classes list")
+        if self.rule == "class_map" and not self.class_map:
+            raise ValueError("rule class_map needs a non-empty class_map")
+        return self
+
+
+class ConfusingTarget(Strict):
+    """The objects stay but move or change size: needs spatial outputs."""
+
+    kind: Literal["confusing_target"] = "confusing_target"
+    classes: list[ClassRef] = Field(min_length=1)
+    shift: tuple[int, int] = Field((0, 0), description="(dx, dy) in output pixels.")
+    scale: float = Field(1.0, gt=0.0)
+    fill: Literal["nearest"] = "nearest"
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ConfusingTarget:
+        if self.shift == (0, 0) and self.scale == 1.0:
+            raise ValueError("a confusing target needs a non-zero shift or a scale other than 1")
+        return self
+
+
+class Vanishing(Strict):
+    """Detection: objects of the chosen classes disappear."""
+
+    kind: Literal["vanishing"] = "vanishing"
+    classes: list[ClassRef] = Field(default_factory=list, description="Empty means every class.")
+
+
+class Fabrication(Strict):
+    """Detection: objects that are not there appear."""
+
+    kind: Literal["fabrication"] = "fabrication"
+    classes: list[ClassRef] = Field(min_length=1)
+    count: int = Field(1, ge=1)
+
+
+class Mislabel(Strict):
+    """Detection: objects keep their box but change class."""
+
+    kind: Literal["mislabel"] = "mislabel"
+    from_classes: list[ClassRef] = Field(default_factory=list, description="Empty means every class.")
+    to_class: ClassRef
+
+
+Consequence = Annotated[
+    Union[Untargeted, StaticTarget, DynamicTarget, ConfusingTarget, Vanishing, Fabrication, Mislabel],
+    Field(discriminator="kind"),
+    BeforeValidator(_kind_shorthand),
+]
+CONSEQUENCE_KINDS = (
+    "untargeted", "static_target", "dynamic_target", "confusing_target", "vanishing", "fabrication", "mislabel",
+)
+
+# --------------------------------------------------------------------------- perturbation scope
+
+
+class ContextPredicate(Strict):
+    """Selects the inputs of one context: by label, or by a metadata field of the data."""
+
+    field: str = Field(description="'label' or the name of a metadata field the data provides.")
+    equals: Any = None
+    any_of: list[Any] | None = Field(None, alias="in")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> ContextPredicate:
+        if (self.equals is None) == (self.any_of is None):
+            raise ValueError("a context predicate needs exactly one of 'equals' or 'in'")
+        return self
+
+    def matches(self, value: Any) -> bool:
+        if self.any_of is not None:
+            return value in self.any_of
+        return bool(value == self.equals)
+
+
+class Individual(Strict):
+    """One perturbation per input."""
+
+    kind: Literal["individual"] = "individual"
+
+
+class Contextual(Strict):
+    """One perturbation for every input of a context (a class, the lighting, a city)."""
+
+    kind: Literal["contextual"] = "contextual"
+    context: ContextPredicate
+    heldout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+
+
+class Universal(Strict):
+    """One perturbation for (most of) the input distribution."""
+
+    kind: Literal["universal"] = "universal"
+    heldout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    target_fooling_rate: float = Field(0.8, gt=0.0, le=1.0)
+
+
+Scope = Annotated[
+    Union[Individual, Contextual, Universal], Field(discriminator="kind"), BeforeValidator(_kind_shorthand)
+]
+SCOPE_KINDS = ("individual", "contextual", "universal")
+
+# --------------------------------------------------------------------------- imperceptibility
+
+LP_NORMS = ("0", "1", "2", "inf")
+
+
+def _norm_name(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1, 2):
+        return str(int(value))
+    if isinstance(value, float) and value == float("inf"):
+        return "inf"
+    if isinstance(value, str) and value.lower() in ("linf", "l_inf", "infinity", "max"):
+        return "inf"
+    if isinstance(value, str) and value.lower() in ("l0", "l1", "l2"):
+        return value[1]
+    return value
+
+
+class LpBudget(Strict):
+    """An Lp bound on the perturbation: a fixed epsilon (or several, for a curve) or minimal-norm mode."""
+
+    kind: Literal["lp"] = "lp"
+    norm: Annotated[Literal["0", "1", "2", "inf"], BeforeValidator(_norm_name)]
+    epsilon: float | list[float] | None = Field(
+        None, description="In the units of input_space.epsilon_units. Several values give a robustness curve."
+    )
+    mode: Literal["fixed", "minimal"] = Field(
+        "fixed", description="fixed: success within epsilon. minimal: find the smallest norm that succeeds."
+    )
+
+    @field_validator("epsilon")
+    @classmethod
+    def _positive(cls, value: float | list[float] | None) -> float | list[float] | None:
+        values = value if isinstance(value, list) else [value] if value is not None else []
+        if isinstance(value, list) and not value:
+            raise ValueError("epsilon list is empty")
+        if any(v <= 0 for v in values):
+            raise ValueError("epsilon must be greater than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _fixed_needs_epsilon(self) -> LpBudget:
+        if self.mode == "fixed" and self.epsilon is None:
+            raise ValueError("mode 'fixed' needs an epsilon (or use mode: minimal)")
+        return self
+
+    @property
+    def epsilons(self) -> list[float]:
+        if self.epsilon is None:
+            return []
+        return list(self.epsilon) if isinstance(self.epsilon, list) else [self.epsilon]
+
+
+class Perceptual(Strict):
+    """A perceptual ('attention-based') bound: SSIM floor, Wasserstein radius, LPIPS ceiling."""
+
+    kind: Literal["perceptual"] = "perceptual"
+    metric: Literal["ssim", "wasserstein", "lpips"]
+    threshold: float = Field(
+        gt=0.0, description="ssim: minimum SSIM (e.g. 0.95); wasserstein: maximum radius; lpips: maximum distance."
+    )
+
+    @model_validator(mode="after")
+    def _ssim_range(self) -> Perceptual:
+        if self.metric == "ssim" and not 0.0 < self.threshold <= 1.0:
+            raise ValueError("an SSIM floor must lie in (0, 1]")
+        return self
+
+
+class OutputPlausibility(Strict):
+    """A person watching the output should not notice: no holes, consistent with the clean output."""
+
+    kind: Literal["output"] = "output"
+    criterion: Literal["nearest_fill", "consistent_with_clean"] = "consistent_with_clean"
+
+
+class DetectorEvasion(Strict):
+    """Named adversarial-example detectors must not fire."""
+
+    kind: Literal["detector"] = "detector"
+    detectors: list[str] = Field(min_length=1)
+    access: Literal["white_box", "black_box"] = "white_box"
+    max_detection_rate: float = Field(0.1, ge=0.0, le=1.0)
+
+
+Imperceptibility = Annotated[
+    Union[LpBudget, Perceptual, OutputPlausibility, DetectorEvasion],
+    Field(discriminator="kind"),
+    BeforeValidator(_kind_shorthand),
+]
+IMPERCEPTIBILITY_KINDS = ("lp", "perceptual", "output", "detector")
+
+# --------------------------------------------------------------------------- model knowledge
+
+Granularity = Literal["logits", "probabilities", "top_k"]
+
+
+class WhiteBox(Strict):
+    """Architecture, weights and gradients are known (ATLAS AML.T0044)."""
+
+    kind: Literal["white_box"] = "white_box"
+
+
+class OutputTransparent(Strict):
+    """Queries return scores: logits, probabilities or the top-k probabilities; no budget."""
+
+    kind: Literal["output_transparent"] = "output_transparent"
+    granularity: Granularity = "probabilities"
+    k: int | None = Field(None, ge=1, description="granularity top_k: how many classes are returned.")
+
+    @model_validator(mode="after")
+    def _k_for_top_k(self) -> OutputTransparent:
+        if self.granularity == "top_k" and self.k is None:
+            raise ValueError("granularity top_k needs k")
+        return self
+
+
+class QueryLimited(Strict):
+    """Score queries under a budget per input (Ilyas et al. 2018)."""
+
+    kind: Literal["query_limited"] = "query_limited"
+    query_budget: int = Field(gt=0, description="Queries per input.")
+    granularity: Granularity = "probabilities"
+    k: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _k_for_top_k(self) -> QueryLimited:
+        if self.granularity == "top_k" and self.k is None:
+            raise ValueError("granularity top_k needs k")
+        return self
+
+
+class LabelOnly(Strict):
+    """Queries return only the decision (top-1 label, or the argmax mask)."""
+
+    kind: Literal["label_only"] = "label_only"
+    query_budget: int | None = Field(None, gt=0, description="Queries per input; none means unbudgeted.")
+
+
+class FullBlackBox(Strict):
+    """No access to the victim at all: transfer from a surrogate only."""
+
+    kind: Literal["full_black_box"] = "full_black_box"
+
+
+ModelKnowledge = Annotated[
+    Union[WhiteBox, OutputTransparent, QueryLimited, LabelOnly, FullBlackBox],
+    Field(discriminator="kind"),
+    BeforeValidator(_kind_shorthand),
+]
+KNOWLEDGE_KINDS = ("white_box", "output_transparent", "query_limited", "label_only", "full_black_box")
+
+
+class DataKnowledge(str, Enum):
+    training = "training"
+    surrogate = "surrogate"
+    none = "none"
+
+
+# --------------------------------------------------------------------------- adversary capability
+
+
+def _range(lo: float, hi: float) -> tuple[float, float]:
+    return (lo, hi)
+
+
+class Transformations(Strict):
+    """The transformation distribution of a physical attack (Expectation over Transformation)."""
+
+    rotation_deg: tuple[float, float] = Field(_range(-20.0, 20.0))
+    scale: tuple[float, float] = Field(_range(0.9, 1.1))
+    translate: float = Field(0.1, ge=0.0, le=1.0, description="Largest shift, as a fraction of the image side.")
+    brightness: tuple[float, float] = Field(_range(-0.1, 0.1), description="Additive, in input units.")
+    noise_std: float = Field(0.02, ge=0.0)
+    samples: int = Field(8, ge=1, description="Transformations drawn per optimisation step.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Transformations:
+        for name in ("rotation_deg", "scale", "brightness"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: the lower end {lo} is above the upper end {hi}")
+        if self.scale[0] <= 0:
+            raise ValueError("scale must stay above 0")
+        if abs(self.rotation_deg[0]) > 180 or abs(self.rotation_deg[1]) > 180:
+            raise ValueError("rotation_deg must lie within [-180, 180]")
+        return self
+
+
+class SpatialConstraint(Strict):
+    """Only a region of the input may change: a mask file, a fixed box, or a patch of a given area."""
+
+    kind: Literal["mask", "box", "patch"]
+    mask: str | None = Field(None, description="kind mask: a .npy/.png file, non-zero where change is allowed.")
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="kind box: (x0, y0, x1, y1) as fractions of width and height."
+    )
+    area_fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="kind patch: patch area as a fraction of the image."
+    )
+    placement: Literal["random", "fixed"] = "random"
+
+    @model_validator(mode="after")
+    def _parameters(self) -> SpatialConstraint:
+        needed = {"mask": "mask", "box": "box", "patch": "area_fraction"}[self.kind]
+        if getattr(self, needed) is None:
+            raise ValueError(f"spatial kind '{self.kind}' needs '{needed}'")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise ValueError("box must be fractions with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        return self
+
+
+class Capability(Strict):
+    """Where the adversary acts: the digital feed, the physical scene, and whether only a region."""
+
+    feed: Literal["digital", "physical"] = "digital"
+    transformations: Transformations | None = Field(None, description="Physical feed: the EOT distribution.")
+    spatial: SpatialConstraint | None = None
+    quantize: bool = Field(False, description="Verify after rounding to 8 bits, as a digital channel would.")
+    printability: bool = Field(False, description="Physical feed: add a non-printability term.")
+
+
+# --------------------------------------------------------------------------- attack strategy
+
+
+class VictimBasis(Strict):
+    kind: Literal["victim"] = "victim"
+
+
+class SurrogateBasis(Strict):
+    """Optimise against a substitute model and transfer."""
+
+    kind: Literal["surrogate"] = "surrogate"
+    source: Literal["trained_on_data", "distilled_from_queries", "pretrained"] = "trained_on_data"
+    model: str | None = Field(None, description="A built-in name or module:function entry point.")
+    ensemble: int = Field(1, ge=1)
+
+
+ModelBasis = Annotated[
+    Union[VictimBasis, SurrogateBasis], Field(discriminator="kind"), BeforeValidator(_kind_shorthand)
+]
+
+
+class OptimizerKind(str, Enum):
+    first_order = "first_order"
+    second_order = "second_order"
+    evolution = "evolution"
+
+
+class GradientSource(str, Enum):
+    analytic = "analytic"
+    estimated_scores = "estimated_scores"
+    estimated_decisions = "estimated_decisions"
+
+
+class Optimizer(Strict):
+    kind: OptimizerKind
+    gradient_source: GradientSource | None = None
+
+
+def _optimizer_shorthand(value: Any) -> Any:
+    return {"kind": value} if isinstance(value, str) else value
+
+
+class Strategy(Strict):
+    """How the attack is computed. Every field is optional: the planner fills what is left out."""
+
+    model_basis: ModelBasis | None = None
+    data_basis: DataKnowledge | None = None
+    optimizer: Annotated[Optimizer | None, BeforeValidator(_optimizer_shorthand)] = None
+
+
+# --------------------------------------------------------------------------- input space
+
+
+class InputSpace(Strict):
+    """The contract between spec, data and model: value range, layout, normalisation, epsilon units."""
+
+    bounds: tuple[float, float] = (0.0, 1.0)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    normalization: Literal["inside_model", "none", "in_data"] = Field(
+        "inside_model",
+        description="Where mean/std normalisation happens. 'in_data' (the data is already normalised) "
+        "puts epsilons in the wrong units and is rejected by rule D2b.",
+    )
+    epsilon_units: Literal["input_scale", "pixel_255"] = Field(
+        "input_scale", description="pixel_255: epsilons are given on a 0..255 scale and converted."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> InputSpace:
+        if not self.bounds[0] < self.bounds[1]:
+            raise ValueError(f"bounds must be (low, high) with low < high, got {self.bounds}")
+        return self
+
+    @property
+    def span(self) -> float:
+        return self.bounds[1] - self.bounds[0]
+
+    def to_input_scale(self, epsilon: float) -> float:
+        """An epsilon in the spec's units, expressed in the model's input units."""
+        if self.epsilon_units == "pixel_255":
+            return epsilon / 255.0 * self.span
+        return epsilon
