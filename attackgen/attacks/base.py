@@ -44,6 +44,21 @@ class Budget:
 
 
 @dataclass
+class AttackEnv:
+    """What the strategy grants beyond the batch: the data basis and a surrogate model.
+
+    ``data_x``/``data_y`` is the data basis (None for data basis 'none'): decision-based targeted
+    attacks take their starting points from it, transfer attacks train surrogates on it.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_x: Tensor | None = None
+    data_y: Tensor | None = None
+    surrogate: torch.nn.Module | None = None
+    num_classes: int | None = None
+
+
+@dataclass
 class AttackOutput:
     """Candidates from one attack on one batch; success is decided by the executor, not here."""
 
@@ -67,5 +82,34 @@ class Attack(ABC):
         return gen
 
     @abstractmethod
-    def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget) -> AttackOutput:
+    def run(
+        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> AttackOutput:
         """Return candidate adversarial inputs for the batch x (same shape as x)."""
+
+
+class UniversalAttack(Attack):
+    """Fitted once on inputs of the data basis (or a context), then applied unchanged to every input.
+
+    The executor calls ``fit`` on the fitting split, then ``run`` (which applies the fitted
+    perturbation or patch) on held-out inputs, so the reported figure is a held-out fooling rate.
+    """
+
+    fitted: Tensor | None = None
+
+    @abstractmethod
+    def fit(
+        self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> Tensor:
+        """Learn the perturbation (or patch) from x_fit; store it in self.fitted and return it."""
+
+    @abstractmethod
+    def apply(self, x: Tensor, budget: Budget) -> Tensor:
+        """x with the fitted perturbation or patch applied (inside bounds and mask)."""
+
+    def run(
+        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> AttackOutput:
+        if self.fitted is None:
+            raise RuntimeError("a universal attack must be fitted before it is applied")
+        return AttackOutput(self.apply(x, budget), {"universal": True})
