@@ -32,3 +32,7 @@ class Objective(ABC):
     @abstractmethod
     def subset(self, rows: Tensor) -> Objective:
         """The same objective for the inputs at ``rows`` only."""
+
+    def metrics(self, clean_outputs: Tensor, adv_outputs: Tensor) -> dict[str, Tensor]:
+        """Task-specific per-input figures (pixel agreement, removal rate...); none by default."""
+        return {}

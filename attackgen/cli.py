@@ -1,0 +1,70 @@
+"""The `attackgen` command. Subcommands load lazily, so validate, plan and audit never import torch."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from taxonomy.errors import AttackgenError
+
+# name -> "module:function"; each module owns its command (one place per command).
+COMMANDS: dict[str, str] = {
+    "taxonomy": "attackgen.commands.design:taxonomy_command",
+    "catalog": "attackgen.commands.design:catalog_command",
+    "validate": "attackgen.commands.design:validate_command",
+    "plan": "attackgen.commands.design:plan_command",
+    "run": "attackgen.commands.execute:run_command",
+    "demo": "attackgen.commands.execute:demo_command",
+    "audit": "attackgen.commands.audit:audit_command",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and error.name.startswith("attackgen.commands"):
+                return None  # command not built yet
+            raise
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="attackgen")
+def cli() -> None:
+    """Turn a written-down threat model into adversarial attacks that run, and audit threat coverage."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: user errors become one clear message and exit code 2, never a traceback."""
+    try:
+        return cli.main(args=argv, standalone_mode=False)
+    except AttackgenError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
