@@ -9,7 +9,7 @@ values whose parameters all have defaults.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -27,7 +27,7 @@ def _kind_shorthand(value: Any) -> Any:
     return value
 
 
-ClassRef = Union[int, str]
+ClassRef = int | str
 """A class, by index into the model's output or by name from the spec's ``classes`` list."""
 
 
@@ -151,7 +151,7 @@ class Mislabel(Strict):
 
 
 Consequence = Annotated[
-    Union[Untargeted, StaticTarget, DynamicTarget, ConfusingTarget, Vanishing, Fabrication, Mislabel],
+    Untargeted | StaticTarget | DynamicTarget | ConfusingTarget | Vanishing | Fabrication | Mislabel,
     Field(discriminator="kind"),
     BeforeValidator(_kind_shorthand),
 ]
@@ -204,7 +204,7 @@ class Universal(Strict):
 
 
 Scope = Annotated[
-    Union[Individual, Contextual, Universal], Field(discriminator="kind"), BeforeValidator(_kind_shorthand)
+    Individual | Contextual | Universal, Field(discriminator="kind"), BeforeValidator(_kind_shorthand)
 ]
 SCOPE_KINDS = ("individual", "contextual", "universal")
 
@@ -295,7 +295,7 @@ class DetectorEvasion(Strict):
 
 
 Imperceptibility = Annotated[
-    Union[LpBudget, Perceptual, OutputPlausibility, DetectorEvasion],
+    LpBudget | Perceptual | OutputPlausibility | DetectorEvasion,
     Field(discriminator="kind"),
     BeforeValidator(_kind_shorthand),
 ]
@@ -355,7 +355,7 @@ class FullBlackBox(Strict):
 
 
 ModelKnowledge = Annotated[
-    Union[WhiteBox, OutputTransparent, QueryLimited, LabelOnly, FullBlackBox],
+    WhiteBox | OutputTransparent | QueryLimited | LabelOnly | FullBlackBox,
     Field(discriminator="kind"),
     BeforeValidator(_kind_shorthand),
 ]
@@ -450,7 +450,7 @@ class SurrogateBasis(Strict):
 
 
 ModelBasis = Annotated[
-    Union[VictimBasis, SurrogateBasis], Field(discriminator="kind"), BeforeValidator(_kind_shorthand)
+    VictimBasis | SurrogateBasis, Field(discriminator="kind"), BeforeValidator(_kind_shorthand)
 ]
 
 

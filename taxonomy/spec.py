@@ -16,6 +16,7 @@ from taxonomy.axes import (
     Consequence,
     DataKnowledge,
     Imperceptibility,
+    Individual,
     InputSpace,
     LpBudget,
     ModelKnowledge,
@@ -33,7 +34,7 @@ class ThreatModel(Strict):
     """What the adversary wants, may change, and knows."""
 
     consequence: Consequence
-    scope: Scope = Field(default_factory=lambda: {"kind": "individual"})  # type: ignore[arg-type]
+    scope: Scope = Field(default_factory=Individual)
     imperceptibility: list[Imperceptibility] = Field(min_length=1)
     model_knowledge: ModelKnowledge
     data_knowledge: DataKnowledge = DataKnowledge.none
