@@ -7,7 +7,9 @@ Conventions used in every entry:
 
 - ``defaults`` hold the attack's own parameters for images in [0, 1]. Step sizes are relative
   (``rel_stepsize``: step = rel_stepsize * epsilon), so they stay right for any epsilon; the planner
-  turns them into absolute values in input units.
+  replaces ``rel_stepsize`` with ``step_size`` in input units, and adds the budget keys ``norm``,
+  ``epsilon`` (input units) and ``mode``. An attack reads ``params["step_size"]`` and falls back to
+  ``rel_stepsize * budget.epsilon`` when it is run without a plan.
 - ``cost(params)`` is the expected work per input: forward and backward passes on the model the attack
   optimises against (victim or surrogate) and queries to the victim oracle. ``params`` is the defaults
   merged with the planner's values, so the cost follows the parameters the plan actually uses.
@@ -47,6 +49,12 @@ PHYSICAL_ATLAS = ("AML.T0043.000", "AML.T0044", "AML.T0041", "AML.T0015")
 def _p(params: Mapping[str, Any], name: str, default: float) -> float:
     value = params.get(name, default)
     return float(value) if value is not None else float(default)
+
+
+def _count(params: Mapping[str, Any], name: str) -> float:
+    """A parameter that is a list (detector names) or a number, as a count (at least 1)."""
+    value = params.get(name, 1)
+    return float(max(len(value), 1)) if isinstance(value, (list, tuple)) else float(value or 1)
 
 
 def _iterative(params: Mapping[str, Any]) -> Cost:
@@ -633,10 +641,10 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(
-            forward=(_p(params, "steps", 100) + 1) * (1 + _p(params, "detectors", 1)),
-            backward=_p(params, "steps", 100) * (1 + _p(params, "detectors", 1)),
+            forward=(_p(params, "steps", 100) + 1) * (1 + _count(params, "detectors")),
+            backward=_p(params, "steps", 100) * (1 + _count(params, "detectors")),
         ),
-        defaults=_d(steps=100, rel_stepsize=0.025, detector_weight=1.0, detectors=1),
+        defaults=_d(steps=100, rel_stepsize=0.025, detector_weight=1.0),
         strength=7,
         atlas=WHITE_BOX_ATLAS,
         implemented=False,
