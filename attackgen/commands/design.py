@@ -309,11 +309,22 @@ def taxonomy_command(fmt: str) -> None:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
 def _short_set(values: Iterable[str]) -> str:
     return ", ".join(sorted(values))
+
+
+_TASK_ABBR = {"classification": "cls", "segmentation": "seg", "detection": "det"}
+_CONS_ABBR = {"untargeted": "U", "static_target": "S", "dynamic_target": "D", "confusing_target": "C",
+              "vanishing": "V", "fabrication": "F", "mislabel": "M"}
+_SCOPE_ABBR = {"individual": "I", "contextual": "C", "universal": "U"}
+
+
+def _abbrev(values: Iterable[str], table: dict[str, str]) -> str:
+    order = list(table)
+    return " ".join(table[v] for v in sorted(values, key=lambda v: order.index(v) if v in order else 99))
 
 
 @click.command("catalog")
@@ -335,22 +346,27 @@ def catalog_command(gaps: bool, fmt: str) -> None:
         return
     from rich.table import Table
 
-    table = Table(title=f"attack catalogue ({sum(d.implemented for d in CATALOG.values())} of {len(CATALOG)} "
-                  "implemented)", show_lines=False)
+    ready = sum(d.implemented for d in CATALOG.values())
+    table = Table(title=f"attack catalogue ({ready} of {len(CATALOG)} implemented)", show_lines=False)
     for column in ("id", "ready", "tasks", "consequences", "scopes", "imperceptibility", "access", "optimizer",
                    "cost/input", "str", "ATLAS"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in ("id", "ready", "access", "str"))
     for d in CATALOG.values():
         cost = d.cost(d.defaults)
         price = " + ".join(p for p in (f"{cost.passes:g} passes" if cost.passes else "",
                                        f"{cost.queries:g} queries" if cost.queries else "") if p) or "—"
         table.add_row(
-            d.id, "yes" if d.implemented else "no", _short_set(t[:3] for t in d.tasks),
-            _short_set(d.consequences), _short_set(d.scopes), _short_set(d.imperceptibility), d.access,
-            d.optimizer + (f" ({d.gradient_source})" if d.gradient_source and d.gradient_source != "analytic" else ""),
-            price, str(d.strength), " ".join(d.atlas),
+            d.id, "yes" if d.implemented else "no", _abbrev(d.tasks, _TASK_ABBR), _abbrev(d.consequences, _CONS_ABBR),
+            _abbrev(d.scopes, _SCOPE_ABBR), _short_set(d.imperceptibility), d.access,
+            d.optimizer.replace("_order", "") + (f" ({d.gradient_source.replace('estimated_', 'est. ')})"
+                                                 if d.gradient_source and d.gradient_source != "analytic" else ""),
+            price, str(d.strength), " ".join(a.replace("AML.", "") for a in d.atlas),
         )
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    console.print("tasks: cls classification, seg segmentation, det detection; consequences: U untargeted, "
+                  "S static, D dynamic, C confusing, V vanishing, F fabrication, M mislabel; scopes: I individual, "
+                  "C contextual, U universal; ATLAS ids without the AML. prefix; --format json for every field.")
 
 
 def _print_gaps(report: dict[str, Any]) -> None:
