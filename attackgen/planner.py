@@ -194,11 +194,10 @@ def derive_params(
             params["epsilon"] = epsilon
         elif budget.mode == "minimal" and epsilons:
             params["report_at"] = list(epsilons)
-        others = spec.lp_budgets[1:]
+        others = [b for b in spec.lp_budgets[1:] if b.epsilons]  # further bounds that also apply (smallest eps)
         if others:
             params["extra_bounds"] = [
-                {"norm": b.norm, "epsilon": epsilons_in_input_units(spec, b)[0] if b.epsilons else None}
-                for b in others
+                {"norm": b.norm, "epsilon": min(epsilons_in_input_units(spec, b))} for b in others
             ]
     if "rel_stepsize" in params and epsilon is not None:
         params["step_size"] = _round(float(params.pop("rel_stepsize")) * epsilon)
@@ -858,21 +857,32 @@ def plan_cell(cell: Any, catalog: Mapping[str, AttackDescriptor] | None = None,
     from taxonomy import space
 
     catalog = CATALOG if catalog is None else catalog
-    ids = space.feasible_realisers(cell, catalog)
-    ranked = sorted((catalog[i] for i in ids), key=lambda d: (-d.strength, _default_price(d), d.id))
+    rank = _rank_index(catalog)
+    ranked = [catalog[i] for i in sorted(space.feasible_realisers(cell, catalog), key=rank.__getitem__)]
     runnable = [d for d in ranked if d.implemented]
     pool = ACCESS_POOLS[cell.knowledge]
     chosen = ([d for d in runnable if d.access in pool] or runnable)[:max_primary]
     check = None
     if cell.knowledge == "white_box" and chosen and not any(d.access in ("scores", "labels") for d in chosen):
-        free = sorted((d for d in runnable if d.access in ("scores", "labels")),
-                      key=lambda d: (d.access != "scores", -d.strength, _default_price(d), d.id))
+        free = [d for d in runnable if d.access == "scores"] or [d for d in runnable if d.access == "labels"]
         check = free[0].id if free else None
     return {
         "items": [d.id for d in chosen] + ([check] if check else []),
         "check": check,
         "not_runnable": [d.id for d in ranked if not d.implemented],
     }
+
+
+_RANKS: dict[int, tuple[Mapping[str, AttackDescriptor], dict[str, int]]] = {}
+
+
+def _rank_index(catalog: Mapping[str, AttackDescriptor]) -> dict[str, int]:
+    """Position of each attack in the global ranking (strength, then cost at defaults), cached per catalogue."""
+    hit = _RANKS.get(id(catalog))
+    if hit is None or hit[0] is not catalog or len(hit[1]) != len(catalog):
+        order = sorted(catalog.values(), key=lambda d: (-d.strength, _default_price(d), d.id))
+        hit = _RANKS[id(catalog)] = (catalog, {d.id: i for i, d in enumerate(order)})
+    return hit[1]
 
 
 def _default_price(d: AttackDescriptor) -> float:
