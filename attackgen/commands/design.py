@@ -426,16 +426,36 @@ def check_file(path: str) -> dict[str, Any]:
             "violations": found}
 
 
+def _expand_folders(files: Iterable[str]) -> list[str]:
+    """Files as given; a folder stands for the .yaml, .yml and .json files directly inside it."""
+    from pathlib import Path
+
+    out: list[str] = []
+    for name in files:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".yaml", ".yml", ".json"))
+            if found:
+                out.extend(str(p) for p in found)
+            else:
+                out.append(name)  # an empty folder is reported as unreadable
+        else:
+            out.append(name)
+    return out
+
+
 @click.command("validate")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def validate_command(files: tuple[str, ...], fmt: str) -> None:
     """Check specs against the schema and the rules: every violation with rule id, field, reason and fix.
 
+    FILES may include folders: every .yaml, .yml and .json file directly inside is checked.
+
     Exit 0 when every file is coherent (warnings allowed), 1 when a rule error makes a spec infeasible,
     2 when a file is missing, unreadable or breaks the schema.
     """
-    results = [check_file(f) for f in files]
+    results = [check_file(f) for f in _expand_folders(files)]
     if fmt == "json":
         click.echo(json.dumps(results, indent=2))
     else:
