@@ -32,7 +32,7 @@ from typing import Any
 
 from attackgen.plan import CatalogueOnly, Infeasible, Plan, PlanCost, PlanItem, RuleNote, Suggestion
 from taxonomy.axes import LpBudget
-from taxonomy.catalog import CATALOG
+from taxonomy.catalog import CATALOG, REQUIRES
 from taxonomy.catalog_types import AttackDescriptor, Cost
 from taxonomy.errors import SpecError
 from taxonomy.spec import AttackSpec, parse_spec
@@ -110,7 +110,7 @@ def relaxed_for_check(spec: AttackSpec) -> AttackSpec:
 def realises_any(spec: AttackSpec, descriptor: AttackDescriptor, role: str = "primary") -> bool:
     """Does the descriptor realise the spec (the relaxed spec for a gradient-free check)?"""
     target = relaxed_for_check(spec) if role == "gradient_free_check" else spec
-    return bool(_rules().realises(target, descriptor))
+    return fits_purpose(spec_features(spec), descriptor) and bool(_rules().realises(target, descriptor))
 
 
 def rule_breaks(spec: AttackSpec, descriptor: AttackDescriptor, item: PlanItem | None = None) -> list[RuleNote]:
@@ -303,6 +303,28 @@ gradient attacks (score- and decision-based ones come in as the G2 check, transf
 when no attack of the pool realises the spec, every realising attack is eligible."""
 
 
+def spec_features(spec: AttackSpec) -> frozenset[str]:
+    """The spec's imperceptibility keys and spatial kind, in the vocabulary of catalog.REQUIRES."""
+    keys = set()
+    for item in spec.threat.imperceptibility:
+        keys.add(f"lp:{item.norm}" if item.kind == "lp" else f"perceptual:{item.metric}"
+                 if item.kind == "perceptual" else item.kind)
+    spatial = spec.threat.capability.spatial
+    if spatial is not None:
+        keys.add(f"spatial:{spatial.kind}")
+    return frozenset(keys)
+
+
+def cell_features(cell: Any) -> frozenset[str]:
+    """The same for an abstract cell (its representative spec's spatial constraint is a patch)."""
+    return frozenset({cell.imperceptibility, *(("spatial:patch",) if cell.spatial else ())})
+
+
+def fits_purpose(features: frozenset[str], descriptor: AttackDescriptor) -> bool:
+    """Does the spec contain what the attack is for (catalog.REQUIRES)?"""
+    return REQUIRES.get(descriptor.id, frozenset()) <= features
+
+
 def _role(descriptor: AttackDescriptor) -> str:
     return "transfer" if descriptor.access == "surrogate" else "primary"
 
@@ -320,8 +342,9 @@ def candidates(
     good: list[_Candidate] = []
     broken: list[_Candidate] = []
     q = query_budget(spec)
+    features = spec_features(spec)
     for descriptor in catalog.values():
-        if not rules.realises(target, descriptor):
+        if not fits_purpose(features, descriptor) or not rules.realises(target, descriptor):
             continue
         params = derive_params(spec, descriptor, first, epsilons)
         candidate = _Candidate(descriptor, params, _role(descriptor) if role == "primary" else role)
@@ -759,8 +782,9 @@ def nearest_feasible(
         if any(_severity(v) == "error" for v in rules.validate(changed)):
             continue
         realised = []
+        features = spec_features(changed)
         for descriptor in catalog.values():
-            if rules.realises(changed, descriptor) and not any(
+            if fits_purpose(features, descriptor) and rules.realises(changed, descriptor) and not any(
                 _severity(v) == "error" for v in rules.descriptor_violations(changed, descriptor)
             ):
                 realised.append(descriptor)
@@ -803,7 +827,9 @@ def survey(catalog: Mapping[str, AttackDescriptor] | None = None) -> list[dict[s
     rows = []
     for cell in space.enumerate_cells():
         blocking = space.blocking_rules(cell)
-        realised = list(space.feasible_realisers(cell, catalog)) if not blocking else []
+        features = cell_features(cell)
+        realised = [i for i in space.feasible_realisers(cell, catalog) if fits_purpose(features, catalog[i])
+                    ] if not blocking else []
         rows.append({"cell": cell, "feasible": not blocking, "blocking": blocking, "realised_by": realised})
     return rows
 
@@ -858,7 +884,9 @@ def plan_cell(cell: Any, catalog: Mapping[str, AttackDescriptor] | None = None,
 
     catalog = CATALOG if catalog is None else catalog
     rank = _rank_index(catalog)
-    ranked = [catalog[i] for i in sorted(space.feasible_realisers(cell, catalog), key=rank.__getitem__)]
+    features = cell_features(cell)
+    ranked = [catalog[i] for i in sorted(space.feasible_realisers(cell, catalog), key=rank.__getitem__)
+              if fits_purpose(features, catalog[i])]
     runnable = [d for d in ranked if d.implemented]
     pool = ACCESS_POOLS[cell.knowledge]
     chosen = ([d for d in runnable if d.access in pool] or runnable)[:max_primary]

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from taxonomy.axes import CONSEQUENCE_KINDS
 from taxonomy.catalog_types import AttackDescriptor, Cost
 
 ALL_TASKS = frozenset({"classification", "segmentation", "detection"})
@@ -632,7 +633,7 @@ _ENTRIES: list[AttackDescriptor] = [
         implementation="attackgen.attacks.detector_evasion:DetectorAwarePGD",
         reference="Carlini, Wagner 2017, arXiv:1705.07263",
         tasks=ALL_TASKS,
-        consequences=GENERIC_TARGETS,
+        consequences=frozenset(CONSEQUENCE_KINDS),
         scopes=INDIVIDUAL,
         imperceptibility=frozenset({"detector", "lp:inf", "lp:2"}),
         budget_modes=FIXED,
@@ -648,7 +649,8 @@ _ENTRIES: list[AttackDescriptor] = [
         strength=7,
         atlas=WHITE_BOX_ATLAS,
         implemented=False,
-        notes="Adds each detector's 'adversarial' score to the loss (needs white-box detectors, rule D4).",
+        notes="Adds each detector's 'adversarial' score to the task objective's loss, so it serves every "
+        "consequence the objective defines (white-box detectors; black-box ones only transfer, rule D4).",
     ),
     # ------------------------------------------------------------------ segmentation (Metzen et al. 2017)
     AttackDescriptor(
@@ -747,6 +749,18 @@ _ENTRIES: list[AttackDescriptor] = [
 
 CATALOG: dict[str, AttackDescriptor] = {d.id: d for d in _ENTRIES}
 """Every catalogued attack implementation, by id."""
+
+REQUIRES: dict[str, frozenset[str]] = {
+    "detector_aware_pgd": frozenset({"detector"}),
+    "ssim_pgd": frozenset({"perceptual:ssim"}),
+    "patch_eot": frozenset({"spatial:patch"}),
+    "det_patch": frozenset({"spatial:patch"}),
+}
+"""What a spec must contain for the attack to be the right tool, beyond what it supports: without a
+detector, detector-aware PGD is plain PGD; without an SSIM floor, SSIM-PGD is PGD with a penalty that
+never fires; a patch attack needs a patch region to place its patch in. Keys: an imperceptibility key
+("detector", "perceptual:ssim") or "spatial:<kind>". The planner honours these (``realises`` reports
+what an attack can do, this what it is for)."""
 
 if len(CATALOG) != len(_ENTRIES):  # pragma: no cover - guarded by tests too
     raise RuntimeError("duplicate attack id in the catalogue")

@@ -292,3 +292,17 @@ def test_unimplemented_attack_in_a_plan_is_refused(tmp_path: Path) -> None:
     data["items"][0]["attack"] = next(k for k, d in CATALOG.items() if not d.implemented)
     with pytest.raises(SpecError, match="not yet implemented"):
         parse_plan(data, "plan.yaml")
+
+
+def test_purpose_built_attacks_appear_only_where_their_feature_is_asked(implemented: dict) -> None:
+    from taxonomy.catalog import REQUIRES
+
+    plain = plan(spec_of(WHITE_BOX_LINF))
+    assert isinstance(plain, Plan)
+    offered = {i.attack for i in plain.items} | set(plain.alternatives) | {c.attack for c in plain.not_runnable}
+    assert not offered & set(REQUIRES)
+    universal = plan(load_spec(EXAMPLES / "digits-universal-training.yaml"))
+    assert isinstance(universal, Plan) and "patch_eot" not in {i.attack for i in universal.items}
+    guarded = plan(load_spec(EXAMPLES / "det-mislabel-detector-aware.yaml"))
+    assert isinstance(guarded, Plan) and [i.attack for i in guarded.items] == ["detector_aware_pgd"]
+    assert guarded.items[0].params["detectors"] == ["feature_squeezing"]
