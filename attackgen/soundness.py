@@ -22,6 +22,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from attackgen.results import Flag
@@ -83,6 +84,11 @@ class RunLike(Protocol):
 
 def item_kind(attack: str, params: Mapping[str, Any] | None = None, transfer_estimate: bool = False) -> str:
     """white_box (iterative gradient attack), single_step, black_box (scores/labels), transfer, unknown."""
+    return _item_kind(attack, (params or {}).get("steps") == 1, bool(transfer_estimate))
+
+
+@lru_cache(maxsize=4096)
+def _item_kind(attack: str, one_step: bool, transfer_estimate: bool) -> str:
     if transfer_estimate:
         return TRANSFER
     from taxonomy.catalog import CATALOG
@@ -102,8 +108,7 @@ def item_kind(attack: str, params: Mapping[str, Any] | None = None, transfer_est
     if access in ("scores", "labels"):
         return BLACK
     if access == "gradients":
-        steps = (params or {}).get("steps")
-        return SINGLE if name in SINGLE_STEP_IDS or steps == 1 else WHITE
+        return SINGLE if name in SINGLE_STEP_IDS or one_step else WHITE
     return UNKNOWN
 
 
@@ -119,11 +124,7 @@ class SpecFacts:
     span: float
     lp: tuple[tuple[str, tuple[float, ...], str], ...]  # (norm, epsilons in input units, mode)
     key: str  # the threat with epsilons, names and knowledge left out: runs to compare share it
-
-    @property
-    def single_norm(self) -> str | None:
-        norms = {norm for norm, _, _ in self.lp}
-        return next(iter(norms)) if len(norms) == 1 else None
+    single_norm: str | None  # the one Lp norm of the spec (None: none or several)
 
 
 def _kind(value: Any, default: str) -> str:
@@ -172,6 +173,7 @@ def spec_facts(spec: Mapping[str, Any], spec_hash: str | None = None) -> SpecFac
         span=span,
         lp=tuple(lp),
         key=json.dumps(abstract, sort_keys=True, default=str),
+        single_norm=lp[0][0] if len({norm for norm, _, _ in lp}) == 1 else None,
     )
     if spec_hash:
         _FACTS[spec_hash] = facts
@@ -181,11 +183,14 @@ def spec_facts(spec: Mapping[str, Any], spec_hash: str | None = None) -> SpecFac
 def curve_points(run: RunLike, facts: SpecFacts | None = None) -> list[tuple[float, float]]:
     """(epsilon in input units, robust accuracy) of one run: its curve, or its single epsilon.
 
-    The curve of a results file is in input units (as the plan's epsilons); the spec's own epsilons are
-    converted from its epsilon_units.
+    The curve of a results file is in input units (as the plan's epsilons), and so is the headline
+    epsilon in its metrics; the spec's own epsilons are converted from its epsilon_units.
     """
     if run.curve:
         return sorted((float(p["epsilon"]), float(p["robust_accuracy"])) for p in run.curve)
+    headline = (getattr(run, "metrics", None) or {}).get("headline_epsilon")
+    if headline is not None:
+        return [(float(headline), float(run.robust_accuracy))]
     facts = facts or spec_facts(run.spec, run.spec_hash)
     epsilons = {e for _, eps, _ in facts.lp for e in eps}
     if len(epsilons) == 1:
@@ -202,32 +207,46 @@ def _tolerance(*n_inputs: int) -> float:
 # --------------------------------------------------------------------------- checks on one run
 
 
-def _before(run: RunLike, index: int) -> float:
-    return float(run.items[index - 1].robust_accuracy_after) if index else float(run.clean_accuracy)
+def _later_wins(run: RunLike, first: set[str], later: str) -> tuple[list[str], list[str], float]:
+    """Items of kind ``later`` that still broke inputs after an item of a kind in ``first`` at the same budget.
+
+    Items run in plan order, each on the inputs still unbroken under its own budget; an item's
+    robust_accuracy_after is measured at its own (norm, epsilon), so gains are read within one budget.
+    Returns the earlier attacks, the evidence per winning item, and the total fall in robust accuracy.
+    """
+    seen: dict[tuple[Any, Any], list[str]] = defaultdict(list)
+    last: dict[tuple[Any, Any], float] = {}
+    wins: list[str] = []
+    earlier: list[str] = []
+    drop = 0.0
+    for item in run.items:
+        budget = ((item.params or {}).get("norm"), item.epsilon)
+        kind = item_kind(item.attack, item.params, item.transfer_estimate)
+        after = float(item.robust_accuracy_after)
+        if kind == later and seen[budget]:
+            gain = last[budget] - after
+            if gain > 0:
+                drop += gain
+                earlier += seen[budget]
+                wins.append(f"{item.attack} broke {item.n_success} of the {item.n_attacked} inputs they left")
+        if kind in first:
+            seen[budget].append(item.attack)
+        last[budget] = after
+    return list(dict.fromkeys(earlier)), wins, drop
 
 
 def check_black_box_beats_white_box(run: RunLike) -> list[Flag]:
     """Gradient-free or transfer items that still break inputs the white-box items left unbroken."""
-    white: list[str] = []
-    wins: list[str] = []
-    drop = 0.0
-    for i, item in enumerate(run.items):
-        kind = item_kind(item.attack, item.params, item.transfer_estimate)
-        if kind in (WHITE, SINGLE):
-            white.append(item.attack)
-        elif kind in (BLACK, TRANSFER) and white:
-            gain = _before(run, i) - float(item.robust_accuracy_after)
-            if gain > 0:
-                drop += gain
-                wins.append(f"{item.attack} broke {item.n_success} of the {item.n_attacked} inputs they left")
+    white, wins, drop = _later_wins(run, {WHITE, SINGLE}, BLACK)
+    t_white, t_wins, t_drop = _later_wins(run, {WHITE, SINGLE}, TRANSFER)
+    white, wins, drop = list(dict.fromkeys(white + t_white)), wins + t_wins, drop + t_drop
     if drop <= ALPHA or not wins:
         return []
     return [
         Flag(
             check="black_box_beats_white_box",
             severity="warning",
-            evidence=f"after the white-box attacks ({', '.join(dict.fromkeys(white))}) "
-            + "; ".join(wins)
+            evidence=f"after the white-box attacks ({', '.join(white)}) " + "; ".join(wins)
             + f": robust accuracy fell another {100 * drop:.1f} points",
             fix=FIX_WHITE_BOX_WEAK,
         )
@@ -236,26 +255,14 @@ def check_black_box_beats_white_box(run: RunLike) -> list[Flag]:
 
 def check_single_step_beats_iterative(run: RunLike) -> list[Flag]:
     """A single-step item (FGSM) that breaks inputs an iterative gradient attack before it left."""
-    iterative: list[str] = []
-    wins: list[str] = []
-    drop = 0.0
-    for i, item in enumerate(run.items):
-        kind = item_kind(item.attack, item.params, item.transfer_estimate)
-        if kind == WHITE:
-            iterative.append(item.attack)
-        elif kind == SINGLE and iterative:
-            gain = _before(run, i) - float(item.robust_accuracy_after)
-            if gain > 0:
-                drop += gain
-                wins.append(f"{item.attack} broke {item.n_success} of the {item.n_attacked} inputs they left")
+    iterative, wins, drop = _later_wins(run, {WHITE}, SINGLE)
     if drop <= ALPHA or not wins:
         return []
     return [
         Flag(
             check="single_step_beats_iterative",
             severity="warning",
-            evidence=f"after the iterative attacks ({', '.join(dict.fromkeys(iterative))}) "
-            + "; ".join(wins)
+            evidence=f"after the iterative attacks ({', '.join(iterative)}) " + "; ".join(wins)
             + f": robust accuracy fell another {100 * drop:.1f} points",
             fix=FIX_SINGLE_STEP,
         )
@@ -361,20 +368,21 @@ def _label(run: RunLike) -> str:
     return f"{run.spec.get('name', '?')} on {run.model}"
 
 
-def _plan_kind(run: RunLike) -> str:
-    """single_step when every gradient item of the run is single-step; white_box with an iterative one."""
-    kinds = {item_kind(i.attack, i.params, i.transfer_estimate) for i in run.items}
+def plan_kind(items: Iterable[Any]) -> str:
+    """single_step when every gradient item is single-step; white_box with an iterative one; else other."""
+    kinds = {item_kind(i.attack, i.params, i.transfer_estimate) for i in items}
     if WHITE in kinds:
         return WHITE
     return SINGLE if SINGLE in kinds else "other"
 
 
-def suite_flags(runs: Sequence[RunLike]) -> list[tuple[list[int], Flag]]:
+def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None) -> list[tuple[list[int], Flag]]:
     """Flags from comparing runs of the same model, data and threat; each with the indices of its runs.
 
     Compared at equal epsilon: black-box or transfer runs against white-box runs (the white-box adversary
     can do anything the others can), single-step against iterative runs; and robust accuracy along
-    epsilon across runs (a run at a larger budget must not be more robust).
+    epsilon across runs (a run at a larger budget must not be more robust). ``plan_kinds`` (one per run,
+    from :func:`plan_kind`) spares reading the items again when the caller knows them.
     """
     groups: dict[tuple[str, str, str, str | None], list[int]] = defaultdict(list)
     facts_of: list[SpecFacts] = []
@@ -382,19 +390,21 @@ def suite_flags(runs: Sequence[RunLike]) -> list[tuple[list[int], Flag]]:
         facts = spec_facts(run.spec, run.spec_hash)
         facts_of.append(facts)
         groups[(run.model, run.data, facts.key, facts.single_norm)].append(i)
+    kinds: dict[int, str] = dict(enumerate(plan_kinds)) if plan_kinds is not None else {}
     out: list[tuple[list[int], Flag]] = []
     for (_model, _data, _key, norm), members in groups.items():
         if len(members) < 2 or norm is None:
             continue
-        by_knowledge: dict[str, dict[float, list[tuple[float, int]]]] = defaultdict(lambda: defaultdict(list))
+        by_knowledge: dict[str, dict[float, list[tuple[float, int]]]] = {}
         for i in members:
+            points = by_knowledge.setdefault(facts_of[i].knowledge, {})
             for eps, acc in curve_points(runs[i], facts_of[i]):
-                by_knowledge[facts_of[i].knowledge][eps].append((acc, i))
+                points.setdefault(eps, []).append((acc, i))
         white = by_knowledge.get("white_box", {})
         for knowledge, points in by_knowledge.items():
             if knowledge != "white_box":
                 out.extend(_knowledge_flags(runs, knowledge, white, points))
-            out.extend(_step_flags(runs, points))
+            out.extend(_step_flags(runs, points, kinds))
             out.extend(_cross_curve_flags(runs, points))
     return out
 
@@ -432,12 +442,17 @@ def _knowledge_flags(
 
 
 def _step_flags(
-    runs: Sequence[RunLike], points: Mapping[float, list[tuple[float, int]]]
+    runs: Sequence[RunLike], points: Mapping[float, list[tuple[float, int]]], kinds: dict[int, str]
 ) -> list[tuple[list[int], Flag]]:
+    def kind(i: int) -> str:
+        if i not in kinds:
+            kinds[i] = plan_kind(runs[i].items)
+        return kinds[i]
+
     out = []
     for eps, entries in sorted(points.items()):
-        single = _worst(e for e in entries if _plan_kind(runs[e[1]]) == SINGLE)
-        iterative = _worst(e for e in entries if _plan_kind(runs[e[1]]) == WHITE)
+        single = _worst(e for e in entries if kind(e[1]) == SINGLE)
+        iterative = _worst(e for e in entries if kind(e[1]) == WHITE)
         if single is None or iterative is None:
             continue
         if single[0] < iterative[0] - _tolerance(runs[single[1]].n_inputs, runs[iterative[1]].n_inputs):

@@ -189,10 +189,8 @@ class Quantised(nn.Module):
         self.model, self.mode = model, mode
 
     def forward(self, x):
-        if self.mode == "function":
-            x = RoundGrad.apply(x)
-        else:  # torch.round has a zero derivative everywhere
-            x = torch.round(x * 4) / 4
+        # "round": torch.round has a zero derivative everywhere
+        x = RoundGrad.apply(x) if self.mode == "function" else torch.round(x * 4) / 4
         return self.model(x)
 
 
