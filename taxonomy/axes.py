@@ -294,12 +294,22 @@ class DetectorEvasion(Strict):
     max_detection_rate: float = Field(0.1, ge=0.0, le=1.0)
 
 
+class Unrestricted(Strict):
+    """No bound on how the input looks: fooling images grown from scratch, visible patches and stickers.
+
+    The change is still confined by the capability (a patch region, a physical artefact); what is given
+    up is only the claim that a person would not notice it.
+    """
+
+    kind: Literal["unrestricted"] = "unrestricted"
+
+
 Imperceptibility = Annotated[
-    LpBudget | Perceptual | OutputPlausibility | DetectorEvasion,
+    LpBudget | Perceptual | OutputPlausibility | DetectorEvasion | Unrestricted,
     Field(discriminator="kind"),
     BeforeValidator(_kind_shorthand),
 ]
-IMPERCEPTIBILITY_KINDS = ("lp", "perceptual", "output", "detector")
+IMPERCEPTIBILITY_KINDS = ("lp", "perceptual", "output", "detector", "unrestricted")
 
 # --------------------------------------------------------------------------- model knowledge
 

@@ -42,7 +42,7 @@ class AttackDescriptor:
     tasks: frozenset[str]
     consequences: frozenset[str]
     scopes: frozenset[str]
-    imperceptibility: frozenset[str]  # "lp:inf", "lp:2", "lp:0", "perceptual:ssim", "output", "detector", "none"
+    imperceptibility: frozenset[str]  # "lp:inf", "lp:2", "perceptual:ssim", "output", "detector", "unrestricted"
     budget_modes: frozenset[str]  # "fixed", "minimal"
     access: AccessKind
     optimizer: str  # OptimizerKind value

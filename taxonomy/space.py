@@ -48,7 +48,7 @@ TASKS = ("classification", "segmentation", "detection")
 CONSEQUENCES: tuple[str, ...] = tuple(CONSEQUENCE_KINDS)
 SCOPES: tuple[str, ...] = tuple(SCOPE_KINDS)
 IMPERCEPTIBILITY = ("lp:inf", "lp:2", "lp:1", "lp:0", "perceptual:ssim", "perceptual:wasserstein",
-                    "perceptual:lpips", "output", "detector")
+                    "perceptual:lpips", "output", "detector", "unrestricted")
 KNOWLEDGE: tuple[str, ...] = tuple(KNOWLEDGE_KINDS)
 DATA_KNOWLEDGE = ("training", "surrogate", "none")
 FEEDS = ("digital", "physical")

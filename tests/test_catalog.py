@@ -23,7 +23,7 @@ REQUIRED = {
 }
 IMPLEMENTATION = re.compile(r"^attackgen\.attacks\.[a-z_][a-z0-9_]*:[A-Z][A-Za-z0-9]*$")
 IMPERCEPTIBILITY = {"lp:inf", "lp:2", "lp:1", "lp:0", "perceptual:ssim", "perceptual:wasserstein",
-                    "perceptual:lpips", "output", "detector", "none"}
+                    "perceptual:lpips", "output", "detector", "unrestricted"}
 ATLAS = {"AML.T0043.000", "AML.T0043.001", "AML.T0043.002", "AML.T0015", "AML.T0040", "AML.T0041", "AML.T0044",
          "AML.T0005"}
 ENTRIES = list(CATALOG.values())
@@ -102,13 +102,8 @@ def _realised_cells() -> dict[str, list[space.ThreatCell]]:
 
 
 REALISED = _realised_cells()
-SELF_CONTAINED_IMPERCEPTIBILITY = {"none"}
-
-
 @pytest.mark.parametrize("d", ENTRIES, ids=lambda d: d.id)
 def test_each_attack_realises_a_feasible_cell(d: AttackDescriptor) -> None:
-    if d.imperceptibility <= SELF_CONTAINED_IMPERCEPTIBILITY:
-        pytest.skip(f"{d.id} needs a spec without any perturbation bound, which no threat cell expresses")
     cells = REALISED[d.id]
     assert cells, f"{d.id} realises no feasible threat cell"
     # and the answer agrees with realises() on the cell's representative spec
