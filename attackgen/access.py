@@ -96,8 +96,8 @@ class ScoreOracle(Access):
         """Scores for x; rows are the batch indices of the inputs being queried (default: all, in order)."""
         self._charge(rows, x.shape[0])
         logits = self._answer(x)
-        if self.granularity == "logits":
-            return logits
+        if self.granularity == "logits" or not isinstance(logits, Tensor):
+            return logits  # a detector's scored boxes are its score-level answer, whatever the granularity
         probs = logits.softmax(dim=1)
         if self.granularity == "probabilities":
             return probs

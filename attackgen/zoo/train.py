@@ -77,7 +77,12 @@ def train_one(info: ModelInfo) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = (argv if argv is not None else sys.argv[1:]) or list(BUILTIN_MODELS)
+    names = (argv if argv is not None else sys.argv[1:]) or [
+        n for n in BUILTIN_MODELS if model_info(n).task == "classification"]
+    dense = [n for n in names if model_info(n).task != "classification"]
+    if dense:
+        print(f"{', '.join(dense)}: dense models; retrain them with 'python -m attackgen.zoo.train_dense'")
+        names = [n for n in names if n not in dense]
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     path = WEIGHTS_DIR / "models.json"
