@@ -95,7 +95,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(random_start=False),
         strength=2,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="One step of size epsilon; a weak baseline, cheap enough to run first.",
     ),
     AttackDescriptor(
@@ -116,7 +116,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=10, rel_stepsize=0.2),
         strength=4,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
     ),
     AttackDescriptor(
         id="illc",
@@ -136,7 +136,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=10, rel_stepsize=0.2),
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="Per-input target: the clean prediction's least-likely class (dynamic target, rule least_likely).",
     ),
     AttackDescriptor(
@@ -157,7 +157,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=40, rel_stepsize=2.5 / 40, restarts=1, random_start=True),
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="The reference first-order attack; step = 2.5 * epsilon / steps, random start in the ball.",
     ),
     AttackDescriptor(
@@ -178,7 +178,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=40, rel_stepsize=2.5 / 40, restarts=1, random_start=True),
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
     ),
     AttackDescriptor(
         id="mifgsm",
@@ -198,7 +198,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
     ),
     # ------------------------------------------------------------------ white-box, minimal norm
     AttackDescriptor(
@@ -219,10 +219,10 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "binary_search_steps", 9) * _p(params, "steps", 100) + 1,
             backward=_p(params, "binary_search_steps", 9) * _p(params, "steps", 100),
         ),
-        defaults=_d(binary_search_steps=9, steps=100, stepsize=0.01, confidence=0.0, initial_const=0.001),
+        defaults=_d(binary_search_steps=5, steps=100, stepsize=0.01, confidence=0.0, initial_const=0.01),
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="Margin loss on logits with tanh box; in fixed mode success means L2 norm <= epsilon.",
     ),
     AttackDescriptor(
@@ -246,7 +246,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=50, candidates=10, overshoot=0.02),
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="Untargeted by construction: steps to the nearest linearised decision boundary.",
     ),
     AttackDescriptor(
@@ -270,7 +270,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(theta=1.0, max_iter=50, num_classes=10),
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="Greedy saliency over feature pairs; an L0 epsilon is the number of features it may change.",
     ),
     AttackDescriptor(
@@ -292,7 +292,7 @@ _ENTRIES: list[AttackDescriptor] = [
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         backend="foolbox",
-        implemented=False,
+        implemented=True,
         notes="The only catalogued L1 attack; in fixed mode success means norm <= epsilon.",
     ),
     AttackDescriptor(

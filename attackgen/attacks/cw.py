@@ -29,7 +29,7 @@ class CarliniWagnerL2(Attack):
         if not hasattr(objective, "margin"):
             raise AttackgenError("cw_l2 needs a classification objective (a logit margin per input)")
         p = self.params
-        search_steps = int(p.get("binary_search_steps", 9))
+        search_steps = int(p.get("binary_search_steps", 5))
         steps = int(p.get("steps", 100))
         lr = float(p.get("stepsize", 0.01))
         kappa = float(p.get("confidence", 0.0))
@@ -45,7 +45,7 @@ class CarliniWagnerL2(Attack):
         mask = as_mask(budget, x)
         rows = torch.arange(n, device=x.device)
 
-        consts = torch.full((n,), float(p.get("initial_const", 1e-3)), device=x.device, dtype=x.dtype)
+        consts = torch.full((n,), float(p.get("initial_const", 0.01)), device=x.device, dtype=x.dtype)
         lower = torch.zeros_like(consts)
         upper = torch.full_like(consts, math.inf)
         best = x.clone()
