@@ -431,7 +431,9 @@ class Executor:
         from attackgen.loading import check_labels_against_model, check_model, load_data, load_model
 
         self.device = pick_device(self.options.device)
-        model = self._model_given if self._model_given is not None else load_model(self.model_ref)
+        model = self._model_given
+        if model is None:
+            model = load_model(self.model_ref, self.spec.input_space.layout)
         self.model = adapt(model, self.task).eval().to(self.device)
         self.model.requires_grad_(False)
         data = self._data_given if self._data_given is not None else load_data(self.data_ref, self.spec)
@@ -530,7 +532,7 @@ class Executor:
                 f"(digits-mlp) does not take inputs of shape {tuple(self.data.x.shape[1:])}; name one (a built-in "
                 "name, an entry point or a TorchScript file)."
             )
-        model = load_model(str(ref))
+        model = load_model(str(ref), self.spec.input_space.layout)
         self._surrogate = model.eval().to(self.device).requires_grad_(False)
         return self._surrogate
 

@@ -10,9 +10,11 @@ images in the MNIST format (gzip or not; its labels file is found beside it), or
 sub-folder per class). Image formats that store bytes (IDX, PNG, JPEG) are scaled from 0..255 to the
 spec's bounds; arrays are taken as they are and must already lie inside the bounds.
 
-The input-space contract: ``input_space.layout`` is the layout of the data as stored. Models always
-receive NCHW; NHWC data is converted only when the spec says NHWC. Every problem is an
-AttackgenError naming the file or field and what was expected, so the CLI exits 2 with one paragraph.
+The input-space contract: ``input_space.layout`` is the layout of the user's data files and model.
+Inside attackgen everything is NCHW: NHWC data files are transposed on loading, and a user's model
+declared NHWC is wrapped so it still receives NHWC. Built-in data and models are NCHW whatever the
+spec says. Every problem is an AttackgenError naming the file or field and what was expected, so the
+CLI exits 2 with one paragraph.
 """
 
 from __future__ import annotations
@@ -53,14 +55,28 @@ def _builtin_models() -> tuple[str, ...]:
     return tuple(BUILTIN_MODELS)
 
 
-def load_model(ref: str) -> nn.Module:
-    """The model named by ``ref`` in eval mode, on the CPU (the executor moves it)."""
+class ChannelsLast(nn.Module):
+    """Feeds a channels-last (NHWC) model from attackgen's NCHW tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Any:
+        return self.model(x.permute(0, 2, 3, 1))
+
+
+def load_model(ref: str, layout: str = "NCHW") -> nn.Module:
+    """The model named by ``ref`` in eval mode, on the CPU (the executor moves it).
+
+    ``layout`` is the spec's input_space.layout: a user's NHWC model is wrapped to take NCHW inputs.
+    """
     builtins = _builtin_models()
     if ref in builtins:
         from attackgen.zoo import load_builtin_model
 
-        model = load_builtin_model(ref)
-    elif Path(ref).suffix.lower() == EXPORT_SUFFIX:
+        return load_builtin_model(ref).eval()  # built-in models take NCHW
+    if Path(ref).suffix.lower() == EXPORT_SUFFIX:
         model = _load_exported(Path(ref))
     elif Path(ref).suffix.lower() in TORCHSCRIPT_SUFFIXES or Path(ref).exists():
         model = _load_torchscript(Path(ref))
@@ -77,7 +93,7 @@ def load_model(ref: str) -> nn.Module:
             f"--model {ref!r}: expected a torch.nn.Module, got {type(model).__name__}. An entry point must "
             "return the model itself (with its weights loaded), not a class or a state dict."
         )
-    return model.eval()
+    return (ChannelsLast(model) if layout == "NHWC" else model).eval()
 
 
 def _load_entry_point(ref: str) -> nn.Module:
@@ -186,7 +202,7 @@ def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str,
         raise ModelLoadError(
             f"--model {ref}: fails on a batch of shape {tuple(probe.shape)} (NCHW, values in "
             f"{list(spec.input_space.bounds)}): {type(error).__name__}: {str(error).splitlines()[0][:200]}. "
-            "attackgen feeds models NCHW float32 tensors; the model must accept the data as declared."
+            f"The model must take float32 inputs in the spec's input_space.layout ({spec.input_space.layout})."
         ) from None
     check = OUTPUT_CHECKS.get(spec.task.value)
     return check(outputs, n, spec, ref) if check else None
@@ -208,26 +224,24 @@ def load_data(ref: str, spec: AttackSpec, split: str = "test") -> LabeledData:
     if not path.exists() and ref in builtin:
         from attackgen.zoo import load_builtin_data
 
-        return validate_data(load_builtin_data(ref, split), spec, ref, scale_bytes=False)
+        return validate_data(load_builtin_data(ref, split), spec, ref, scale_bytes=False, layout="NCHW")
     if not path.exists():
         raise DataLoadError(
             f"--data {ref}: no such file or folder, and not a built-in data set{did_you_mean(ref, builtin)} "
             f"(built-in: {', '.join(builtin)})."
         )
-    if path.is_dir():
-        data, scale = _load_image_folder(path), True
-    elif path.suffix == ".npz":
-        data, scale = _load_npz(path), False
-    elif path.suffix in (".pt", ".pth"):
-        data, scale = _load_pt(path), False
-    elif _looks_idx(path):
-        data, scale = _load_idx(path), True
-    else:
-        raise DataLoadError(
-            f"--data {ref}: unknown format {path.suffix or '(no suffix)'}; expected a .pt or .npz file, an IDX "
-            "images file (MNIST format, e.g. t10k-images-idx3-ubyte.gz) or a folder with one sub-folder per class."
-        )
-    return validate_data(data, spec, ref, scale_bytes=scale)
+    if path.is_dir():  # image files and IDX have a layout of their own; arrays follow the spec's
+        return validate_data(_load_image_folder(path), spec, ref, scale_bytes=True, layout="NCHW")
+    if path.suffix == ".npz":
+        return validate_data(_load_npz(path), spec, ref, scale_bytes=False)
+    if path.suffix in (".pt", ".pth"):
+        return validate_data(_load_pt(path), spec, ref, scale_bytes=False)
+    if _looks_idx(path):
+        return validate_data(_load_idx(path), spec, ref, scale_bytes=True, layout="NCHW")
+    raise DataLoadError(
+        f"--data {ref}: unknown format {path.suffix or '(no suffix)'}; expected a .pt or .npz file, an IDX "
+        "images file (MNIST format, e.g. t10k-images-idx3-ubyte.gz) or a folder with one sub-folder per class."
+    )
 
 
 def _pick(mapping: Any, names: tuple[str, ...]) -> Any:
@@ -378,9 +392,14 @@ def _load_image_folder(path: Path) -> LabeledData:
 # --------------------------------------------------------------------------- the input-space contract
 
 
-def validate_data(data: LabeledData, spec: AttackSpec, ref: str, scale_bytes: bool) -> LabeledData:
-    """Check shape, layout, values and labels against the spec; convert what the spec declares."""
+def validate_data(data: LabeledData, spec: AttackSpec, ref: str, scale_bytes: bool,
+                  layout: str | None = None) -> LabeledData:
+    """Check shape, layout, values and labels against the spec; convert what the spec declares.
+
+    ``layout`` overrides the spec's (built-in data is NCHW whatever the spec says).
+    """
     space = spec.input_space
+    layout = layout or space.layout
     x = data.x
     if not isinstance(x, Tensor):
         raise DataLoadError(f"--data {ref}: inputs are a {type(x).__name__}; expected an array or tensor.")
@@ -388,13 +407,13 @@ def validate_data(data: LabeledData, spec: AttackSpec, ref: str, scale_bytes: bo
         raise DataLoadError(f"--data {ref}: inputs have dtype {x.dtype}; expected real numbers.")
     byte_data = x.dtype == torch.uint8
     if x.dim() == 3:
-        x = x.unsqueeze(1 if space.layout == "NCHW" else -1)  # single-channel images without a channel axis
+        x = x.unsqueeze(1 if layout == "NCHW" else -1)  # single-channel images without a channel axis
     if x.dim() != 4:
         raise DataLoadError(
             f"--data {ref}: inputs have shape {tuple(x.shape)}; expected images (N, C, H, W) as the spec's "
-            f"input_space.layout {space.layout} declares (or (N, H, W) for single-channel images)."
+            f"input_space.layout {layout} declares (or (N, H, W) for single-channel images)."
         )
-    x = _to_nchw(x, space.layout, ref)
+    x = _to_nchw(x, layout, ref)
     x = x.float()
     if not bool(torch.isfinite(x).all()):
         bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten().tolist()

@@ -52,6 +52,18 @@ def tiny_model() -> nn.Module:  # an entry point: test_loading:tiny_model
     return Flat()
 
 
+class ChannelsLastNet(nn.Module):
+    """Takes (N, H, W, C) inputs, as a model ported from a channels-last framework does."""
+
+    def forward(self, x):
+        assert x.shape[-1] == 3, "expects channels last"
+        return x.mean(dim=(1, 2))
+
+
+def nhwc_model() -> nn.Module:
+    return ChannelsLastNet()
+
+
 def not_a_model():
     return {"weights": 1}
 
@@ -195,9 +207,14 @@ def test_channels_last_data_is_converted_only_when_declared(pt):
     path = str(pt(x, [0, 1, 2, 0], "nhwc.pt"))
     with pytest.raises(DataLoadError, match=r"nhwc.pt: .*looks channels-last.*input_space.layout: NHWC"):
         load_data(path, SPEC)
-    data = load_data(path, make_spec(layout="NHWC"))
+    spec = make_spec(layout="NHWC")
+    data = load_data(path, spec)
     assert data.x.shape == (4, 3, 5, 6)
     assert torch.equal(data.x[1, 2], x[1, :, :, 2])
+    model = load_model("test_loading:nhwc_model", "NHWC")  # the user's NHWC model still gets NHWC
+    assert torch.allclose(model(data.x), x.mean(dim=(1, 2)))
+    assert check_model(model, data, spec, "nhwc", torch.device("cpu")) == 3
+    assert load_data("digits", spec).x.shape[1:] == (1, 16, 16)  # built-in data is NCHW whatever the spec says
 
 
 @pytest.mark.parametrize(
