@@ -13,6 +13,7 @@ from attackgen.access import NoAccess, ScoreOracle, WhiteBoxAccess
 from attackgen.attacks.base import Attack, AttackOutput, UniversalAttack
 from attackgen.executor import CHECKPOINT, Executor, RunError, RunOptions, measure, quantize
 from attackgen.plan import Plan, PlanItem
+from attackgen.report import write_report
 from attackgen.results import RunResult
 from taxonomy.catalog_types import AttackDescriptor
 from taxonomy.spec import parse_spec
@@ -297,6 +298,8 @@ def test_resume_after_ctrl_c_redoes_no_finished_batch(tmp_path):
     stopped = json.loads((tmp_path / "out" / "results.json").read_text())
     assert stopped["complete"] is False and stopped["items"][0]["n_attacked"] > 0
     assert (tmp_path / "out" / CHECKPOINT).exists()
+    markdown, _ = write_report(tmp_path / "out")  # a stopped run still gets its report
+    assert "the run was stopped" in markdown.read_text()
     with pytest.raises(RunError, match="already holds a stopped run of this plan; pass --resume"):
         run(tmp_path, [item("Interrupting")], batch_size=12)
     CALLS.clear()
