@@ -742,7 +742,7 @@ class Executor:
                 spent += state.queries
         return spent
 
-    def _fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:  # type: ignore[override]
+    def _fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:
         from attackgen.objectives import build_objective
 
         if state.fitted is not None:
@@ -769,7 +769,10 @@ class Executor:
             raise RunError(f"{step.attack}: out of device memory while fitting on {len(rows)} inputs; "
                            "use --limit or --device cpu.") from None
         state.time_s += time.perf_counter() - started
-        state.fitted = (fitted if fitted is not None else attack.fitted).detach().cpu()
+        fitted = fitted if fitted is not None else attack.fitted
+        if fitted is None:
+            raise RunError(f"{step.attack}: fit() produced no perturbation; it must return one and set fitted.")
+        state.fitted = fitted.detach().cpu()
         state.fit_queries = int(access.queries.sum())
         self._checkpoint()
 
@@ -801,21 +804,22 @@ class Executor:
     def _verify(self, step: Step, state: StepState, rows: Tensor, x: Tensor, candidate: Tensor | None,
                 objective: Any, clean: Any, budget: Budget, queries: Tensor) -> None:
         n = len(rows)
+        counts: dict[str, int] = {}  # applied at the end, so a batch retried after out-of-memory counts once
         valid = torch.ones(n, dtype=torch.bool, device=x.device)
         if candidate is None or not isinstance(candidate, Tensor) or tuple(candidate.shape) != tuple(x.shape):
             if candidate is not None:
-                state.count("bad_shape", n)
+                counts["bad_shape"] = n
             candidate = x.clone()
             valid[:] = False
         candidate = candidate.detach().to(device=x.device, dtype=x.dtype)
         finite = torch.isfinite(candidate).flatten(1).all(dim=1)
         if not bool(finite.all()):
-            state.count("non_finite", int((~finite).sum()))
+            counts["non_finite"] = int((~finite).sum())
             candidate = torch.where(finite.view(-1, *([1] * (x.dim() - 1))), candidate, x)
             valid &= finite
         lo, hi = self.bounds
         outside = ((candidate < lo - self.tol) | (candidate > hi + self.tol)).flatten(1).any(dim=1)
-        state.count("outside_bounds", int(outside.sum()))
+        counts["outside_bounds"] = int(outside.sum())
         candidate = candidate.clamp(lo, hi)
         if self.spec.threat.capability.quantize:
             candidate = quantize(candidate, x, budget)
@@ -824,7 +828,10 @@ class Executor:
         norms = measure(x, candidate, self.span)
         within = self._within(step, budget, x, candidate, norms)
         success = hit & within
-        state.count("over_budget", int((hit & ~within).sum()))
+        counts["over_budget"] = int((hit & ~within).sum())
+        metrics = objective.metrics(clean, outputs) or {}
+        for name, value in counts.items():
+            state.count(name, value)
         cpu_rows = rows.cpu()
         state.attacked[cpu_rows] = True
         state.hit[cpu_rows] = hit.cpu()
@@ -834,7 +841,7 @@ class Executor:
         state.queries[cpu_rows] = queries.long()
         if self.task == "classification":
             state.adv_label[cpu_rows] = outputs.argmax(dim=1).cpu()
-        for name, values in (objective.metrics(clean, outputs) or {}).items():
+        for name, values in metrics.items():
             column = state.metrics.setdefault(name, torch.full((self.n,), float("nan"), dtype=torch.float64))
             column[cpu_rows] = torch.as_tensor(values).detach().double().cpu()
         self._keep_examples(state, cpu_rows, x, candidate, objective, clean, outputs, success.cpu())
