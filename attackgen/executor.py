@@ -532,7 +532,7 @@ class Executor:
                 f"(digits-mlp) does not take inputs of shape {tuple(self.data.x.shape[1:])}; name one (a built-in "
                 "name, an entry point or a TorchScript file)."
             )
-        model = load_model(str(ref), self.spec.input_space.layout)
+        model = load_model(str(ref), self.spec.input_space.layout, "strategy.model_basis.model (the surrogate)")
         self._surrogate = model.eval().to(self.device).requires_grad_(False)
         return self._surrogate
 
@@ -906,6 +906,9 @@ class Executor:
         checkpoint = self._claim_output()
         self._load()
         self._split()
+        for step in self.steps:  # a missing surrogate is a bad input: say so before any attack runs
+            if step.access == "surrogate":
+                self._surrogate_model(step)
         self.sub_batch = self.chunk_size = int(self.options.batch_size or (1024 if self.device.type == "cuda" else 256))
         if self.chunk_size < 1:
             raise RunError(f"--batch-size {self.chunk_size}: expected a positive number.")

@@ -66,11 +66,21 @@ class ChannelsLast(nn.Module):
         return self.model(x.permute(0, 2, 3, 1))
 
 
-def load_model(ref: str, layout: str = "NCHW") -> nn.Module:
+def load_model(ref: str, layout: str = "NCHW", field: str = "--model") -> nn.Module:
     """The model named by ``ref`` in eval mode, on the CPU (the executor moves it).
 
     ``layout`` is the spec's input_space.layout: a user's NHWC model is wrapped to take NCHW inputs.
+    ``field`` is where the reference came from, for the messages (a surrogate comes from the spec).
     """
+    try:
+        return _load_model(ref, layout)
+    except ModelLoadError as error:
+        if field == "--model":
+            raise
+        raise ModelLoadError(str(error).replace("--model", field, 1)) from None
+
+
+def _load_model(ref: str, layout: str) -> nn.Module:
     builtins = _builtin_models()
     if ref in builtins:
         from attackgen.zoo import load_builtin_model
