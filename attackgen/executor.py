@@ -1044,7 +1044,8 @@ class Executor:
                 if not bool(torch.isnan(values).all()):
                     metrics[key] = float(np.nanmedian(values.numpy()))
         if step.universal:
-            metrics["fit_queries"] = float(state.fit_queries)
+            if step.access in QUERY_KINDS:
+                metrics["fit_queries"] = float(state.fit_queries)
             if self.in_context is not None and n_attacked:
                 inside = self.in_context[rows]
                 for name, part in (("in_context", inside), ("out_of_context", ~inside)):

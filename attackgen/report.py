@@ -164,7 +164,27 @@ def load_examples(out_dir: Path) -> dict[str, np.ndarray] | None:
         return {key: archive[key] for key in archive.files}
 
 
+SHOWN_ELSEWHERE = ("median_linf", "median_l2", "median_ssim")
+
+
+def metrics_section(result: RunResult) -> Section | None:
+    """Per-attack figures beyond the main table: the objective's metrics, fit queries, in/out of context."""
+    keys = sorted({k for item in result.items for k in item.metrics if k not in SHOWN_ELSEWHERE})
+    if not keys:
+        return None
+    rows = [[n, item.attack, item.epsilon, *[item.metrics.get(k) for k in keys]]
+            for n, item in enumerate(result.items, 1)]
+    md, htm = table(["#", "attack", "epsilon", *keys], rows)
+    return Section("Per-attack metrics", "Means over the inputs each attack ran on.\n\n" + md,
+                   "<p>Means over the inputs each attack ran on.</p>" + htm)
+
+
 def classification_panel(result: RunResult, out_dir: Path) -> list[Section]:
+    metrics = metrics_section(result)
+    return ([metrics] if metrics else []) + examples_panel(out_dir)
+
+
+def examples_panel(out_dir: Path) -> list[Section]:
     examples = load_examples(out_dir)
     if not examples or not len(examples["index"]):
         text = "No input was broken, so there is no adversarial example to show."
