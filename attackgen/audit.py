@@ -75,6 +75,7 @@ class ThreatSpace:
     cell_type: Callable[..., Any]
     cells_of: Callable[[AttackSpec], Iterable[Any]]
     spec_for_cell: Callable[[Any], AttackSpec] | None = None
+    realisers: Callable[[Any, bool], Sequence[str]] | None = None  # (cell, implemented only) -> attack ids
     local: np.ndarray | None = None  # full-product row -> row here (-1: left out); None: the whole product
 
     @classmethod
@@ -86,6 +87,7 @@ class ThreatSpace:
         cells_of: Callable[[AttackSpec], Iterable[Any]],
         spec_for_cell: Callable[[Any], AttackSpec] | None = None,
         cache: Path | None = None,
+        realisers: Callable[[Any, bool], Sequence[str]] | None = None,
     ) -> ThreatSpace:
         """The product of ``axes`` (cells built by ``cell_type(*values)``), verdicts cached in ``cache``."""
         names = tuple(axes)
@@ -111,7 +113,8 @@ class ThreatSpace:
                 _save_verdicts(cache, rule_ids, blocked)
         else:
             rule_ids, blocked = loaded
-        return cls(names, values, grids, ~blocked.any(axis=1), rule_ids, blocked, cell_type, cells_of, spec_for_cell)
+        return cls(names, values, grids, ~blocked.any(axis=1), rule_ids, blocked, cell_type, cells_of, spec_for_cell,
+                   realisers)
 
     def __len__(self) -> int:
         return int(self.codes.shape[0])
@@ -218,10 +221,18 @@ def _save_verdicts(path: Path, rule_ids: tuple[str, ...], blocked: np.ndarray) -
 def default_space() -> ThreatSpace:
     """The project's threat space (taxonomy.space) with the rules' verdicts, cached on disk by taxonomy digest."""
     from taxonomy import space
+    from taxonomy.catalog import implemented
+
+    runnable = implemented()  # one mapping: the realiser index is cached per catalogue object
+
+    def realisers(cell: Any, implemented_only: bool) -> Sequence[str]:
+        if implemented_only and not runnable:
+            return ()
+        return space.feasible_realisers(cell, runnable if implemented_only else None)
 
     cache = cache_dir() / f"verdicts-{_taxonomy_digest()}.npz"
     return ThreatSpace.from_axes(space.AXES, space.ThreatCell, space.cell_verdict, space.cells_of,
-                                 space.spec_for_cell, cache)
+                                 space.spec_for_cell, cache, realisers)
 
 
 # --------------------------------------------------------------------------- reading a suite
@@ -968,57 +979,68 @@ def _planner_verdict(spec: AttackSpec) -> bool | None:
     return bool(getattr(result, "runnable", False))
 
 
-def suggest(report: AuditReport, n: int, runnable_only: bool = True, max_tries: int = 400) -> list[SuggestedSpec]:
+TIERS = ("runnable", "catalogued", "feasible")
+
+
+def suggest(report: AuditReport, n: int, max_tries: int = 2000) -> list[SuggestedSpec]:
     """The n specs adding the most uncovered feasible cells and value pairs, chosen greedily.
 
     Each candidate is a gap cell; its gain is 1 (the cell) plus the axis-value pairs it adds that no
-    covered cell has yet. A suggested spec must parse and, where the planner exists, plan to at least
-    one runnable attack; a cell whose spec does not is passed over.
+    covered cell has yet. Cells are taken in tiers: first those the planner can run now (an implemented
+    attack realises them), then those a catalogued attack realises, then any feasible gap; each
+    suggested spec parses and passes the rules. Within a tier the pick is greedy by gain.
     """
     space = report.space
     if n <= 0 or space.spec_for_cell is None:
         return []
-    k = len(space.axes)
     sizes = [len(v) for v in space.values]
-    offsets, pair_cols = [], []
-    base = 0
-    for a in range(k):
-        for b in range(a + 1, k):
+    pair_cols, base = [], 0
+    for a in range(len(sizes)):
+        for b in range(a + 1, len(sizes)):
             pair_cols.append(space.codes[:, a].astype(np.int64) * sizes[b] + space.codes[:, b] + base)
-            offsets.append(base)
             base += sizes[a] * sizes[b]
     pair_ids = np.stack(pair_cols, axis=1) if pair_cols else np.zeros((len(space), 0), dtype=np.int64)
     have = np.zeros(base, dtype=bool)
-    covered_mask = report.status == _CODE[COVERED]
-    have[pair_ids[covered_mask].ravel()] = True
-    candidates = np.flatnonzero(report.status == _CODE[GAP])
-    excluded = np.zeros(len(space), dtype=bool)
+    have[pair_ids[report.status == _CODE[COVERED]].ravel()] = True
+    open_rows = report.status == _CODE[GAP]
     out: list[SuggestedSpec] = []
-    tries = 0
-    while len(out) < n and candidates.size:
-        gains = 1 + (~have[pair_ids[candidates]]).sum(axis=1)
-        gains[excluded[candidates]] = -1
-        best = int(np.argmax(gains))
-        if gains[best] < 0 or tries >= max_tries:
-            break
-        row = int(candidates[best])
-        tries += 1
-        try:
-            spec = space.spec_for_cell(space.cell(row))
-            spec = parse_spec(json.loads(json.dumps(spec.model_dump(mode="json"))), "suggested spec")
-        except Exception:
-            excluded[row] = True
-            continue
-        runnable = _planner_verdict(spec)
-        if runnable is False and runnable_only:
-            excluded[row] = True
-            continue
-        new_pairs = int((~have[pair_ids[row]]).sum())
-        out.append(SuggestedSpec(row, spec, 1, new_pairs, runnable))
-        have[pair_ids[row]] = True
-        excluded[row] = True
-        candidates = candidates[candidates != row]
+    for tier in TIERS:
+        passed = np.zeros(len(space), dtype=bool)  # found wanting for this tier
+        while len(out) < n:
+            candidates = np.flatnonzero(open_rows & ~passed)
+            if not candidates.size:
+                break
+            gains = 1 + (~have[pair_ids[candidates]]).sum(axis=1)
+            for row in candidates[np.argsort(-gains, kind="stable")][:max_tries].tolist():
+                pick = _try_cell(space, row, tier, passed, open_rows)
+                if pick is not None:
+                    out.append(SuggestedSpec(row, pick[0], 1, int((~have[pair_ids[row]]).sum()), pick[1]))
+                    have[pair_ids[row]] = True
+                    open_rows[row] = False
+                    break
+            else:
+                break  # nothing left in this tier
     return out
+
+
+def _try_cell(space: ThreatSpace, row: int, tier: str, passed: np.ndarray,
+              open_rows: np.ndarray) -> tuple[AttackSpec, bool | None] | None:
+    """The cell's spec and its planner verdict when it belongs to the tier; else mark it and return None."""
+    cell = space.cell(row)
+    if tier != "feasible" and space.realisers is not None and not space.realisers(cell, tier == "runnable"):
+        passed[row] = True
+        return None
+    try:
+        spec = space.spec_for_cell(cell)  # type: ignore[misc]
+        spec = parse_spec(json.loads(json.dumps(spec.model_dump(mode="json"))), "suggested spec")
+    except Exception:  # a cell without a representative spec: never suggest it
+        open_rows[row] = False
+        return None
+    runnable = _planner_verdict(spec)
+    if tier == "runnable" and runnable is False:
+        passed[row] = True
+        return None
+    return spec, runnable
 
 
 def write_suggestions(report: AuditReport, suggestions: Sequence[SuggestedSpec], folder: Path) -> list[Path]:

@@ -282,26 +282,34 @@ def _pair_text(p: PairMatrix, i: int, j: int) -> str:
 
 
 def heatmap_png(p: PairMatrix) -> str:
-    """One pair matrix as a base64 PNG heatmap: covered share of the feasible cells, grey where infeasible."""
+    """One pair matrix as a base64 PNG: covered pairs green, feasible gaps orange, infeasible grey.
+
+    Each entry reads covered/feasible cells with that value pair; the green deepens with the share.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import to_rgb
 
     rows = [i for i in range(len(p.rows)) if p.cells[i].sum()]
     cols = [j for j in range(len(p.cols)) if p.cells[:, j].sum()]
     feasible = p.feasible[np.ix_(rows, cols)]
     covered = p.covered[np.ix_(rows, cols)]
-    share = np.where(feasible > 0, covered / np.maximum(feasible, 1), np.nan)
+    share = covered / np.maximum(feasible, 1)
+    light, deep = np.array(to_rgb("#c7e9c0")), np.array(to_rgb("#238b45"))
+    image = np.empty((len(rows), len(cols), 3))
+    image[:] = to_rgb("#fdd49e")  # a feasible pair no covered cell has: a gap
+    green = (covered > 0)[..., None]
+    image = np.where(green, light + (deep - light) * np.sqrt(share)[..., None], image)
+    image[feasible == 0] = to_rgb("#d9d9d9")
     fig, ax = plt.subplots(figsize=(1.0 + 0.85 * len(cols), 0.7 + 0.42 * len(rows)), dpi=80)
-    cmap = ListedColormap(plt.get_cmap("YlGn")(np.linspace(0.08, 0.9, 256))).with_extremes(bad="#d9d9d9")
-    ax.imshow(np.ma.masked_invalid(share), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    ax.imshow(image, aspect="auto")
     for a in range(len(rows)):
         for b in range(len(cols)):
             text = "✗" if feasible[a, b] == 0 else f"{covered[a, b]}/{feasible[a, b]}"
             ax.text(b, a, text, ha="center", va="center", fontsize=7,
-                    color="white" if not np.isnan(share[a, b]) and share[a, b] > 0.6 else "black")
+                    color="white" if covered[a, b] and share[a, b] > 0.35 else "black")
     ax.set_xticks(range(len(cols)), [value_label(p.cols[j]) for j in cols], rotation=35, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), [value_label(p.rows[i]) for i in rows], fontsize=7)
     ax.set_xlabel(title(p.axes[1]), fontsize=8)
@@ -340,8 +348,10 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
     notes = report.notes + report.outside + [f"{p.path}: {p.message}" for p in report.suite.problems]
     if notes:
         parts.append("<h2>Notes and problems</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    parts.append("<h2>Pairwise coverage</h2><p>Share of the feasible cells with each value pair that the suite "
-                 "covers (covered/feasible); grey ✗: no feasible cell has this pair.</p><div class='grid'>")
+    parts.append("<h2>Pairwise coverage</h2><p>For every pair of axes: green, a value pair some covered cell has "
+                 "(deeper with the share of its feasible cells covered); orange, a feasible pair no covered cell "
+                 "has (a gap); grey ✗, no feasible cell has the pair. Each entry reads covered/feasible cells."
+                 "</p><div class='grid'>")
     for p in report.pairs:
         caption = f"{title(p.axes[0])} × {title(p.axes[1])}: {p.pairs_covered}/{p.pairs_feasible} pairs"
         parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{heatmap_png(p)}'>"

@@ -395,10 +395,31 @@ def test_suggestions_skip_cells_the_planner_cannot_run(space, suite_dir, monkeyp
     assert picks and all(p.spec.threat.model_knowledge.kind == "label_only" for p in picks)
 
 
+def test_suggestions_fall_back_to_specs_no_attack_runs_yet(space, suite_dir, monkeypatch):
+    monkeypatch.setattr(audit_mod, "_planner_verdict", lambda spec: False)
+    picks = suggest(audit(read_suite([suite_dir]), space), 2)
+    assert len(picks) == 2 and all(p.runnable is False for p in picks)
+
+
+def test_suggested_specs_from_the_real_space_pass_the_rules(suite_dir):
+    if not HAVE_SPACE:
+        pytest.skip("taxonomy.space not there yet")
+    from taxonomy.graph import validate
+
+    report = audit(read_suite([suite_dir]))
+    picks = suggest(report, 3)
+    assert len(picks) == 3
+    for pick in picks:
+        spec = parse_spec(yaml.safe_load(pick.yaml(report)))
+        assert not [v for v in validate(spec) if v.rule.severity == "error"]
+        assert report.space.row_of(report.space.cell(pick.row)) == pick.row
+
+
 def test_suggest_writes_spec_files(use_space, suite_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(audit_mod, "_planner_verdict", lambda spec: True)
     out = tmp_path / "cov"
-    main(["audit", str(suite_dir), "-o", str(out), "--suggest", "3"])
+    main(["audit", str(suite_dir), "--format", "json", "--suggest", "3", "--suggest-dir", str(out / "suggested")])
+    assert len(json.loads(capsys.readouterr().out)["suggestions"]) == 3
     files = sorted((out / "suggested").glob("*.yaml"))
     assert len(files) == 3
     for f in files:
