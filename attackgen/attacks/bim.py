@@ -23,7 +23,6 @@ class BIM(Attack):
     """steps x (step_size * sign(grad)), projected; no random start. Linf or L2."""
 
     access = "gradients"
-    least_likely = False
     norms: tuple[str, ...] = ("inf", "2")
     name = "bim"
 
@@ -52,7 +51,6 @@ class ILLC(BIM):
     classification objective, ILLC derives the targets itself from one clean forward pass.
     """
 
-    least_likely = True
     norms = ("inf",)
     name = "illc"
 

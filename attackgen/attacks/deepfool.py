@@ -51,7 +51,6 @@ class DeepFool(Attack):
 
         xa = x.clone()
         p_total = torch.zeros_like(x)
-        done = torch.zeros(n, dtype=torch.bool, device=x.device)
         active = rows
         for _ in range(steps):
             xi = xa[active].requires_grad_(True)
@@ -59,7 +58,6 @@ class DeepFool(Attack):
             with torch.no_grad():
                 hit = objective.subset(active).success(out)
             if bool(hit.all()):
-                done[active] = True
                 break
             if objective.targeted:  # f_k = z_top - z_t for the current top class (negative when hit)
                 top = out.detach().scatter(1, others[active], float("-inf")).argmax(dim=1, keepdim=True)
@@ -90,6 +88,5 @@ class DeepFool(Attack):
                 moved = (x[active] + (1.0 + overshoot) * p_total[active]).clamp(*budget.bounds)
                 keep = ~hit
                 xa[active[keep]] = moved[keep]
-                done[active[hit]] = True
                 active = active[keep]
         return AttackOutput(budget.project(x, xa), {"steps": steps, "norm": norm})
