@@ -41,9 +41,10 @@ class Access:
         if rows.numel() != n:
             raise ValueError(f"{n} inputs queried but {rows.numel()} row indices given")
         if self.budget is not None:
-            spent = self.queries[rows]
-            if bool((spent >= self.budget).any()):
-                over = rows[spent >= self.budget].tolist()[:5]
+            # count repeats within this call too: one call naming an input k times costs k queries
+            after = self.queries + torch.bincount(rows, minlength=self.queries.numel())
+            if bool((after > self.budget).any()):
+                over = torch.nonzero(after > self.budget).flatten().tolist()[:5]
                 raise QueryBudgetExceeded(
                     f"query budget of {self.budget} per input is spent for inputs {over}; "
                     "the attack must check remaining() before querying"

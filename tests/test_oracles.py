@@ -81,9 +81,6 @@ def test_ask_refuses_a_row_named_more_often_than_it_has_queries(model: nn.Module
     assert oracle.remaining().tolist() == [0, 2, 3, 3]
 
 
-@pytest.mark.xfail(strict=True, reason="Access._charge checks only rows already spent; a batch naming one row "
-                   "k times can overshoot by k-1 (attacks go through _query.ask, which checks). Fix in access.py: "
-                   "compare spent + bincount(rows) with the budget.")
 def test_oracle_refuses_repeated_rows_beyond_budget(model: nn.Module, x: torch.Tensor) -> None:
     oracle = ScoreOracle(model, 4, budget=2)
     with pytest.raises(QueryBudgetExceeded):
