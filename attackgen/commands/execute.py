@@ -6,6 +6,7 @@ with Ctrl-C after writing what was finished (results.json with complete: false; 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,10 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     from taxonomy.spec import load_spec, parse_spec
 
     started = time.perf_counter()
+    if "OMP_NUM_THREADS" not in os.environ:  # the built-in model is tiny: two threads mostly wait on each other
+        import torch
+
+        torch.set_num_threads(1)
     out = Path(output)
     spec_path = Path(__file__).resolve().parents[2] / "examples" / "specs" / DEMO_SPEC
     if spec_path.exists():
