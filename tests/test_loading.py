@@ -89,6 +89,7 @@ def write_idx(path, array: np.ndarray, gz: bool) -> None:
 # --------------------------------------------------------------------------- models
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_builtin_model_and_entry_point_and_torchscript(tmp_path):
     assert not load_model("digits-cnn").training
     assert isinstance(load_model("test_loading:tiny_model"), Flat)
@@ -113,6 +114,7 @@ def test_bad_model_references_are_explained(ref, expected):
         load_model(ref)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_state_dict_is_not_a_torchscript_model(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save(Flat().state_dict(), path)
