@@ -800,7 +800,7 @@ def _run_flags(suite: Suite) -> list[RunFlag]:
                 flags.append(Flag.model_validate(raw))
             except Exception:  # a flag from another version: skip it
                 continue
-        if suite.rechecked and run.items:
+        if suite.rechecked and run.items and run.complete:
             flags += run_flags(run)
         for flag in flags:
             if (flag.check, flag.evidence) not in seen:

@@ -182,6 +182,16 @@ def _evidence_text(report: AuditReport, cov: CellCoverage, limit: int = 3) -> tu
     return spec_text or "-", ("; ".join(run_text) + more) or "-"
 
 
+def _weakest_ra(report: AuditReport, cov: CellCoverage) -> str:
+    """The cell's worst robust accuracy, with the epsilon it was measured at when the run says so."""
+    text = _ra(cov.robust_accuracy)
+    if cov.weakest_run is not None:
+        eps = report.suite.runs[cov.weakest_run].metrics.get("headline_epsilon")
+        if eps is not None:
+            text += f" at ε {eps:.4g}"
+    return text
+
+
 def _ra(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -232,7 +242,7 @@ def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) 
     weakest = report.weakest()
     if weakest:
         out += _md_table(["cell", "robust accuracy", "weakest run"],
-                         [[report.space.label(c.row), _ra(c.robust_accuracy),
+                         [[report.space.label(c.row), _weakest_ra(report, c),
                            report.suite.runs[c.weakest_run].label if c.weakest_run is not None else "-"]
                           for c in weakest])
     else:
@@ -362,7 +372,7 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
     parts.append(_html_table(["axis", "value", "covered/feasible", "share", "with results", "cells"], rows))
     parts.append("<h2>Weakest covered cells</h2>")
     parts.append(_html_table(["cell", "robust accuracy", "weakest run"],
-                             [[report.space.label(c.row), _ra(c.robust_accuracy),
+                             [[report.space.label(c.row), _weakest_ra(report, c),
                                report.suite.runs[c.weakest_run].label if c.weakest_run is not None else "-"]
                               for c in report.weakest()]) if report.weakest() else "<p>No run results.</p>")
     parts.append("<h2>Soundness flags</h2>")
@@ -434,7 +444,7 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
             table.add_column(name)
         for c in weakest:
             run = report.suite.runs[c.weakest_run].label if c.weakest_run is not None else "-"
-            table.add_row(report.space.label(c.row), _ra(c.robust_accuracy), run)
+            table.add_row(report.space.label(c.row), _weakest_ra(report, c), run)
         console.print(table)
     if report.flags:
         table = Table(title="Soundness flags")

@@ -290,13 +290,19 @@ def _curve_flags(points: Sequence[tuple[float, float]], tol: float, where: str) 
                 fix=FIX_CURVE,
             )
         )
-    (lo_eps, lo_acc), (hi_eps, hi_acc) = points[0], points[-1]
-    if not rises and lo_eps > 0 and hi_eps / lo_eps >= FLAT_RATIO and lo_acc > tol and hi_acc >= lo_acc - tol:
+    flat = [
+        (hi_eps / lo_eps, lo_eps, hi_eps, hi_acc)
+        for k, (lo_eps, lo_acc) in enumerate(points)
+        for hi_eps, hi_acc in points[k + 1:]
+        if lo_eps > 0 and hi_eps / lo_eps >= FLAT_RATIO and lo_acc > tol and hi_acc >= lo_acc - tol
+    ]
+    if not rises and flat:
+        _, lo_eps, hi_eps, acc = max(flat)
         flags.append(
             Flag(
                 check="flat_epsilon_curve",
                 severity="warning",
-                evidence=f"{where}robust accuracy stays at {hi_acc:.3f} from epsilon {lo_eps:.4g} to "
+                evidence=f"{where}robust accuracy stays at {acc:.3f} from epsilon {lo_eps:.4g} to "
                 f"{hi_eps:.4g} ({hi_eps / lo_eps:.0f}x larger) instead of falling",
                 fix=FIX_CURVE,
             )
@@ -389,7 +395,8 @@ def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None
     for i, run in enumerate(runs):
         facts = spec_facts(run.spec, run.spec_hash)
         facts_of.append(facts)
-        groups[(run.model, run.data, facts.key, facts.single_norm)].append(i)
+        if getattr(run, "complete", True):  # a stopped run has not run every item: nothing to compare
+            groups[(run.model, run.data, facts.key, facts.single_norm)].append(i)
     kinds: dict[int, str] = dict(enumerate(plan_kinds)) if plan_kinds is not None else {}
     out: list[tuple[list[int], Flag]] = []
     for (_model, _data, _key, norm), members in groups.items():
@@ -400,11 +407,13 @@ def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None
             points = by_knowledge.setdefault(facts_of[i].knowledge, {})
             for eps, acc in curve_points(runs[i], facts_of[i]):
                 points.setdefault(eps, []).append((acc, i))
-        white = by_knowledge.get("white_box", {})
+        white = by_knowledge.get("white_box")
+        mixed_plans = plan_kinds is None or len({kinds[i] for i in members}) > 1
         for knowledge, points in by_knowledge.items():
-            if knowledge != "white_box":
+            if white and knowledge != "white_box":
                 out.extend(_knowledge_flags(runs, knowledge, white, points))
-            out.extend(_step_flags(runs, points, kinds))
+            if mixed_plans:
+                out.extend(_step_flags(runs, points, kinds))
             out.extend(_cross_curve_flags(runs, points))
     return out
 

@@ -137,7 +137,8 @@ def result_data(cell: Cell, robust: float, items=None, model="digits-cnn", name=
     items = items or [("pgd_linf", robust, 100, 10)]
     return {
         "results_version": 1, "attackgen_version": "0.1.0", "spec": spec.model_dump(mode="json"),
-        "spec_hash": spec.spec_hash(), "plan_hash": "-".join(i[0] for i in items), "task": cell.task, "model": model, "data": "digits",
+        "spec_hash": spec.spec_hash(),
+        "plan_hash": "-".join(i[0] for i in items), "task": cell.task, "model": model, "data": "digits",
         "device": "cpu", "seed": 0, "versions": {}, "started": "2024-01-01T00:00:00", "complete": True,
         "n_inputs": 100, "clean_accuracy": 0.95, "robust_accuracy": robust, "curve": [],
         "items": [{"attack": a, "params": {}, "n_attacked": n, "n_success": s, "robust_accuracy_after": after,
@@ -456,3 +457,17 @@ def test_real_space_audits_a_suite(suite_dir):
     assert report.count(COVERED) >= 3
     assert report.count(INFEASIBLE) > 0 and report.count(GAP) > 0
     assert report.count(COVERED) + report.count(GAP) + report.count(INFEASIBLE) == report.n_cells
+
+
+@pytest.mark.skipif(not HAVE_SPACE, reason="taxonomy.space not there yet")
+def test_example_suite_audits_with_its_finished_run():
+    suite_path = ROOT / "examples" / "suite"
+    suite = read_suite([suite_path])
+    assert not suite.problems
+    assert len(suite.specs) >= 7 and len(suite.runs) >= 1
+    report = audit(suite)
+    assert report.tasks == ("classification",)
+    assert report.count(COVERED) == 7 and report.n_tested >= 1
+    assert all(run.complete for run in suite.runs)
+    (weakest, *_) = report.weakest()
+    assert weakest.robust_accuracy is not None and 0.0 <= weakest.robust_accuracy < 1.0

@@ -42,6 +42,7 @@ def item(attack: str, after: float, n_attacked: int = 100, n_success: int = 0, *
 
 def run(items, robust=None, curve=(), spec=SPEC, spec_hash="h0", model="m", n=100, clean=0.9) -> RunResult:
     return RunResult(
+        complete=True,
         attackgen_version="0", spec=spec, spec_hash=spec_hash, plan_hash="p", task="classification", model=model,
         data="d", device="cpu", seed=0, versions={}, started="now", n_inputs=n, clean_accuracy=clean,
         robust_accuracy=items[-1].robust_accuracy_after if robust is None else robust, curve=list(curve),
@@ -101,6 +102,12 @@ def test_rising_curve_is_flagged_and_falling_is_not():
 def test_flat_curve_over_a_wide_range_is_flagged():
     flat = [{"epsilon": e, "robust_accuracy": 0.8} for e in (0.01, 0.05, 0.1)]
     assert checks(run_flags(run([item("pgd_linf", 0.8)], curve=flat))) == ["flat_epsilon_curve"]
+    # falls at first, then stays flat over a factor 4: still flagged, with the flat stretch as evidence
+    tail = [{"epsilon": e, "robust_accuracy": a} for e, a in [(0.03, 0.9), (0.05, 0.625), (0.1, 0.625), (0.2, 0.625)]]
+    (flag,) = run_flags(run([item("pgd_linf", 0.625)], curve=tail))
+    assert flag.check == "flat_epsilon_curve" and "from epsilon 0.05 to 0.2" in flag.evidence
+    done = [{"epsilon": e, "robust_accuracy": a} for e, a in [(0.03, 0.9), (0.05, 0.6), (0.1, 0.3), (0.2, 0.05)]]
+    assert run_flags(run([item("pgd_linf", 0.05)], curve=done)) == []
 
 
 def test_large_linf_budget_must_break_everything():
@@ -153,6 +160,13 @@ def test_suite_flags_fgsm_run_beating_pgd_run_and_cross_run_curve():
     found = {flag.check: members for members, flag in suite_flags(runs)}
     assert found["single_step_beats_iterative"] == [0, 1]
     assert found["accuracy_rises_with_epsilon"] == [1, 2]
+
+
+def test_suite_flags_leave_out_stopped_runs():
+    black = spec_with(model_knowledge={"kind": "output_transparent", "granularity": "probabilities"})
+    stopped = run([item("square_linf", 0.30)], spec=black, spec_hash="b")
+    stopped.complete = False
+    assert suite_flags([run([item("pgd_linf", 0.60)], spec_hash="w"), stopped]) == []
 
 
 def test_suite_flags_quiet_on_consistent_runs():
