@@ -184,6 +184,11 @@ def cache_dir() -> Path:
     return Path(base)
 
 
+def verdict_cache() -> Path:
+    """The file caching the rules' verdicts over the space for the taxonomy as it is now."""
+    return cache_dir() / f"verdicts-{_taxonomy_digest()}.npz"
+
+
 def _taxonomy_digest() -> str:
     """A digest of the taxonomy's source: the verdicts change only when it does."""
     import hashlib
@@ -230,9 +235,8 @@ def default_space() -> ThreatSpace:
             return ()
         return space.feasible_realisers(cell, runnable if implemented_only else None)
 
-    cache = cache_dir() / f"verdicts-{_taxonomy_digest()}.npz"
     return ThreatSpace.from_axes(space.AXES, space.ThreatCell, space.cell_verdict, space.cells_of,
-                                 space.spec_for_cell, cache, realisers)
+                                 space.spec_for_cell, verdict_cache(), realisers)
 
 
 # --------------------------------------------------------------------------- reading a suite
@@ -499,11 +503,6 @@ class RecordReader:
 
 class _Recut(Exception):
     """A cut record whose own hashes do not match what was cut: parse the whole text instead."""
-
-
-def run_record(data: Mapping[str, Any], source: str) -> RunRecord:
-    """One results record (a RunResult as JSON) without its per-input records; ValueError if unusable."""
-    return RecordReader().record(data, source)
 
 
 def _json_problem(error: json.JSONDecodeError, text: str) -> str:

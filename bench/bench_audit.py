@@ -83,8 +83,7 @@ def main() -> None:
 
     taxonomy_space.clear_caches()
     audit_mod.default_space.cache_clear()
-    cache = audit_mod.cache_dir() / f"verdicts-{audit_mod._taxonomy_digest()}.npz"
-    cold = not cache.exists()
+    cold = not audit_mod.verdict_cache().exists()
     audit_mod.default_space()
     space_s = time.perf_counter() - start
 
