@@ -14,12 +14,14 @@ numpy. Rendering lives in :mod:`attackgen.audit_render`.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import json
 import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -369,17 +371,6 @@ def _hash(spec: Any) -> str:
 
 # Per-input records hold no arrays, so an inputs array ends at its first "]".
 _INPUTS = re.compile(r'"inputs"\s*:\s*\[[^\]]*\]')
-_VALUE = re.compile(r'\s*:\s*"([^"\\]*)"')
-_OPEN = re.compile(r'\s*:\s*\[')
-
-
-def _string_after(text: str, key: str, start: int = 0) -> tuple[int, str] | None:
-    """(position of the key, its string value) for the first ``"key": "value"`` at or after start."""
-    at = text.find(key, start)
-    if at < 0:
-        return None
-    value = _VALUE.match(text, at + len(key))
-    return (at, value.group(1)) if value else None
 
 
 class RecordReader:
@@ -398,31 +389,42 @@ class RecordReader:
         self.plans: dict[str, PlanFacts] = {}
 
     def cut(self, text: str) -> tuple[str, str | None, str | None]:
-        """The text to parse, and the spec hash and plan hash whose spec and items were cut out."""
+        """The text to parse, and the spec hash and plan hash whose spec and items were cut out.
+
+        Plain ``str.find`` on the keys as the executor writes them (spec, spec_hash, plan_hash, ...,
+        items, flags); whatever a cut gets wrong, ``record`` notices from the hashes and the parser
+        is handed the whole text instead.
+        """
         if '"clean_correct"' in text:  # per-input records are there
             text = _INPUTS.sub('"inputs": []', text)
-        spec_cut = plan_cut = None
-        found = _string_after(text, '"spec_hash"')
-        if found is None:
+        at = text.find('"spec_hash"')
+        if at < 0:
             return text, None, None
-        at, spec_hash = found
+        start = text.find('"', text.find(":", at + 11)) + 1
+        spec_hash = text[start:text.find('"', start)]
+        parts: list[str] = []
+        rest = 0
+        spec_cut = plan_cut = None
         if spec_hash in self.specs:
-            key = text.find('"spec"')
-            colon = text.find(":", key) if key >= 0 else -1
+            colon = text.find(":", text.find('"spec"'))
             comma = text.rfind(",", 0, at)
-            if key >= 0 and colon < comma:
-                text = f"{text[:colon + 1]} null{text[comma:]}"
-                spec_cut = spec_hash
-        plan = _string_after(text, '"plan_hash"')
-        if plan is not None and not self.recheck and plan[1] in self.plans:
-            key = text.find('"items"', plan[0])
-            bracket = _OPEN.match(text, key + 7) if key >= 0 else None
-            flags = text.find('"flags"', bracket.end()) if bracket else -1
-            close = text.rfind("]", bracket.end() - 1, flags) if flags >= 0 else -1
-            if bracket is not None and close >= bracket.end() - 1:
-                text = f"{text[:bracket.end()]}{text[close:]}"
-                plan_cut = plan[1]
-        return text, spec_cut, plan_cut
+            if 0 < colon < comma:
+                parts += [text[:colon + 1], " null"]
+                rest, spec_cut = comma, spec_hash
+        key = text.find('"plan_hash"', at)
+        if key >= 0 and not self.recheck:
+            start = text.find('"', text.find(":", key + 11)) + 1
+            plan_hash = text[start:text.find('"', start)]
+            if plan_hash in self.plans:
+                bracket = text.find("[", text.find('"items"', key))
+                close = text.rfind("]", bracket, text.find('"flags"', bracket)) if bracket > 0 else -1
+                if close >= bracket > 0:
+                    parts += [text[rest:bracket + 1]]
+                    rest, plan_cut = close, plan_hash
+        if not parts:
+            return text, None, None
+        parts.append(text[rest:])
+        return "".join(parts), spec_cut, plan_cut
 
     def record(self, data: Mapping[str, Any], source: str, spec_cut: str | None = None,
                plan_cut: str | None = None) -> RunRecord:
@@ -453,12 +455,17 @@ class RecordReader:
                 plan = PlanFacts.of(items)
                 if plan_hash:
                     self.plans.setdefault(plan_hash, plan)
-            return RunRecord(
-                source, spec, spec_hash, plan_hash, str(data["task"]), str(data["model"]), str(data["data"]),
-                int(data["n_inputs"]), float(data["clean_accuracy"]), float(data["robust_accuracy"]),
-                list(data.get("curve") or ()), items, plan, list(data.get("flags") or ()),
-                dict(data.get("metrics") or {}), bool(data.get("complete", False)),
+            record = RunRecord(
+                source, spec, spec_hash, plan_hash, data["task"], data["model"], data["data"],
+                data["n_inputs"], data["clean_accuracy"], data["robust_accuracy"], data.get("curve") or [],
+                items, plan, data.get("flags") or [], data.get("metrics") or {}, data.get("complete", False) is True,
             )
+            if not (isinstance(record.task, str) and isinstance(record.model, str) and isinstance(record.data, str)
+                    and isinstance(record.n_inputs, int) and isinstance(record.robust_accuracy, (int, float))
+                    and isinstance(record.clean_accuracy, (int, float)) and isinstance(record.curve, list)
+                    and isinstance(record.flags, list) and isinstance(record.metrics, dict)):
+                raise TypeError("task, model, data, n_inputs, accuracies, curve, flags or metrics")
+            return record
         except KeyError as error:
             raise ValueError(f"missing field {error.args[0]!r}: not a complete results record") from None
         except (TypeError, ValueError, AttributeError) as error:
@@ -547,7 +554,7 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
         return
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        runs, bad = reader.parse_many([line for line in text.splitlines() if line.strip()], str(path))
+        runs, bad = reader.parse_many([line for line in text.split("\n") if line and not line.isspace()], str(path))
         suite.runs.extend(runs)
         if runs:
             suite.sources.append(SourceNote(str(path), "results", len(runs)))
@@ -602,12 +609,30 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
     suite.sources.append(SourceNote(str(path), kind, 1))
 
 
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: bulk reading builds millions of acyclic objects, and the
+    collector's repeated passes over them cost about as much as the parsing itself."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def read_suite(paths: Iterable[str | Path], recheck: bool = False) -> Suite:
     """Specs (*.yaml), plans and results (results.json, *.jsonl) from files and folders, recursively.
 
     ``recheck`` keeps every run's items so the results-level soundness checks can run again (by default
     the audit shows the flags each run recorded, and adds the checks across runs).
     """
+    with _no_gc():
+        return _read_suite(paths, recheck)
+
+
+def _read_suite(paths: Iterable[str | Path], recheck: bool) -> Suite:
     suite = Suite(rechecked=recheck)
     reader = RecordReader(recheck)
     for raw in paths:
@@ -812,6 +837,11 @@ def _run_flags(suite: Suite) -> list[RunFlag]:
 
 def audit(suite: Suite, space: ThreatSpace | None = None, all_tasks: bool = False) -> AuditReport:
     """Coverage of the suite over the threat space (restricted to the suite's tasks unless all_tasks)."""
+    with _no_gc():
+        return _audit(suite, space, all_tasks)
+
+
+def _audit(suite: Suite, space: ThreatSpace | None, all_tasks: bool) -> AuditReport:
     space = space or default_space()
     notes: list[str] = []
     tasks = sorted({s.spec.task.value for s in suite.specs} | {r.task for r in suite.runs})

@@ -392,8 +392,9 @@ def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None
     """
     groups: dict[tuple[str, str, str, str | None], list[int]] = defaultdict(list)
     facts_of: list[SpecFacts] = []
+    memo = _FACTS
     for i, run in enumerate(runs):
-        facts = spec_facts(run.spec, run.spec_hash)
+        facts = memo.get(run.spec_hash) or spec_facts(run.spec, run.spec_hash)
         facts_of.append(facts)
         if getattr(run, "complete", True):  # a stopped run has not run every item: nothing to compare
             groups[(run.model, run.data, facts.key, facts.single_norm)].append(i)
