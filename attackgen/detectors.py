@@ -86,6 +86,10 @@ def median_filter(x: Tensor, size: int) -> Tensor:
 class FeatureSqueezing(Detector):
     """max over squeezers of || softmax f(x) - softmax f(squeeze(x)) ||_1 (Xu et al. 2018).
 
+    For segmentation and detection models the distance is ``prediction_distance``'s: per-pixel L1
+    averaged over pixels, or the L1 between per-class detection-score profiles (an extension of the
+    paper's idea to detectors, not from the paper).
+
     Squeezers: bit-depth reduction to ``bits`` bits and a ``median`` x ``median`` median filter.
     ``model`` returns logits. Xu et al. use 1 bit and 2x2 on MNIST, which is nearly binary; the
     built-in digits are upsampled from 17 grey levels, and 1 bit changes the model's answer on so many
@@ -110,9 +114,43 @@ class FeatureSqueezing(Detector):
         return [reduce_bit_depth(x, self.bits, self.bounds), median_filter(x, self.median)]
 
     def score(self, x: Tensor) -> Tensor:
-        p = self.model(x).softmax(dim=1)
-        dists = [(p - self.model(s).softmax(dim=1)).abs().flatten(1).sum(dim=1) for s in self.squeezed(x)]
+        clean = self.model(x)
+        dists = [prediction_distance(clean, self.model(s)) for s in self.squeezed(x)]
         return torch.stack(dists, dim=0).max(dim=0).values
+
+
+def prediction_distance(a: Any, b: Any) -> Tensor:
+    """(N,) L1 distance between two predictions of the same inputs.
+
+    Classifier logits (N, K): between the probability vectors (Xu et al.). Dense logits (N, K, H, W):
+    the per-pixel L1, averaged over pixels. Detections (one dict per image, torchvision format, boxes /
+    scores / labels): between the per-class profiles, each class's highest detection score (0 when the
+    class is absent), so a detection that appears, vanishes or changes class under squeezing counts.
+    """
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        d = (a.softmax(dim=1) - b.softmax(dim=1)).abs().sum(dim=1)
+        return d.flatten(1).mean(dim=1) if d.dim() > 1 else d
+    if isinstance(a, list) and isinstance(b, list) and all(isinstance(i, dict) for i in [*a, *b]):
+        named = getattr(a, "classes", None)
+        labels = [int(i["labels"].max()) + 1 for i in [*a, *b] if i["labels"].numel()]
+        classes = len(named) if named else max(labels, default=1)
+        return (_profile(a, classes) - _profile(b, classes)).abs().sum(dim=1)
+    raise AttackgenError(
+        "threat.imperceptibility.detectors: feature squeezing compares model outputs that are score tensors "
+        f"(N, classes, ...) or per-image detection dicts; got {type(a).__name__}"
+    )
+
+
+def _profile(detections: list[dict[str, Tensor]], classes: int) -> Tensor:
+    """(N, classes): the highest score of each class among an image's detections (0 when absent)."""
+    rows = []
+    for item in detections:
+        scores, labels = item["scores"], item["labels"].long()
+        row = scores.new_zeros(classes)
+        if scores.numel():
+            row = row.scatter_reduce(0, labels.clamp(0, classes - 1), scores, reduce="amax", include_self=True)
+        rows.append(row)
+    return torch.stack(rows)
 
 
 DETECTORS: dict[str, type[Detector]] = {"feature_squeezing": FeatureSqueezing}

@@ -303,7 +303,7 @@ _ENTRIES: list[AttackDescriptor] = [
         tasks=CLS,
         consequences=frozenset({"static_target", "dynamic_target", "untargeted"}),
         scopes=INDIVIDUAL,
-        imperceptibility=frozenset({"lp:2"}),
+        imperceptibility=frozenset({"lp:2", "lp:inf"}),
         budget_modes=MINIMAL_FIRST,
         access="gradients",
         optimizer="second_order",
@@ -316,8 +316,9 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(binary_search_steps=5, max_iter=100, initial_const=0.01),
         strength=4,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
-        notes="Quasi-Newton (curvature from gradient history): the catalogue's second-order optimiser.",
+        implemented=True,
+        notes="Quasi-Newton (SciPy L-BFGS-B, curvature from gradient history) on c*||r||^2 + loss with a "
+        "bisection on c; its exact bounds hold the input box, a mask and a fixed Linf ball.",
     ),
     AttackDescriptor(
         id="newtonfool",
@@ -337,7 +338,7 @@ _ENTRIES: list[AttackDescriptor] = [
         defaults=_d(steps=100, stepsize=0.01),
         strength=4,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="Newton root-finding on the true-class probability; untargeted only.",
     ),
     # ------------------------------------------------------------------ score-based black box
@@ -511,12 +512,13 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 10) * _p(params, "ensemble", 1),
             queries=_p(params, "verify_queries", 1),
         ),
-        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, ensemble=1, verify_queries=1),
+        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, verify_queries=1),
         strength=5,
         atlas=TRANSFER_ATLAS,
-        implemented=False,
-        notes="White-box MI-FGSM on the surrogate (momentum transfers better, rule F4), then one "
-        "verification query on the victim (none under full black-box: a transfer estimate).",
+        implemented=True,
+        notes="White-box MI-FGSM on one surrogate (momentum transfers better, rule F4); the candidate is the final "
+        "iterate, pushed past the surrogate's boundary. One verification query on the victim (none under full "
+        "black-box: a transfer estimate). digits-mlp -> digits-cnn: 0.50 at Linf 0.1, 0.97 at 0.2.",
     ),
     AttackDescriptor(
         id="transfer_difgsm",
@@ -537,13 +539,12 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 10) * _p(params, "ensemble", 1),
             queries=_p(params, "verify_queries", 1),
         ),
-        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, diversity_prob=0.5, resize_rate=0.9, ensemble=1,
-                    verify_queries=1),
+        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, diversity_prob=0.5, resize_rate=0.9, verify_queries=1),
         strength=6,
         atlas=TRANSFER_ATLAS,
-        implemented=False,
-        notes="MI-FGSM with random resize-and-pad of the input at each step; the strongest plain transfer "
-        "attack in the catalogue.",
+        implemented=True,
+        notes="MI-FGSM with a random shrink-and-pad of the input at each step (Xie et al.); on 16x16 digits it "
+        "transfers less than MI-FGSM (0.35 vs 0.50 at Linf 0.1), on larger images it usually transfers more.",
     ),
     # ------------------------------------------------------------------ image-agnostic (fit then apply)
     AttackDescriptor(
@@ -552,7 +553,7 @@ _ENTRIES: list[AttackDescriptor] = [
         implementation="attackgen.attacks.universal:UniversalPerturbation",
         reference="Moosavi-Dezfooli, Fawzi, Fawzi, Frossard 2017, arXiv:1610.08401",
         tasks=CLS,
-        consequences=frozenset({"untargeted"}),
+        consequences=frozenset({"untargeted", "static_target"}),
         scopes=IMAGE_AGNOSTIC,
         imperceptibility=frozenset({"lp:inf", "lp:2"}),
         budget_modes=FIXED,
@@ -560,16 +561,14 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=WITH_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "epochs", 5) * (_p(params, "inner_steps", 50) + 1),
-            backward=_p(params, "epochs", 5) * _p(params, "inner_steps", 50) * _p(params, "candidates", 10),
-        ),
-        defaults=_d(epochs=5, inner_steps=50, candidates=10, overshoot=0.02, fit_size=500),
+        cost=lambda params: Cost(forward=_p(params, "epochs", 5) + 3, backward=_p(params, "epochs", 5)),
+        defaults=_d(epochs=5, batch_size=64, rel_stepsize=0.1, fit_size=2000),
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
-        notes="Accumulates DeepFool steps over the data basis and projects onto the ball; cost is per fitting "
-        "input, applying the fitted perturbation costs one pass.",
+        implemented=True,
+        notes="Moosavi-Dezfooli's loop with a projected sign-gradient inner step over batches of the data basis, "
+        "only on inputs not yet fooled; targeted with a static target. Cost is per fitting input (one pass per "
+        "epoch, plus the checks); applying it costs one pass. Digits CNN, Linf 0.2: 0.73 of held-out inputs fooled.",
     ),
     AttackDescriptor(
         id="patch_eot",
@@ -589,16 +588,22 @@ _ENTRIES: list[AttackDescriptor] = [
         feeds=frozenset({"digital", "physical"}),
         spatial=True,
         cost=lambda params: Cost(
-            forward=_p(params, "steps", 500) * _p(params, "eot_samples", 8) / max(_p(params, "fit_size", 500), 1.0),
-            backward=_p(params, "steps", 500) * _p(params, "eot_samples", 8) / max(_p(params, "fit_size", 500), 1.0),
+            forward=_p(params, "steps", 500) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
+            / max(_p(params, "fit_size", 500), 1.0) + 1,
+            backward=_p(params, "steps", 500) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
+            / max(_p(params, "fit_size", 500), 1.0),
         ),
-        defaults=_d(steps=500, stepsize=0.01, eot_samples=8, fit_size=500, area_fraction=0.05,
-                    rotation_deg=(-22.5, 22.5), scale=(0.9, 1.1)),
+        defaults=_d(steps=500, stepsize=0.05, batch_size=32, eot_samples=8, tv_weight=0.01, nps_weight=0.01,
+                    area_fraction=0.05, placement="random", transformations=None, printability=False,
+                    fit_size=500),
         strength=6,
         atlas=PHYSICAL_ATLAS,
-        implemented=False,
+        implemented=True,
         notes="Replaces pixels in the patch region (visible by design, rule D8) and optimises the expected loss "
-        "over random placement, rotation, scale and brightness; needs a spatial constraint of kind patch.",
+        "over placement, rotation, scale, brightness and noise (transformations: the spec's EOT set; None: a "
+        "digital patch), with total variation and optional non-printability; applied inside the executor's "
+        "patch squares. Cost amortises the fit over fit_size inputs. Digits CNN, 5x5 patch (9.8 %) at a fixed "
+        "place: 0.61 of held-out digits become the target class.",
     ),
     # ------------------------------------------------------------------ perceptual and detector-aware
     AttackDescriptor(
@@ -610,19 +615,20 @@ _ENTRIES: list[AttackDescriptor] = [
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
         scopes=INDIVIDUAL,
-        imperceptibility=frozenset({"perceptual:ssim", "lp:inf"}),
+        imperceptibility=frozenset({"perceptual:ssim", "lp:inf", "lp:2"}),
         budget_modes=FIXED,
         access="gradients",
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
-        defaults=_d(steps=100, rel_stepsize=0.05, penalty=10.0, max_linf=0.1),
+        defaults=_d(steps=100, rel_stepsize=0.05, penalty=10.0, max_linf=0.1, margin=0.002, backtrack=8),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
-        notes="PGD on task loss + penalty * max(0, floor - SSIM); the result is re-measured and kept only if "
-        "SSIM >= floor. An Linf bound, when given, is enforced by projection.",
+        implemented=True,
+        notes="PGD on task loss + penalty * max(0, floor - SSIM) with a backtracking step that keeps every iterate "
+        "at SSIM >= floor; the result is re-measured and kept only if it holds. An Lp bound, when given, is "
+        "enforced by projection (without one, max_linf bounds each pixel).",
     ),
     AttackDescriptor(
         id="detector_aware_pgd",
@@ -639,15 +645,17 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(
-            forward=(_p(params, "steps", 100) + 1) * (1 + _count(params, "detectors")),
-            backward=_p(params, "steps", 100) * (1 + _count(params, "detectors")),
+            forward=(_p(params, "steps", 100) + 1) * (1 + 3 * _count(params, "detectors")),
+            backward=_p(params, "steps", 100) * (1 + 3 * _count(params, "detectors")),
         ),
-        defaults=_d(steps=100, rel_stepsize=0.025, detector_weight=1.0),
+        defaults=_d(steps=100, rel_stepsize=0.05, detector_weight=0.3, weight_growth=1.5, margin=0.1, fpr=0.05),
         strength=7,
         atlas=WHITE_BOX_ATLAS,
-        implemented=False,
-        notes="Adds each detector's 'adversarial' score to the task objective's loss, so it serves every "
-        "consequence the objective defines (white-box detectors; black-box ones only transfer, rule D4).",
+        implemented=True,
+        notes="Adds each detector's score (over its threshold) to the task objective's loss, with a per-input weight "
+        "that grows while a detector catches a success (white-box detectors; black-box ones only transfer, rule "
+        "D4). Built-in detector: feature squeezing (attackgen.detectors, 3 passes per step), on class scores, "
+        "score maps or detection profiles. Digits, Linf 0.1: share of successes flagged 0.86 (PGD) -> 0.04.",
     ),
     # ------------------------------------------------------------------ segmentation (Metzen et al. 2017)
     AttackDescriptor(

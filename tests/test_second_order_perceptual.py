@@ -15,7 +15,13 @@ from attackgen.attacks.lbfgs import LBFGS
 from attackgen.attacks.newtonfool import NewtonFool
 from attackgen.attacks.pgd import LinfPGD
 from attackgen.attacks.ssim import SSIMConstrainedPGD
-from attackgen.detectors import FeatureSqueezing, build_detector, median_filter, reduce_bit_depth
+from attackgen.detectors import (
+    FeatureSqueezing,
+    build_detector,
+    median_filter,
+    prediction_distance,
+    reduce_bit_depth,
+)
 from attackgen.objectives.classification import ClassificationObjective
 from attackgen.ssim import ssim
 from attackgen.zoo import load_builtin_data, load_builtin_model
@@ -158,6 +164,21 @@ def test_detector_aware_attack_evades_feature_squeezing(model, digits):
     undetected_before = float((plain_hit & ~plain_flagged).float().mean())
     undetected_after = float((aware_hit & ~aware_flagged).float().mean())
     assert undetected_after >= undetected_before + 0.4, (undetected_before, undetected_after)
+
+
+def test_squeezing_reads_score_maps_and_detections():
+    """The same detector on a segmentation-like model (per-pixel L1) and on detection dicts (class profiles)."""
+    a = torch.zeros(2, 3, 4, 4)
+    b = a.clone()
+    b[1, 0] = 10.0  # the second image changes its mind on every pixel
+    d = prediction_distance(a, b)
+    assert d[0] == 0 and 1.0 < float(d[1]) <= 2.0
+    same = [{"boxes": torch.zeros(1, 4), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
+    moved = [{"boxes": torch.zeros(1, 4), "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}]
+    assert float(prediction_distance(same, same)[0]) == 0
+    assert abs(float(prediction_distance(same, moved)[0]) - 1.8) < 1e-6  # car 0.9 gone, person 0.9 new
+    with pytest.raises(AttackgenError, match=r"feature squeezing compares model outputs"):
+        prediction_distance("labels", "labels")
 
 
 def test_unknown_detector_is_named(model, digits):

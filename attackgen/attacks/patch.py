@@ -160,12 +160,14 @@ class AdversarialPatch(UniversalAttack):
                 (max(half, cy - jitter_y), min(height - half, cy + jitter_y)))
 
     def _render(self, x: Tensor, patch: Tensor, side: float, params: TransformParams, gen: torch.Generator,
-                bounds: tuple[float, float], max_pixels: int, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+                budget: Budget, max_pixels: int, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Render, clip the region to the mask, and shrink any rendering over the area budget until it fits.
 
         Centres are snapped to the pixel grid (an upright patch of integer side then covers exactly
-        side x side pixels instead of straddling a row and a column more).
+        side x side pixels instead of straddling a row and a column more). With an Linf epsilon in the
+        budget, the change inside the region is clipped to it (a faint patch rather than a sticker).
         """
+        bounds = budget.bounds
         whole = float(max(1, round(side)))
         params = TransformParams(params.angle, params.scale, torch.round(params.cx - whole / 2) + whole / 2,
                                  torch.round(params.cy - whole / 2) + whole / 2, params.brightness, params.noise_std)
@@ -180,6 +182,8 @@ class AdversarialPatch(UniversalAttack):
             params = TransformParams(params.angle, torch.where(over, params.scale * 0.95, params.scale),
                                      params.cx, params.cy, params.brightness, params.noise_std)
             out, region = self.sampler.render_patch(x, patch, side, params, gen, bounds)
+        if budget.norm == "inf" and budget.epsilon is not None:
+            out = (x + (out - x).clamp(-budget.epsilon, budget.epsilon)).clamp(*bounds)
         return out, region
 
     # -------------------------------------------------------------- fit / apply
@@ -224,7 +228,7 @@ class AdversarialPatch(UniversalAttack):
         for _ in range(steps):
             rows = torch.randint(0, n, (min(batch_size, n),), generator=gen, device=x_fit.device).repeat(samples)
             params = self.sampler.sample(rows.numel(), gen, x_fit.device, centres)
-            x_p, _ = self._render(x_fit[rows], patch, side, params, gen, budget.bounds, max_pixels, None)
+            x_p, _ = self._render(x_fit[rows], patch, side, params, gen, budget, max_pixels, None)
             loss = objective.subset(rows).loss(model(x_p, rows)).mean()
             if tv_weight:
                 loss = loss + tv_weight * total_variation(patch)
@@ -268,7 +272,7 @@ class AdversarialPatch(UniversalAttack):
             fixed_at = (self.location[0] * width, self.location[1] * height) if self.placement == "fixed" else None
             _, side, max_pixels = self.geometry(tuple(x.shape))
             params = self.sampler.sample(n, gen, x.device, self._centres(tuple(x.shape), side, fixed_at))
-        return self._render(x, patch, side, params, gen, budget.bounds, max_pixels, mask)
+        return self._render(x, patch, side, params, gen, budget, max_pixels, mask)
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None

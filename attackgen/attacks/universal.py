@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from attackgen.access import Access
+from attackgen.attacks._gradient import on_device, step_size
 from attackgen.attacks.base import AttackEnv, Budget, UniversalAttack
 from attackgen.attacks.transfer import model_handle
 from attackgen.objectives.base import Objective
@@ -46,8 +47,8 @@ def project_delta(delta: Tensor, budget: Budget) -> Tensor:
 class UniversalPerturbation(UniversalAttack):
     """One Linf or L2 perturbation for all inputs (untargeted or one target class).
 
-    Parameters: ``epochs`` (10), ``batch_size`` (64), ``rel_stepsize`` (first step = rel_stepsize *
-    epsilon, 0.1; decays linearly to a tenth), ``fit_size`` (cap on fitting inputs, 2000).
+    Parameters: ``epochs`` (5), ``batch_size`` (64), ``step_size`` (the first step in input units,
+    default 0.1 * epsilon; it decays linearly to a tenth), ``fit_size`` (cap on fitting inputs, 2000).
     """
 
     access = "gradients"
@@ -64,9 +65,10 @@ class UniversalPerturbation(UniversalAttack):
             raise AttackgenError("threat.scope: no input to fit the universal perturbation on (empty data basis "
                                  "or a context that selects nothing)")
         model = model_handle(access, env)
-        epochs = int(self.params.get("epochs", 10))
+        objective = on_device(objective, x_fit.device)
+        first_step = step_size(self.params, budget.epsilon, 0.1)
+        epochs = int(self.params.get("epochs", 5))
         batch_size = int(self.params.get("batch_size", 64))
-        rel = float(self.params.get("rel_stepsize", 0.1))
         fit_size = int(self.params.get("fit_size", 2000))
         gen = self.generator(x_fit.device)
         rows_all = torch.arange(x_fit.shape[0], device=x_fit.device)
@@ -75,7 +77,7 @@ class UniversalPerturbation(UniversalAttack):
         delta = torch.zeros((1, *x_fit.shape[1:]), dtype=x_fit.dtype, device=x_fit.device)
         best, best_rate = delta.clone(), -1.0
         for epoch in range(epochs):
-            alpha = rel * budget.epsilon * (1.0 - 0.9 * epoch / max(epochs - 1, 1))
+            alpha = first_step * (1.0 - 0.9 * epoch / max(epochs - 1, 1))
             order = rows_all[torch.randperm(rows_all.numel(), generator=gen, device=x_fit.device)]
             fooled = 0
             for i in range(0, order.numel(), batch_size):
