@@ -85,11 +85,15 @@ class TechniqueCoverage:
     weakest: tuple[float, str] | None = None  # (robust accuracy, which run)
 
     @property
-    def score(self) -> int:
-        return round(100 * self.covered / self.feasible) if self.feasible else 0
+    def score(self) -> float:
+        """Percent of the feasible cells covered, one decimal; at least 0.1 when any is covered."""
+        if not self.feasible:
+            return 0.0
+        share = round(100 * self.covered / self.feasible, 1)
+        return max(share, 0.1) if self.covered else 0.0
 
     def comment(self) -> str:
-        text = f"{self.covered} of {self.feasible} feasible threat cells covered ({self.score}%)"
+        text = f"{self.covered} of {self.feasible} feasible threat cells covered ({self.score:g}%)"
         text += f" by {self.specs} spec(s) and {self.runs} run(s)"
         if self.weakest is not None:
             text += f"; weakest robust accuracy {self.weakest[0]:.3f} ({self.weakest[1]})"
@@ -102,9 +106,15 @@ def navigator_layer(
     description: str = "",
     metadata: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An ATLAS Navigator layer (layer format 4.5, domain atlas-atlas) scoring techniques by coverage."""
+    """An ATLAS Navigator layer (layer format 4.5, domain atlas-atlas) scoring techniques by coverage.
+
+    The colour scale runs from 0 to the best-covered technique's score, so small suites still show
+    which techniques they exercise most.
+    """
+    coverage = sorted(coverage, key=lambda c: c.id)
+    top = max([c.score for c in coverage] + [1.0])
     techniques = []
-    for entry in sorted(coverage, key=lambda c: c.id):
+    for entry in coverage:
         technique = TECHNIQUES.get(entry.id)
         techniques.append({
             "techniqueID": entry.id,
@@ -124,14 +134,14 @@ def navigator_layer(
         "versions": {"attack": ATLAS_VERSION, "navigator": NAVIGATOR_VERSION, "layer": LAYER_VERSION},
         "domain": "atlas-atlas",
         "description": description or "Share of the feasible threat cells exercising each technique that "
-        "the audited suite covers (score 0-100).",
+        "the audited suite covers (score in percent).",
         "sorting": 3,
         "hideDisabled": False,
         "techniques": techniques,
-        "gradient": {"colors": ["#ffe766", "#8ec843"], "minValue": 0, "maxValue": 100},
+        "gradient": {"colors": ["#ffe766", "#8ec843"], "minValue": 0, "maxValue": top},
         "legendItems": [
             {"label": "no feasible cell covered", "color": "#ffe766"},
-            {"label": "every feasible cell covered", "color": "#8ec843"},
+            {"label": f"{top:g}% of the feasible cells covered (the best-covered technique)", "color": "#8ec843"},
         ],
         "metadata": [{"name": k, "value": v} for k, v in meta.items()],
         "showTacticRowBackground": False,
