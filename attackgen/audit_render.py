@@ -44,7 +44,10 @@ def title(axis: str) -> str:
 
 
 def _pct(a: int, b: int) -> str:
-    return f"{100.0 * a / b:.0f}%" if b else "-"
+    if not b:
+        return "-"
+    share = 100.0 * a / b
+    return f"{share:.1f}%" if 0 < share < 10 else f"{share:.0f}%"
 
 
 def summary(report: AuditReport) -> dict[str, Any]:
