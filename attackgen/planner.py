@@ -220,6 +220,12 @@ def derive_params(
         params["eot_samples"] = capability.transformations.samples
     if capability.spatial is not None and capability.spatial.area_fraction is not None and "area_fraction" in params:
         params["area_fraction"] = capability.spatial.area_fraction
+    if capability.spatial is not None and "placement" in params:
+        params["placement"] = capability.spatial.placement
+    if capability.feed == "physical" and capability.transformations is not None and "transformations" in params:
+        params["transformations"] = capability.transformations.model_dump(mode="json")
+    if "printability" in params:
+        params["printability"] = bool(capability.printability and capability.feed == "physical")
     if descriptor.access == "surrogate":
         params["surrogate"] = _surrogate(spec)
         if threat.model_knowledge.kind == "full_black_box":

@@ -21,6 +21,8 @@ context (the executor selects them and evaluates in and out of context).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,7 +50,8 @@ class UniversalPerturbation(UniversalAttack):
     """One Linf or L2 perturbation for all inputs (untargeted or one target class).
 
     Parameters: ``epochs`` (5), ``batch_size`` (64), ``step_size`` (the first step in input units,
-    default 0.1 * epsilon; it decays linearly to a tenth), ``fit_size`` (cap on fitting inputs, 2000).
+    default 0.1 * epsilon; it decays linearly to a tenth), ``fit_size`` (cap on fitting inputs, 2000),
+    ``min_steps`` (100: a small fitting set, such as one context, runs more epochs to get this many steps).
     """
 
     access = "gradients"
@@ -70,10 +73,13 @@ class UniversalPerturbation(UniversalAttack):
         epochs = int(self.params.get("epochs", 5))
         batch_size = int(self.params.get("batch_size", 64))
         fit_size = int(self.params.get("fit_size", 2000))
+        min_steps = int(self.params.get("min_steps", 100))
         gen = self.generator(x_fit.device)
         rows_all = torch.arange(x_fit.shape[0], device=x_fit.device)
         if x_fit.shape[0] > fit_size:
             rows_all = torch.randperm(x_fit.shape[0], generator=gen, device=x_fit.device)[:fit_size]
+        # a small context gives few batches per epoch: run enough epochs for min_steps steps in all
+        epochs = max(epochs, math.ceil(min_steps / math.ceil(rows_all.numel() / batch_size)))
         delta = torch.zeros((1, *x_fit.shape[1:]), dtype=x_fit.dtype, device=x_fit.device)
         best, best_rate = delta.clone(), -1.0
         for epoch in range(epochs):
