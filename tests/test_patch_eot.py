@@ -197,11 +197,21 @@ MASKED = [
 ]
 
 
+def _squares(n: int) -> torch.Tensor:
+    """One 6x6 square per input, at seeded places (the executor's masks for a patch region)."""
+    masks = torch.zeros(n, 1, 16, 16)
+    corners = torch.randint(0, 10, (n, 2), generator=torch.Generator().manual_seed(1))
+    for i, (top, left) in enumerate(corners.tolist()):
+        masks[i, :, top : top + 6, left : left + 6] = 1.0
+    return masks
+
+
+@pytest.mark.parametrize("per_input", [False, True], ids=["box", "square_per_input"])
 @pytest.mark.parametrize("name,cls,budget,params", MASKED, ids=[m[0] for m in MASKED])
-def test_mask_confines_gradient_attacks(model, digits, name, cls, budget, params):
+def test_mask_confines_gradient_attacks(model, digits, name, cls, budget, params, per_input):
     x_fit, _, x, y = digits
     x, y = x[:16], y[:16]
-    mask = _box()
+    mask = _squares(len(x)) if per_input else _box()
     masked = Budget(norm=budget.norm, epsilon=budget.epsilon, mask=mask, ssim_floor=budget.ssim_floor)
     access = NoAccess(model, len(x)) if cls.access == "surrogate" else WhiteBoxAccess(model, len(x))
     env = AttackEnv(data_x=x_fit[:200])  # the detector is calibrated on the data basis
@@ -218,3 +228,6 @@ def test_mask_confines_universal_perturbation(model, digits):
     uap.fit(WhiteBoxAccess(model, 256), x_fit[:256], ClassificationObjective(y_fit[:256]), budget)
     x_adv = uap.apply(x, budget)
     assert torch.equal(x_adv * (1 - mask), x * (1 - mask))
+    with pytest.raises(AttackgenError, match=r"threat.capability.spatial: a universal perturbation takes one"):
+        uap.fit(WhiteBoxAccess(model, 16), x_fit[:16], ClassificationObjective(y_fit[:16]),
+                Budget(epsilon=0.2, mask=_squares(16)))

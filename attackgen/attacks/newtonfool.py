@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from attackgen.access import Access
+from attackgen.attacks._gradient import as_mask, take_rows
 from attackgen.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.attacks.transfer import model_handle
 from attackgen.objectives.base import Objective
@@ -55,12 +56,13 @@ class NewtonFool(Attack):
             done = objective.subset(idx).success(out).detach()
             prob = out.softmax(dim=1).gather(1, label[idx, None])[:, 0]
             (grad,) = torch.autograd.grad(prob.sum(), xi)
-            if budget.mask is not None:
-                grad = grad * budget.mask
+            mask = take_rows(as_mask(budget, x), idx, x.shape[0])
+            if mask is not None:
+                grad = grad * mask
             gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12)
             theta = torch.minimum(eta * norm_x0[idx] * gnorm, prob.detach() - 1.0 / classes).clamp_min(0.0)
             step = (theta / gnorm**2).view(view) * grad
-            moved = budget.project(x[idx], xi.detach() - step)
+            moved = Budget(budget.bounds, budget.norm, budget.epsilon, mask).project(x[idx], xi.detach() - step)
             x_adv[idx] = torch.where(done.view(view), x_adv[idx], moved)
             live[idx] = ~done
         return AttackOutput(x_adv.detach())

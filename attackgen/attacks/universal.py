@@ -67,6 +67,9 @@ class UniversalPerturbation(UniversalAttack):
         if x_fit.shape[0] == 0:
             raise AttackgenError("threat.scope: no input to fit the universal perturbation on (empty data basis "
                                  "or a context that selects nothing)")
+        if budget.mask is not None and budget.mask.dim() == x_fit.dim() and budget.mask.shape[0] > 1:
+            raise AttackgenError("threat.capability.spatial: a universal perturbation takes one region for every "
+                                 "input (kind mask or box), not a square per input (kind patch)")
         model = model_handle(access, env)
         objective = on_device(objective, x_fit.device)
         first_step = step_size(self.params, budget.epsilon, 0.1)
