@@ -62,6 +62,15 @@ def test_lbfgs_reaches_targets_with_small_l2(model, digits):
     assert float(l2.median()) < 2.5  # measured 1.2 (whole digit: about 5)
 
 
+def test_lbfgs_untargeted_with_the_default_cross_entropy_objective(model, digits):
+    _, x, y = digits
+    x, y = x[:16], y[:16]
+    objective = ClassificationObjective(y)  # loss "ce": unbounded below when untargeted
+    out = LBFGS(seed=0, binary_search_steps=3, max_iter=40).run(WhiteBoxAccess(model, len(x)), x, objective,
+                                                                Budget(norm="2", epsilon=None))
+    assert float(verify(model, objective, out.x_adv).float().mean()) >= 0.9
+
+
 def test_lbfgs_box_holds_a_fixed_linf_ball(model, digits):
     _, x, y = digits
     x, y = x[:8], y[:8]

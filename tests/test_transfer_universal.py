@@ -59,8 +59,8 @@ class Victim(torch.nn.Module):
 
 @pytest.mark.parametrize("cls", [TransferMIFGSM, TransferDIFGSM])
 def test_transfer_rates_surrogate_to_victim(cls, victim, surrogate, test_set):
-    """digits-mlp -> digits-cnn. Measured (256 correctly classified test digits, 10 steps):
-    MI-FGSM 0.50 at Linf 0.1 and 0.97 at 0.2; DI-FGSM 0.35 and 0.95."""
+    """digits-mlp -> digits-cnn. Measured on these 256 correctly classified test digits (10 steps):
+    MI-FGSM 0.43 at Linf 0.1 and 0.94 at 0.2; DI-FGSM 0.30 and 0.95 (all 508: 0.49/0.96, 0.36/0.96)."""
     x, y = test_set[0][:256], test_set[1][:256]
     rates = {}
     for eps in (0.1, 0.2):
@@ -116,7 +116,7 @@ def test_train_surrogate_learns_the_data_basis(train_set, test_set):
 
 
 def test_universal_perturbation_fools_half_of_heldout_digits(victim, train_set, test_set):
-    """Fitted on the training split, applied unchanged to held-out digits. Measured: 0.73 at Linf 0.2."""
+    """Fitted on the training split, applied unchanged to held-out digits. Measured: 0.84 at Linf 0.2."""
     x_fit, y_fit = train_set
     budget = Budget(epsilon=0.2)
     uap = UniversalPerturbation(seed=0, epochs=5)
@@ -132,7 +132,7 @@ def test_universal_perturbation_fools_half_of_heldout_digits(victim, train_set, 
 
 
 def test_targeted_universal_perturbation(victim, train_set, test_set):
-    """One delta that sends digits to class 8 (a static target)."""
+    """One delta that sends digits to class 8 (a static target). Measured: 0.65 of held-out digits."""
     x_fit, y_fit = train_set
     budget = Budget(epsilon=0.2)
     target = torch.full_like(y_fit, 8)

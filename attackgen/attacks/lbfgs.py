@@ -12,8 +12,10 @@ the largest c (smallest perturbation) that still succeeds. Here:
 - c is searched per input by bisection in log space (``binary_search_steps``): success raises c
   (smaller perturbation), failure lowers it; the smallest successful perturbation is kept.
 
-The loss is the objective's (a static or dynamic target, or untargeted), so the attack is as general
-as the objectives.
+The loss is the objective's (a static or dynamic target, or untargeted). Where the objective offers a
+logit margin (classification), the margin floored at -confidence is used instead of cross-entropy: the
+batch is one joint problem, and an untargeted cross-entropy, unbounded below, lets a few inputs run
+away with the shared line search (measured: 0.44 of untargeted inputs fooled instead of 1.0).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from scipy.optimize import minimize
 from torch import Tensor
 
 from attackgen.access import Access
+from attackgen.attacks._gradient import on_device
 from attackgen.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.attacks.transfer import model_handle
 from attackgen.objectives.base import Objective
@@ -33,7 +36,8 @@ class LBFGS(Attack):
     """Minimal-L2 attack by box-constrained L-BFGS with a search over the penalty constant c.
 
     Parameters: ``binary_search_steps`` (5), ``max_iter`` (L-BFGS-B iterations per c, 100),
-    ``initial_const`` (c, 0.01). With a fixed Linf epsilon the box is intersected with the ball.
+    ``initial_const`` (c, 0.01), ``confidence`` (0.5: the margin floor). With a fixed Linf epsilon the
+    box is intersected with the ball.
     """
 
     access = "gradients"
@@ -42,6 +46,13 @@ class LBFGS(Attack):
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         model = model_handle(access, env)
+        kappa = float(self.params.get("confidence", 0.5))
+        # The batch is one joint problem, so no input's loss may run off to -infinity (an untargeted
+        # cross-entropy does, and then drags the shared line search along): use the logit margin,
+        # floored at -confidence, as C&W do, where the objective offers it.
+        if hasattr(objective, "with_loss"):
+            objective = objective.with_loss("margin")  # type: ignore[attr-defined]
+        objective = on_device(objective, x.device)
         searches = int(self.params.get("binary_search_steps", 5))
         max_iter = int(self.params.get("max_iter", 100))
         const = torch.full((x.shape[0],), float(self.params.get("initial_const", 0.01)), dtype=torch.float64)
@@ -68,7 +79,7 @@ class LBFGS(Attack):
             def fun(flat: np.ndarray, c: Tensor = c) -> tuple[float, np.ndarray]:
                 delta = torch.from_numpy(flat).to(device=device, dtype=dtype).view(shape).requires_grad_(True)
                 out = model(x + delta, rows)
-                total = (c * delta.flatten(1).pow(2).sum(dim=1) + objective.loss(out)).sum()
+                total = (c * delta.flatten(1).pow(2).sum(dim=1) + objective.loss(out).clamp_min(-kappa)).sum()
                 (grad,) = torch.autograd.grad(total, delta)
                 return float(total.detach()), grad.flatten().double().cpu().numpy()
 
