@@ -280,7 +280,42 @@ class Executor:
         self._basis: dict[str, tuple[Tensor, Any] | None] = {}
         self._patch_offsets: Tensor | None = None
         self._file_mask: Tensor | None = None
+        self._detectors: list[Any] | None = None
+        self._check_detector_names()
         self.steps = self._resolve_steps()
+
+    # ------------------------------------------------------------------ detector imperceptibility
+
+    def _detector_items(self) -> list[tuple[int, Any]]:
+        return [(i, item) for i, item in enumerate(self.spec.threat.imperceptibility)
+                if getattr(item, "kind", "") == "detector"]
+
+    def _check_detector_names(self) -> None:
+        """Fail before any work on a detector name that is not built in."""
+        from attackgen.detectors import DETECTORS
+
+        for i, item in self._detector_items():
+            for j, name in enumerate(item.detectors):
+                if name not in DETECTORS:
+                    raise RunError(
+                        f"threat.imperceptibility[{i}].detectors[{j}]: unknown detector {name!r}"
+                        f"{did_you_mean(name, DETECTORS)}; built-in detectors are {', '.join(DETECTORS)}."
+                    )
+
+    def _verifying_detectors(self) -> list[Any]:
+        """The spec's detectors, calibrated once on the clean inputs of the data (the defender's view) to
+        5 % false positives; verification then counts a flagged candidate as a failure."""
+        if self._detectors is None:
+            from attackgen.detectors import build_detector
+
+            items = self._detector_items()
+            self._detectors = []
+            if items:
+                rows = self.eval_rows if len(self.eval_rows) >= 20 else torch.arange(self.n)
+                clean = self.data.x[rows[:2000]].to(self.device)
+                names = dict.fromkeys(name for _, item in items for name in item.detectors)
+                self._detectors = [build_detector(name, self.model, clean, 0.05, self.bounds) for name in names]
+        return self._detectors
 
     # ------------------------------------------------------------------ plan -> steps
 
@@ -829,6 +864,15 @@ class Executor:
         within = self._within(step, budget, x, candidate, norms)
         success = hit & within
         counts["over_budget"] = int((hit & ~within).sum())
+        detectors = self._verifying_detectors()
+        if detectors:
+            flagged = torch.zeros(n, dtype=torch.bool, device=x.device)
+            for detector in detectors:
+                flagged |= detector.detect(candidate).to(x.device)
+            column = state.metrics.setdefault("detected", torch.full((self.n,), float("nan"), dtype=torch.float64))
+            column[rows.cpu()] = torch.where(success, flagged.double(), torch.nan).cpu()
+            counts["detected"] = int((success & flagged).sum())
+            success = success & ~flagged
         metrics = objective.metrics(clean, outputs) or {}
         for name, value in counts.items():
             state.count(name, value)
@@ -1037,6 +1081,8 @@ class Executor:
         n_attacked, n_success = len(rows), int(state.success[rows].sum())
         metrics = {name: float(np.nanmean(column[rows].numpy())) for name, column in state.metrics.items()
                    if n_attacked and not bool(torch.isnan(column[rows]).all())}
+        if "detected" in metrics:  # among candidates that fooled the model within budget, before the filter
+            metrics["detected_rate"] = metrics.pop("detected")
         if n_success:
             won = rows[state.success[rows]]
             for key, column in (("median_linf", 3), ("median_l2", 2), ("median_ssim", 4)):
@@ -1089,6 +1135,12 @@ class Executor:
                               evidence=f"{where}: {counts['over_budget']} candidates fooled the model only outside "
                               f"their budget (L{step.norm} <= {step.epsilon}, mask, SSIM floor); counted as failures",
                               fix="the attack must project into its Budget (budget.project) before returning"))
+        if counts.get("detected"):
+            names = ", ".join(sorted({n for _, item in self._detector_items() for n in item.detectors}))
+            flags.append(Flag(check="verification.detected", severity="info",
+                              evidence=f"{where}: {counts['detected']} candidates fooled the model within budget "
+                              f"but the detector ({names}) flagged them; counted as failures",
+                              fix="use a detector-aware attack (detector_aware_pgd) to keep the detector quiet"))
         if counts.get("outside_bounds"):
             flags.append(Flag(check="verification.outside_bounds", severity="warning",
                               evidence=f"{where}: {counts['outside_bounds']} candidates left the input bounds "
