@@ -218,6 +218,12 @@ def quantize(candidate: Tensor, x: Tensor, budget: Budget) -> Tensor:
     return torch.where(changed, q, x).clamp(lo, hi)
 
 
+def patch_side(area_fraction: float, height: int, width: int) -> int:
+    """The side of a square patch of at most ``area_fraction`` of the image: floored, never rounded up
+    (round(sqrt(0.1 * 28 * 28)) = 9 would cover 10.3 %)."""
+    return max(1, min(height, width, math.floor(math.sqrt(area_fraction * height * width) + 1e-9)))
+
+
 def take_labels(y: Any, rows: Tensor, device: torch.device) -> Any:
     if isinstance(y, Tensor):
         return y[rows].to(device)
@@ -589,9 +595,12 @@ class Executor:
             r1, c1 = max(math.ceil(y1 * h), r0 + 1), max(math.ceil(x1 * w), c0 + 1)
             mask[..., r0:r1, c0:c1] = 1.0
             return mask
-        side = max(1, min(h, w, round(math.sqrt(spatial.area_fraction * h * w))))
+        side = patch_side(spatial.area_fraction, h, w)
         if spatial.placement == "fixed":
             top, left = (h - side) // 2, (w - side) // 2
+            if spatial.location is not None:  # top-left corner as fractions, moved inside if it overhangs
+                left = min(math.floor(spatial.location[0] * w + 1e-9), w - side)
+                top = min(math.floor(spatial.location[1] * h + 1e-9), h - side)
             mask[..., top : top + side, left : left + side] = 1.0
             return mask
         if self._patch_offsets is None:  # one seeded place per input, the same for every item

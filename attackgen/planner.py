@@ -222,6 +222,8 @@ def derive_params(
         params["area_fraction"] = capability.spatial.area_fraction
     if capability.spatial is not None and "placement" in params:
         params["placement"] = capability.spatial.placement
+        if capability.spatial.location is not None:  # the top-left corner of a fixed patch
+            params["location"] = list(capability.spatial.location)
     if capability.feed == "physical" and capability.transformations is not None and "transformations" in params:
         params["transformations"] = capability.transformations.model_dump(mode="json")
     if "printability" in params:

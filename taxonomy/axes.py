@@ -420,12 +420,21 @@ class SpatialConstraint(Strict):
         None, gt=0.0, le=1.0, description="kind patch: patch area as a fraction of the image."
     )
     placement: Literal["random", "fixed"] = "random"
+    location: tuple[float, float] | None = Field(
+        None, description="kind patch, placement fixed: the patch's top-left corner (x, y) as fractions of "
+        "width and height, each in [0, 1]; a patch that would overhang is moved inside. Default: centred."
+    )
 
     @model_validator(mode="after")
     def _parameters(self) -> SpatialConstraint:
         needed = {"mask": "mask", "box": "box", "patch": "area_fraction"}[self.kind]
         if getattr(self, needed) is None:
             raise ValueError(f"spatial kind '{self.kind}' needs '{needed}'")
+        if self.location is not None:
+            if self.placement != "fixed":
+                raise ValueError("location needs placement: fixed")
+            if not all(0.0 <= v <= 1.0 for v in self.location):
+                raise ValueError(f"location must be fractions in [0, 1], got {list(self.location)}")
         if self.box is not None:
             x0, y0, x1, y1 = self.box
             if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):

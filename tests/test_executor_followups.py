@@ -3,13 +3,22 @@ the area budget, and a fixed patch location."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from attackgen.executor import Executor, RunError, RunOptions
+from attackgen.attacks.base import Budget
+from attackgen.attacks.patch import AdversarialPatch
+from attackgen.executor import Executor, RunError, RunOptions, patch_side
 from attackgen.plan import Plan, PlanItem
+from attackgen.planner import plan as make_plan
+from taxonomy.errors import AttackgenError
 from taxonomy.spec import parse_spec
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "specs"
 
 DETECTOR = {"kind": "detector", "detectors": ["feature_squeezing"], "access": "white_box", "max_detection_rate": 0.1}
 LINF = {"kind": "lp", "norm": "inf", "epsilon": 0.1}
@@ -59,3 +68,61 @@ def test_unknown_detector_names_the_field(tmp_path):
     spec = spec_for([{**DETECTOR, "detectors": ["feature_squeezing", "magnet"]}, LINF])
     with pytest.raises(RunError, match=r"threat\.imperceptibility\[0\]\.detectors\[1\]: unknown detector 'magnet'"):
         executor(tmp_path, spec, [pgd("pgd_linf")])
+
+
+@pytest.mark.parametrize("size", [16, 28])
+@pytest.mark.parametrize("fraction", [0.05, 0.1, 0.25, 0.5])
+def test_patch_area_never_exceeds_the_fraction(size, fraction):
+    limit = fraction * size * size
+    side = patch_side(fraction, size, size)
+    assert side * side <= limit and (side + 1) ** 2 > limit  # the largest square within the area
+    resolution, nominal, _ = AdversarialPatch(area_fraction=fraction).geometry((1, 1, size, size))
+    assert resolution * resolution <= limit and nominal == resolution
+    patch = AdversarialPatch(area_fraction=fraction, placement="fixed", location=(0.3, 0.6))
+    patch.fitted = torch.rand(1, resolution, resolution, generator=torch.Generator().manual_seed(0))
+    x = torch.zeros(3, 1, size, size)
+    x_adv, region = patch.apply_with_region(x, Budget(norm=None))
+    assert float(region.flatten(1).sum(dim=1).max()) <= limit
+    assert int((x_adv != x).flatten(1).sum(dim=1).max()) <= limit
+
+
+def test_ten_percent_of_28x28_is_an_8_pixel_side():
+    assert patch_side(0.1, 28, 28) == 8  # round() gave 9: 81 pixels, 10.3 %
+    assert patch_side(0.25, 16, 16) == 8  # an exact square stays exact
+
+
+def test_fixed_location_places_the_patch_at_its_top_left_corner(tmp_path):
+    spatial = {"kind": "patch", "area_fraction": 0.1, "placement": "fixed", "location": [0.125, 0.125]}
+    spec = spec_for([LINF], capability={"spatial": spatial})
+    run = executor(tmp_path, spec, [pgd("pgd_linf")], limit=8)
+    run._load()
+    mask = run._mask(torch.arange(4))
+    rows, cols = mask[0, 0].nonzero(as_tuple=True)
+    assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (2, 6, 2, 6)
+    overhang = spec_for([LINF], capability={"spatial": {**spatial, "location": [1.0, 0.0]}})
+    run = executor(tmp_path, overhang, [pgd("pgd_linf")], limit=8, folder="overhang")
+    run._load()
+    rows, cols = run._mask(torch.arange(1))[0, 0].nonzero(as_tuple=True)
+    assert (int(rows.min()), int(cols.min()), int(cols.max())) == (0, 11, 15)  # moved inside
+    # the attack on its own puts the same square there; without a location it is centred
+    x = torch.zeros(1, 1, 16, 16)
+    for location, corner in (((0.125, 0.125), (2, 2)), (None, (5, 5))):
+        patch = AdversarialPatch(area_fraction=0.1, placement="fixed", location=location)
+        patch.fitted = torch.ones(1, 5, 5)
+        _, region = patch.apply_with_region(x, Budget(norm=None))
+        rows, cols = region[0, 0].nonzero(as_tuple=True)
+        assert (int(rows.min()), int(cols.min())) == corner and int(region.sum()) == 25
+
+
+def test_location_validation_and_planner_pass_through():
+    fixed = {"kind": "patch", "area_fraction": 0.1, "placement": "fixed", "location": [0.0, 0.5]}
+    with pytest.raises(AttackgenError, match="location needs placement: fixed"):
+        spec_for([LINF], capability={"spatial": {**fixed, "placement": "random"}})
+    with pytest.raises(AttackgenError, match=r"location must be fractions in \[0, 1\]"):
+        spec_for([LINF], capability={"spatial": {**fixed, "location": [0.2, 1.5]}})
+    with pytest.raises(AttackgenError, match=r"spatial\.location"):
+        AdversarialPatch(location=(-0.1, 0.0))
+    spec = parse_spec(yaml.safe_load((EXAMPLES / "physical-digits-patch.yaml").read_text()))
+    patches = [i for i in make_plan(spec).items if i.attack == "patch_eot"]
+    assert patches and patches[0].params["location"] == [0.125, 0.125]
+    assert patches[0].params["placement"] == "fixed"

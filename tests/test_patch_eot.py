@@ -109,7 +109,7 @@ def hit_rate(model, x, target):
         return float((model(x).argmax(dim=1) == target).float().mean())
 
 
-TOP_LEFT = (4.5 / 16, 4.5 / 16)  # centre of the 5x5 square at rows 2-6, columns 2-6
+TOP_LEFT = (2 / 16, 2 / 16)  # top-left corner of the 5x5 square at rows 2-6, columns 2-6
 
 
 def test_patch_at_ten_percent_area_makes_half_the_target(model, digits):

@@ -12,9 +12,10 @@ sampled ``samples`` times per input and step. TV is the total variation (smooth 
 photograph better, Sharif et al. 2016); NPS is the non-printability score against a palette of
 printable colours (Sharif et al. 2016), on when ``capability.printability`` is set.
 
-Area: the patch side is chosen so that at the largest scale it covers at most ``area_fraction`` of the
-image; any rendering that still exceeds it (pixel rounding under rotation) is shrunk until it fits, so
-every applied patch, and the ``region`` mask returned with it, stays within the promised area.
+Area: the patch side (floored to whole pixels) is chosen so that at the largest scale it covers at
+most ``area_fraction`` of the image; any rendering that still exceeds it (pixel rounding under
+rotation) is shrunk until it fits, so every applied patch, and the ``region`` mask returned with it,
+stays within the promised area.
 
 Where the executor gives a ``Budget.mask`` (the spec's ``capability.spatial`` of kind patch: one
 square per input, at a seeded random place or a fixed one), the patch is fitted for that placement
@@ -98,8 +99,9 @@ class AdversarialPatch(UniversalAttack):
 
     Parameters: ``area_fraction`` (0.05; the planner passes the spec's ``capability.spatial``),
     ``placement`` ("random" anywhere / "fixed" at ``location``; a mask from the executor decides),
-    ``location`` (centre as fractions, default the image centre), ``transformations`` (the EOT
-    distribution, the spec's ``capability.transformations``; default: none, a digital patch),
+    ``location`` (top-left corner as fractions of width and height, as in the spec; default centred),
+    ``transformations`` (the EOT distribution, the spec's ``capability.transformations``; default:
+    none, a digital patch),
     ``eot_samples`` (per input and step; default the distribution's ``samples``), ``steps`` (500),
     ``stepsize`` (Adam learning rate in input units, 0.01), ``batch_size`` (32), ``tv_weight`` (0.01),
     ``printability`` (False) with ``nps_weight`` (0.01) and ``palette`` ((K, C) printable colours).
@@ -120,7 +122,19 @@ class AdversarialPatch(UniversalAttack):
                                  f"got {self.placement!r}")
         spec_tf = params.get("transformations")
         self.sampler = EOTSampler.identity() if spec_tf is None else EOTSampler.from_spec(spec_tf)
-        self.location = tuple(params.get("location", (0.5, 0.5)))
+        location = params.get("location")
+        self.location: tuple[float, float] | None = None
+        if location is not None:
+            if len(location) != 2 or not all(0.0 <= float(v) <= 1.0 for v in location):
+                raise AttackgenError(f"threat.capability.spatial.location: expected (x, y) fractions in [0, 1], "
+                                     f"got {location!r}")
+            self.location = (float(location[0]), float(location[1]))
+
+    def fixed_centre(self, height: int, width: int, side: float) -> tuple[float, float]:
+        """Centre in pixels of the fixed patch: its top-left corner at ``location`` (fractions), or centred."""
+        if self.location is None:  # the executor's centred square: corner at (size - side) // 2
+            return (width - side) // 2 + side / 2, (height - side) // 2 + side / 2
+        return self.location[0] * width + side / 2, self.location[1] * height + side / 2
 
     # -------------------------------------------------------------- geometry
 
@@ -138,13 +152,14 @@ class AdversarialPatch(UniversalAttack):
         else:
             max_pixels, limit, field = float(height * width), box_side, f"spatial: a {box_side:g}-pixel square in"
         side = limit / max(1.0, self.sampler.scale[1])
-        if side < 1.0:
+        if side < 1.0 - 1e-9:
             raise AttackgenError(
                 f"threat.capability.{field} a {height}x{width} input at scale up to {self.sampler.scale[1]} "
                 f"leaves a patch side of {side:.2f} pixels; a patch needs at least one pixel (enlarge the patch "
                 "or lower transformations.scale)"
             )
-        return max(1, round(side)), side, math.floor(max_pixels + 1e-6)
+        whole = max(1, math.floor(side + 1e-9))  # floored: a rounded-up side would overshoot the area
+        return whole, float(whole), math.floor(max_pixels + 1e-6)
 
     def _centres(self, shape: tuple[int, ...], side: float,
                  fixed_at: tuple[float, float] | None) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -203,9 +218,9 @@ class AdversarialPatch(UniversalAttack):
             box_side = float(sides.min())
             if _mask4(budget.mask).shape[0] == 1:
                 fixed_at = (float(cx[0]), float(cy[0]))
-        elif self.placement == "fixed":
-            fixed_at = (self.location[0] * width, self.location[1] * height)
         resolution, side, max_pixels = self.geometry(tuple(x_fit.shape), box_side)
+        if budget.mask is None and self.placement == "fixed":
+            fixed_at = self.fixed_centre(height, width, side)
         self.side = side
         steps = int(self.params.get("steps", 500))
         lr = float(self.params.get("stepsize", 0.01))
@@ -269,8 +284,8 @@ class AdversarialPatch(UniversalAttack):
             params = TransformParams(params.angle, params.scale, cx.expand(n).to(x.dtype).clone(),
                                      cy.expand(n).to(x.dtype).clone(), params.brightness, params.noise_std)
         else:
-            fixed_at = (self.location[0] * width, self.location[1] * height) if self.placement == "fixed" else None
             _, side, max_pixels = self.geometry(tuple(x.shape))
+            fixed_at = self.fixed_centre(height, width, side) if self.placement == "fixed" else None
             params = self.sampler.sample(n, gen, x.device, self._centres(tuple(x.shape), side, fixed_at))
         return self._render(x, patch, side, params, gen, budget, max_pixels, mask)
 
