@@ -27,20 +27,24 @@ DEFAULT_SCORE_THRESHOLD = 0.5
 
 
 class DetectionOutput(list):  # type: ignore[type-arg]
-    """Per-image detection dicts (torchvision format) plus the score at which a detection counts."""
+    """Per-image detection dicts (torchvision format), the score at which a detection counts, and
+    optionally the class names its label indices refer to (``classes``)."""
 
-    def __init__(self, items: Iterable[dict[str, Tensor]] = (), score_threshold: float = DEFAULT_SCORE_THRESHOLD):
+    def __init__(self, items: Iterable[dict[str, Tensor]] = (), score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                 classes: list[str] | None = None):
         super().__init__(items)
         self.score_threshold = float(score_threshold)
+        self.classes = list(classes) if classes is not None else None
+
+    def _like(self, items: Iterable[dict[str, Tensor]]) -> DetectionOutput:
+        return DetectionOutput(items, score_threshold=self.score_threshold, classes=self.classes)
 
     def detach(self) -> DetectionOutput:
-        return DetectionOutput(
-            [{k: v.detach() for k, v in item.items()} for item in self], score_threshold=self.score_threshold
-        )
+        return self._like([{k: v.detach() for k, v in item.items()} for item in self])
 
     def take(self, rows: Any) -> DetectionOutput:
         index = rows.tolist() if isinstance(rows, Tensor) else list(rows)
-        return DetectionOutput([self[i] for i in index], score_threshold=self.score_threshold)
+        return self._like([self[i] for i in index])
 
     def kept(self) -> DetectionOutput:
         """Only the detections at or above the threshold (what a user of the detector sees)."""
@@ -48,7 +52,7 @@ class DetectionOutput(list):  # type: ignore[type-arg]
         for item in self:
             keep = item["scores"] >= self.score_threshold
             out.append({k: v[keep] for k, v in item.items()})
-        return DetectionOutput(out, score_threshold=self.score_threshold)
+        return self._like(out)
 
 
 class InvalidModelOutput(AttackgenError):
@@ -133,7 +137,7 @@ def check_detection_output(out: Any, n: int, where: str = "model output",
         threshold = getattr(out, "score_threshold", DEFAULT_SCORE_THRESHOLD)
     if isinstance(out, DetectionOutput) and out.score_threshold == threshold:
         return out
-    return DetectionOutput(out, score_threshold=threshold)
+    return DetectionOutput(out, score_threshold=threshold, classes=getattr(out, "classes", None))
 
 
 class SegmentationAdapter(nn.Module):
@@ -181,7 +185,7 @@ def adapt(model: nn.Module, task: str, **options: Any) -> nn.Module:
 
 
 def detections_to_device(out: DetectionOutput, device: torch.device | str) -> DetectionOutput:
-    return DetectionOutput([{k: v.to(device) for k, v in d.items()} for d in out], out.score_threshold)
+    return out._like([{k: v.to(device) for k, v in d.items()} for d in out])
 
 
 def _register_output_checks() -> None:
@@ -199,7 +203,12 @@ def _register_output_checks() -> None:
         return classes
 
     def detection(outputs: Any, n: int, spec: Any, ref: str) -> None:
-        check_detection_output(outputs, n, where=f"--model {ref}")
+        dets = check_detection_output(outputs, n, where=f"--model {ref}")
+        if dets.classes is not None and spec.classes is not None and list(spec.classes) != dets.classes:
+            raise ModelLoadError(
+                f"--model {ref}: its label indices refer to the classes {dets.classes}, but the spec's 'classes' "
+                f"field lists {list(spec.classes)}; use the detector's list (or leave 'classes' out)."
+            )
 
     register_output_check("segmentation", segmentation)
     register_output_check("detection", detection)

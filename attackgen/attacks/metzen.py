@@ -3,9 +3,11 @@
 ``MetzenIterative`` is the single-image attack: targeted sign steps xi <- clip_eps(xi - alpha *
 sign(grad J)) on the segmentation objective (static, dynamic or confusing target, or untargeted),
 where J is the objective's weighted cross-entropy (Metzen's omega weighting and confidence trick live
-in the objective; ``background_weight`` and ``confidence_threshold`` given here override them). It
-runs on the shared gradient loop of FGSM/BIM/PGD, so it gets the same guarantees: every iterate is in
-the ball, the mask and the bounds; an input stops at its first iterate that realises the consequence.
+in the objective; ``background_weight``, ``confidence_threshold`` and ``fill_weight`` given here
+override them). Every iterate is in the ball, the mask and the bounds (the shared ``Ball`` of the
+FGSM/BIM/PGD loop). Unlike that loop it does not stop at the first success: dense consequences are
+thresholds on pixel shares, so it returns each input's last successful iterate, which keeps its
+success after clipping and 8-bit rounding far more often than the first.
 
 ``MetzenUniversal`` is the universal variant: one perturbation xi for every input, fitted on the data
 basis (or the inputs of a context) and evaluated on held-out inputs. Each update is a sign step on
@@ -25,18 +27,12 @@ import torch
 from torch import Tensor
 
 from attackgen.access import Access
-from attackgen.attacks._gradient import (
-    LoopConfig,
-    gradient_attack,
-    require_epsilon,
-    require_norm,
-    step_size,
-)
+from attackgen.attacks._gradient import Ball, on_device, require_epsilon, require_norm, step_size
 from attackgen.attacks.base import Attack, AttackEnv, AttackOutput, Budget, UniversalAttack
 from attackgen.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
-OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold")
+OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold", "fill_weight")
 
 
 def configured(objective: Objective, params: dict[str, Any]) -> Objective:
@@ -46,8 +42,59 @@ def configured(objective: Objective, params: dict[str, Any]) -> Objective:
     return configure(**given) if callable(configure) and given else objective
 
 
+def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budget, norm: str, epsilon: float,
+                  steps: int, alpha: float, gen: torch.Generator, random_start: bool = False,
+                  final_alpha: float | None = None) -> tuple[Tensor, dict[str, Any]]:
+    """Sign (Linf) or normalised (L2) steps for ``steps`` iterations; each input's candidate is its *last*
+    iterate that realised the consequence, else its final iterate.
+
+    Dense consequences are thresholds on shares of pixels or detections: the first iterate over the
+    line is marginal and often falls back under it once clipped and rounded to 8 bits, so the attack
+    keeps optimising and returns the latest success (with the most margin). ``final_alpha`` gives a
+    cosine decay of the step from ``alpha`` to it.
+    """
+    x = x.detach()
+    objective = on_device(objective, x.device)
+    ball = Ball(x, budget, norm, epsilon)
+    rows = torch.arange(x.shape[0], device=x.device)
+    shape = (-1, *([1] * (x.dim() - 1)))
+    xa = ball.random_start(gen) if random_start else x.clone()
+    best = x.clone()
+    found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    first = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+    for step in range(steps + 1):
+        xa.requires_grad_(step < steps)
+        out = access(xa, rows)
+        with torch.no_grad():
+            hit = objective.success(out).to(x.device).bool()
+            best = torch.where(hit.view(shape), xa.detach(), best)
+            first = torch.where(hit & ~found, torch.full_like(first, step), first)
+            found |= hit
+        if step == steps:
+            break
+        (grad,) = torch.autograd.grad(objective.loss(out).sum(), xa)
+        a = alpha
+        if final_alpha is not None and steps > 1:
+            a = final_alpha + (alpha - final_alpha) * 0.5 * (1 + math.cos(math.pi * step / (steps - 1)))
+        with torch.no_grad():
+            if norm == "inf":
+                direction = grad.sign()
+            else:
+                g = grad if ball.mask is None else grad * ball.mask
+                direction = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
+            xa = ball.project(xa.detach() - a * direction)
+    candidate = torch.where(found.view(shape), best, xa.detach())
+    return candidate, {"steps": steps, "step_size": alpha, "found_during_attack": int(found.sum()),
+                       "first_success_step": first.tolist()}
+
+
 class MetzenIterative(Attack):
-    """Targeted (or untargeted) iterative sign steps on a dense objective; Linf."""
+    """Targeted (or untargeted) iterative sign steps on a dense objective; Linf.
+
+    Parameters: ``steps`` (50), ``step_size`` (input units; else ``rel_stepsize`` * epsilon, 0.05),
+    ``final_step_size`` (cosine decay to it; default constant), ``random_start`` (False), and the
+    objective's ``background_weight``, ``confidence_threshold`` and ``fill_weight``.
+    """
 
     access = "gradients"
 
@@ -55,17 +102,13 @@ class MetzenIterative(Attack):
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("inf",), "metzen_seg")
         eps = require_epsilon(budget, "metzen_seg")
-        steps = int(self.params.get("steps", 50))
-        cfg = LoopConfig(
-            steps=steps,
-            step_size=step_size(self.params, eps, 0.05),
-            norm="inf",
-            random_start=bool(self.params.get("random_start", False)),
-            restarts=int(self.params.get("restarts", 1)),
-            early_stop=bool(self.params.get("early_stop", True)),
+        final = self.params.get("final_step_size")
+        x_adv, info = dense_descent(
+            access, x, configured(objective, self.params), budget, "inf", eps,
+            steps=int(self.params.get("steps", 50)), alpha=step_size(self.params, eps, 0.05),
+            gen=self.generator(x.device), random_start=bool(self.params.get("random_start", False)),
+            final_alpha=None if final is None else float(final),
         )
-        x_adv, info = gradient_attack(access, x, configured(objective, self.params), budget, cfg,
-                                      self.generator(x.device), eps)
         return AttackOutput(x_adv, info)
 
 

@@ -514,7 +514,12 @@ def build_detection_objective(spec: Any, labels: Any, clean_outputs: Any, *, cla
     n = len(clean_outputs) if isinstance(clean_outputs, list) else (
         clean_outputs.shape[0] if isinstance(clean_outputs, Tensor) else 0)
     clean = check_detection_output(clean_outputs, n, where="detector output on the clean inputs")
-    names = list(getattr(spec, "classes", None) or classes or [])
+    names = list(getattr(spec, "classes", None) or classes or clean.classes or [])
+    if clean.classes is not None and getattr(spec, "classes", None) and list(spec.classes) != clean.classes:
+        raise AttackgenError(
+            f"classes: the spec lists {list(spec.classes)} but the detector's label indices refer to "
+            f"{clean.classes}; use the detector's list (or leave 'classes' out)"
+        )
     # without class names the detector's label set is unknown: any index is taken as given
     k = num_classes or (len(names) if names else 2**31)
     # A detection counts at the detector's own operating point unless the caller overrides it.

@@ -11,7 +11,9 @@ non-negative and summing to one over C); the loss is a weighted cross-entropy ei
   non-O pixel's label (exact Euclidean nearest, scipy's distance transform; Metzen's implementation
   approximates it by rolling). Loss J = (1/|I|)[w sum_{I_O} CE + (1 - w) sum_{I_bg} CE] with
   w = ``background_weight`` (Metzen's omega, 0.9999), and pixels already at their target with
-  probability above ``confidence_threshold`` (0.75) dropped from the loss, as in Metzen's code.
+  probability above ``confidence_threshold`` (0.75) dropped from the loss, as in Metzen's code. On a
+  removed pixel the CE term is -log(1 - p_removed) + 0.1 CE(fill) (``fill_weight``; None restores
+  Metzen's CE towards the fill label), which succeeds far more often at a small epsilon.
   Success: removal rate (O pixels of the clean prediction no longer O) >= ``min_removal`` (0.9) and
   background preservation (other pixels keep their clean label) >= ``min_preservation`` (0.9).
   Inputs whose clean prediction has no O pixel are not applicable (rule C4): never a success,
@@ -230,15 +232,23 @@ class SegmentationObjective(Objective):
         nll = -logp.gather(1, tgt.unsqueeze(1)).squeeze(1)  # (N, H, W)
         weights = obj.weights() * valid
         if self.targeted:
+            pixel = obj.pixel_loss(logp, tgt, nll)
             if self.confidence_threshold is not None:
                 with torch.no_grad():
-                    p_target = (-nll).exp()
-                    done = (logp.argmax(1) == tgt) & (p_target > self.confidence_threshold)
+                    done = obj.done(logp, tgt, nll, self.confidence_threshold)
                 weights = weights * (~done)
-            return (weights * nll).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+            return (weights * pixel).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
         with torch.no_grad():
             still_right = logp.argmax(1) == tgt
         return -(weights * still_right * nll).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+
+    def pixel_loss(self, logp: Tensor, tgt: Tensor, nll: Tensor) -> Tensor:
+        """Targeted per-pixel loss (N, H, W): the cross-entropy towards the target label."""
+        return nll
+
+    def done(self, logp: Tensor, tgt: Tensor, nll: Tensor, tau: float) -> Tensor:
+        """Pixels already at their target with probability above tau (they leave the loss, as in Metzen's code)."""
+        return (logp.argmax(1) == tgt) & ((-nll).exp() > tau)
 
     # ---- success
     def evaluate(self, pred: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -312,19 +322,54 @@ class SegStatic(SegmentationObjective):
 
 
 class SegDynamic(SegmentationObjective):
-    """Metzen's dynamic target: remove classes (nearest fill), or a pixel-wise class map / least likely."""
+    """Metzen's dynamic target: remove classes (nearest fill), or a pixel-wise class map / least likely.
+
+    For remove_classes the loss on a removed pixel is -log(1 - p_removed) + ``fill_weight`` * CE(fill):
+    leaving the removed classes is what success asks for, and the small pull towards the nearest-fill
+    label keeps the output plausible. ``fill_weight`` = None gives Metzen's original loss (CE towards
+    the fill label only). On the built-in street model at Linf 8/255 the original loss met the 90/90
+    criterion on 41 % of the scenes, this one on 72 %, the same as an attack with no background term at
+    all (docs/dense-tasks.md).
+    """
 
     consequence = "dynamic_target"
 
     def __init__(self, target: Tensor, changed: Tensor, clean_pred: Tensor, remove: list[int] | None,
                  background_weight: float = 0.9999, confidence_threshold: float | None = 0.75,
-                 min_removal: float = 0.9, min_preservation: float = 0.9, num_classes: int | None = None) -> None:
+                 min_removal: float = 0.9, min_preservation: float = 0.9, num_classes: int | None = None,
+                 fill_weight: float | None = 0.1) -> None:
         super().__init__(target, clean_pred, targeted=True, region=changed, omega=background_weight,
                          confidence_threshold=confidence_threshold, applicable=changed.flatten(1).any(1),
                          num_classes=num_classes)
         self.remove = remove
         self.min_removal = min_removal
         self.min_preservation = min_preservation
+        self.fill_weight = fill_weight
+
+    def configure(self, **params: Any) -> SegmentationObjective:
+        new = super().configure(**params)
+        if "fill_weight" in params:
+            value = params["fill_weight"]
+            new.fill_weight = None if value is None else float(value)  # type: ignore[attr-defined]
+        return new
+
+    def _p_removed(self, logp: Tensor) -> Tensor:
+        assert self.remove is not None
+        return logp[:, self.remove].exp().sum(1).clamp(0.0, 1.0)
+
+    def pixel_loss(self, logp: Tensor, tgt: Tensor, nll: Tensor) -> Tensor:
+        if self.remove is None or self.fill_weight is None:
+            return nll
+        leave = -torch.log((1.0 - self._p_removed(logp)).clamp_min(1e-12))
+        assert self.region is not None
+        return torch.where(self.region, leave + self.fill_weight * nll, nll)
+
+    def done(self, logp: Tensor, tgt: Tensor, nll: Tensor, tau: float) -> Tensor:
+        kept = super().done(logp, tgt, nll, tau)
+        if self.remove is None or self.fill_weight is None:
+            return kept
+        assert self.region is not None
+        return kept & ~self.region  # removed pixels stay in the loss: -log(1 - p) fades by itself
 
     def evaluate(self, pred: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         changed = self.region
@@ -524,7 +569,8 @@ def build_segmentation_objective(spec: Any, labels: Any, clean_outputs: Tensor, 
         return SegStatic(target, clean_pred, num_classes=num_classes, **keep)
     if isinstance(consequence, DynamicTarget):
         weight = params.get("background_weight", consequence.background_weight)
-        common = {k: v for k, v in keep.items() if k in ("confidence_threshold", "min_removal", "min_preservation")}
+        common = {k: v for k, v in params.items() if k in ("confidence_threshold", "min_removal", "min_preservation",
+                                                             "fill_weight")}
         if consequence.rule == "remove_classes":
             remove = resolve_classes(consequence.remove_classes, spec, classes, num_classes,
                                      f"{field}.remove_classes")

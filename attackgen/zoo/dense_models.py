@@ -142,7 +142,7 @@ class StreetDetector(nn.Module):
         ], dim=-1)
         labels = self.label_ids[cls]
         result = [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
-        return DetectionOutput(result, score_threshold=self.score_threshold)
+        return DetectionOutput(result, score_threshold=self.score_threshold, classes=list(CLASSES))
 
     def forward(self, x: Tensor) -> DetectionOutput:
         heat, size, offset = self.raw(x)
