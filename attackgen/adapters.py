@@ -104,7 +104,9 @@ def check_detection_output(out: Any, n: int, where: str = "model output",
         raise InvalidModelOutput(f"{where}: {n} images in, {len(out)} detection dicts out")
     for i, item in enumerate(out):
         if not isinstance(item, dict):
-            raise InvalidModelOutput(f"{where}[{i}]: expected a dict with boxes, scores, labels; got {type(item).__name__}")
+            raise InvalidModelOutput(
+                f"{where}[{i}]: expected a dict with boxes, scores, labels; got {type(item).__name__}"
+            )
         missing = [k for k in ("boxes", "scores", "labels") if k not in item]
         if missing:
             raise InvalidModelOutput(

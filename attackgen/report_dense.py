@@ -173,7 +173,8 @@ def _panel(result: RunResult, out_dir: Path, figure: Any) -> list[Section]:
     if not examples or not len(examples["index"]):
         text = "No input was broken, so there is no adversarial example to show."
         return [*out, Section("Examples", text, f"<p>{text}</p>")]
-    text = f"{len(examples['index'])} verified adversarial examples (the first broken inputs, per attack in plan order)."
+    text = (f"{len(examples['index'])} verified adversarial examples "
+            "(the first broken inputs, per attack in plan order).")
     out.append(Section("Examples", text, f"<p>{html.escape(text)}</p>", [figure(examples)]))
     return out
 

@@ -31,11 +31,11 @@ def test_scene_content_is_consistent() -> None:
     for index in range(40):
         s = generate_scene(index)
         assert s.image.shape == (3, 64, 64) and s.image.dtype == np.float32
-        assert 0.0 <= s.image.min() and s.image.max() <= 1.0
+        assert s.image.min() >= 0.0 and s.image.max() <= 1.0
         assert s.labels.shape == (64, 64) and set(np.unique(s.labels)) <= set(range(len(CLASSES)))
         assert s.meta["lighting"] in LIGHTING and s.meta["weather"] in WEATHER
         assert s.meta["n_persons"] == int((s.box_labels == PERSON).sum())
-        for (x0, y0, x1, y1), label in zip(s.boxes.astype(int), s.box_labels):
+        for (x0, y0, x1, y1), label in zip(s.boxes.astype(int), s.box_labels, strict=False):
             assert label in (CAR, PERSON)
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
             assert (s.labels[y0:y1, x0:x1] == label).sum() >= 6  # the box holds its object's pixels

@@ -70,7 +70,7 @@ def test_move_objects_shifts_and_scales_masks() -> None:
     assert moved[0].sum() == original.sum()
     assert torch.equal(moved[0].nonzero(), original.nonzero() + torch.tensor([-2, 3]))
     assert torch.equal(target[0] == PERSON, moved[0])
-    big, moved2 = move_objects(lab, [PERSON], (0, 0), 2.0)
+    _big, moved2 = move_objects(lab, [PERSON], (0, 0), 2.0)
     assert moved2[0].sum() > 2.5 * original.sum()
 
 
@@ -147,7 +147,7 @@ def test_bad_target_maps_name_the_field(tmp_path: Path, array: np.ndarray, messa
 
 def test_missing_target_map_and_wrong_artefact() -> None:
     lab = toy_map()
-    with pytest.raises(AttackgenError, match="threat.consequence.target_map: file 'nope.npy' not found"):
+    with pytest.raises(AttackgenError, match=r"threat\.consequence\.target_map: file 'nope\.npy' not found"):
         build_objective(spec({"kind": "static_target", "target_map": "nope.npy"}), lab, one_hot_logits(lab))
     with pytest.raises(AttackgenError, match="needs target_map"):
         build_objective(spec({"kind": "static_target", "target_class": 1}), lab, one_hot_logits(lab))

@@ -95,7 +95,7 @@ def average_precision(outputs: Sequence[dict[str, Tensor]], targets: Sequence[di
     """VOC-style all-point AP of one class over a data set (all candidates, ranked by score)."""
     records: list[tuple[float, bool]] = []
     n_gt = 0
-    for det, gt in zip(outputs, targets):
+    for det, gt in zip(outputs, targets, strict=False):
         g = gt["boxes"][gt["labels"] == cls].float()
         n_gt += g.shape[0]
         sel = det["labels"] == cls
@@ -132,7 +132,7 @@ def detection_counts(outputs: Sequence[dict[str, Tensor]], targets: Sequence[dic
                      threshold: float, iou: float = 0.5) -> tuple[int, int, int]:
     """(true positives, false positives, false negatives) at a score threshold, same-label matching."""
     tp = fp = fn = 0
-    for det, gt in zip(outputs, targets):
+    for det, gt in zip(outputs, targets, strict=False):
         d = kept(det, threshold)
         found = match(d, gt, iou)
         tp += int(found.sum())
@@ -286,7 +286,7 @@ class DetVanishing(DetectionObjective):
 
     def evaluate(self, dets: Sequence[dict[str, Tensor]], threshold: float) -> tuple[Tensor, dict[str, Tensor]]:
         clean_n, adv_n, vanish, others = [], [], [], []
-        for clean, det in zip(self.clean, dets):
+        for clean, det in zip(self.clean, dets, strict=False):
             d = kept(det, threshold)
             c_sel, d_sel = _select(clean, self.classes), _select(d, self.classes)
             clean_n.append(c_sel["boxes"].shape[0])
@@ -371,7 +371,7 @@ class DetMislabel(DetectionObjective):
 
     def evaluate(self, dets: Sequence[dict[str, Tensor]], threshold: float) -> tuple[Tensor, dict[str, Tensor]]:
         rates = []
-        for src, det in zip(self.sources, dets):
+        for src, det in zip(self.sources, dets, strict=False):
             if src["boxes"].shape[0] == 0:
                 rates.append(0.0)
                 continue
@@ -391,7 +391,7 @@ class DetUntargeted(DetectionObjective):
                  threshold: float | None = None, **params: Any) -> None:
         super().__init__(clean, threshold, **params)
         self.reference = [_detach(r) for r in reference] if reference is not None else self.clean
-        self.found_clean = [match(c, r, 0.5) for c, r in zip(self.clean, self.reference)]
+        self.found_clean = [match(c, r, 0.5) for c, r in zip(self.clean, self.reference, strict=False)]
         self.applicable = torch.tensor([bool(f.any()) for f in self.found_clean])
         self.min_lost = min_lost
 
@@ -408,7 +408,7 @@ class DetUntargeted(DetectionObjective):
 
     def evaluate(self, dets: Sequence[dict[str, Tensor]], threshold: float) -> tuple[Tensor, dict[str, Tensor]]:
         lost, recall, ap = [], [], []
-        for ref, found_clean, det in zip(self.reference, self.found_clean, dets):
+        for ref, found_clean, det in zip(self.reference, self.found_clean, dets, strict=False):
             d = kept(det, threshold)
             found = match(d, ref, 0.5)
             n = int(found_clean.sum())
@@ -465,7 +465,7 @@ class DetBoxTargets(DetectionObjective):
 
     def evaluate(self, dets: Sequence[dict[str, Tensor]], threshold: float) -> tuple[Tensor, dict[str, Tensor]]:
         matched, extra, moved_rate = [], [], []
-        for tgt, moved, det in zip(self.targets, self.moved, dets):
+        for tgt, moved, det in zip(self.targets, self.moved, dets, strict=False):
             d = kept(det, threshold)
             found = match(d, tgt, 0.5)
             matched.append(float(found.float().mean()) if found.numel() else 1.0)
@@ -499,6 +499,7 @@ def build_detection_objective(spec: Any, labels: Any, clean_outputs: Any, *, cla
                               num_classes: int | None = None, image_hw: tuple[int, int] | None = None,
                               **params: Any) -> DetectionObjective:
     """The objective of ``spec`` (task detection) for one batch; ``labels`` are per-image box dicts."""
+    from attackgen.objectives.segmentation import resolve_classes
     from taxonomy.axes import (
         ConfusingTarget,
         DynamicTarget,
@@ -508,8 +509,6 @@ def build_detection_objective(spec: Any, labels: Any, clean_outputs: Any, *, cla
         Untargeted,
         Vanishing,
     )
-
-    from attackgen.objectives.segmentation import resolve_classes
 
     n = len(clean_outputs) if isinstance(clean_outputs, list) else (
         clean_outputs.shape[0] if isinstance(clean_outputs, Tensor) else 0)

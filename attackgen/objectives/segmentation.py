@@ -102,7 +102,7 @@ def nearest_fill(labels: Tensor, remove: Tensor) -> Tensor:
 
 def _centroids(mask: Tensor) -> Tensor:
     """(N, 2) centroid (y, x) of each image's mask; NaN where the mask is empty."""
-    n, h, w = mask.shape
+    _n, h, w = mask.shape
     ys = torch.arange(h, device=mask.device, dtype=torch.float64).view(1, h, 1)
     xs = torch.arange(w, device=mask.device, dtype=torch.float64).view(1, 1, w)
     m = mask.double()
@@ -531,8 +531,10 @@ def load_target_map(source: str, hw: tuple[int, int], num_classes: int, base_dir
     return torch.from_numpy(array)
 
 
-def build_segmentation_objective(spec: Any, labels: Any, clean_outputs: Tensor, *, classes: list[str] | None = None, base_dir: str | Path | None = None,
-                                 **params: Any) -> SegmentationObjective:
+def build_segmentation_objective(
+    spec: Any, labels: Any, clean_outputs: Tensor, *, classes: list[str] | None = None,
+    base_dir: str | Path | None = None, **params: Any,
+) -> SegmentationObjective:
     """The objective of ``spec`` (task segmentation) for one batch with ground truth ``labels``."""
     from taxonomy.axes import ConfusingTarget, DynamicTarget, StaticTarget, Untargeted
 
@@ -586,7 +588,7 @@ def build_segmentation_objective(spec: Any, labels: Any, clean_outputs: Tensor, 
             targets = resolve_classes(list(consequence.class_map.values()), spec, classes, num_classes,
                                       f"{field}.class_map")
             target = clean_pred.clone()
-            for s, t in zip(sources, targets):
+            for s, t in zip(sources, targets, strict=False):
                 target[clean_pred == s] = t
         else:  # least_likely, pixel-wise
             target = clean_outputs.argmin(1)

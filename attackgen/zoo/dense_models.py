@@ -20,7 +20,7 @@ Weights ship in float16 (``weights/seg_street.pt``, ``weights/det_street.pt``) a
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ class StreetDetector(nn.Module):
 
     def decode(self, heat_logits: Tensor, size: Tensor, offset: Tensor, image_hw: tuple[int, int]) -> DetectionOutput:
         """Peaks of the heat map (3x3 max), top ``max_detections`` per image, as boxes in input pixels."""
-        n, k, gh, gw = heat_logits.shape
+        n, _k, gh, gw = heat_logits.shape
         heat = heat_logits.sigmoid()
         with torch.no_grad():
             peaks = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
@@ -149,7 +149,7 @@ class StreetDetector(nn.Module):
         return self.decode(heat, size, offset, (x.shape[-2], x.shape[-1]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _state(path: Path) -> dict[str, Tensor]:
     if not path.exists():
         raise AttackgenError(

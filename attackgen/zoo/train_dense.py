@@ -63,7 +63,7 @@ def segmentation_scores(model: nn.Module, x: Tensor, y: Tensor, batch: int = 128
     return {
         "miou": round(float(np.nanmean(iou)), 4),
         "pixel_accuracy": round(float(conf.diag().sum() / conf.sum()), 4),
-        "iou": {c: round(float(v), 4) for c, v in zip(CLASSES, iou)},
+        "iou": {c: round(float(v), 4) for c, v in zip(CLASSES, iou, strict=False)},
     }
 
 
@@ -135,8 +135,8 @@ def detection_targets(boxes: list[Tensor], labels: list[Tensor], grid: tuple[int
     centre = torch.zeros(n, gh, gw, dtype=torch.bool)
     ys = torch.arange(gh).float().view(-1, 1)
     xs = torch.arange(gw).float().view(1, -1)
-    for i, (b, lab) in enumerate(zip(boxes, labels)):
-        for box, cls in zip(b.tolist(), lab.tolist()):
+    for i, (b, lab) in enumerate(zip(boxes, labels, strict=False)):
+        for box, cls in zip(b.tolist(), lab.tolist(), strict=False):
             x0, y0, x1, y1 = box
             w, h = x1 - x0, y1 - y0
             cx, cy = (x0 + x1) / 2 / stride, (y0 + y1) / 2 / stride
@@ -220,7 +220,7 @@ def train_det(epochs: int = DET_EPOCHS, n_train: int = TRAIN_SCENES, log: bool =
             flip = torch.rand(len(rows), generator=gen) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), train.x[rows].flip(-1), train.x[rows])
             batch_t = tuple(torch.where(flip.view(-1, *([1] * (a.dim() - 1))), b[rows], a[rows])
-                            for a, b in zip(targets, targets_f))
+                            for a, b in zip(targets, targets_f, strict=False))
             loss = centernet_loss(model, x, batch_t)  # type: ignore[arg-type]
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if not quick:  # re-read first: a seg run and a det run may go on side by side
         merged = json.loads(path.read_text()) if path.exists() else {}
         merged.update({k: summary[k] for k in ("street-seg", "street-det") if k in summary and
-                       (k == "street-seg" and "seg" in names or k == "street-det" and "det" in names)})
+                       ((k == "street-seg" and "seg" in names) or (k == "street-det" and "det" in names))})
         path.write_text(json.dumps(dict(sorted(merged.items())), indent=2) + "\n")
     return 0
 
