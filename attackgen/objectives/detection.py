@@ -13,8 +13,9 @@ thresholding), so they stay differentiable; box matching uses IoU computed witho
   A dynamic target with remove_classes on a detector is vanishing of those classes.
 - fabrication (classes F, count k): loss -log s over the top (clean F count + k) F candidates.
   Success: at least k more F detections than on the clean input.
-- mislabel (from_classes, to_class t): for each clean detection of a from-class, push up the best t
-  candidate overlapping it (IoU >= 0.3) and push down candidates of the original class there.
+- mislabel (from_classes, to_class t): for each clean detection of a from-class, push up the t
+  candidate that best covers it and pull its box onto the clean box (L1), and push down candidates
+  of the original class there.
   Success: >= ``min_mislabel`` (80%) of those boxes are detected as t (IoU >= 0.5) and no longer as
   their own class.
 - untargeted (reference ground truth or clean prediction): suppress the candidates that match a
@@ -355,16 +356,15 @@ class DetMislabel(DetectionObjective):
             return self._zero(item)
         ious = box_iou(item["boxes"].detach(), src["boxes"])  # (K, S)
         total = self._zero(item)
+        to = item["labels"] == self.to_class
         for s in range(src["boxes"].shape[0]):
-            near = ious[:, s] >= 0.3
-            to = near & (item["labels"] == self.to_class)
-            if to.any():
-                total = total - torch.log(item["scores"][to].max().clamp_min(EPS))
-            else:  # no candidate of the new class overlaps yet: raise the best one anywhere
-                anywhere = item["labels"] == self.to_class
-                if anywhere.any():
-                    total = total - torch.log(item["scores"][anywhere].max().clamp_min(EPS))
-            own = near & (item["labels"] == src["labels"][s]) & (item["scores"] > 0.5 * self.threshold)
+            if to.any():  # the new-class candidate that best covers the box: score up, box onto it
+                rank = torch.where(to, ious[:, s] + 0.1 * item["scores"].detach(), torch.full_like(ious[:, s], -1))
+                j = int(rank.argmax())
+                total = total - torch.log(item["scores"][j].clamp_min(EPS))
+                total = total + (item["boxes"][j] - src["boxes"][s].to(item["boxes"])).abs().sum() / 16.0
+            own = ((ious[:, s] >= 0.3) & (item["labels"] == src["labels"][s])
+                   & (item["scores"] > 0.5 * self.threshold))
             if own.any():
                 total = total + _suppress(item["scores"][own])
         return total

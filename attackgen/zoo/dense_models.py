@@ -9,8 +9,9 @@ with the weights), so ``input_space.normalization`` is ``inside_model``.
   arXiv:1904.07850) on a stride-4 grid with a heat map per object class, a box size and a centre
   offset per cell. ``forward`` returns torchvision's detection format: one dict per image with
   ``boxes`` (K, 4) xyxy in input pixels, ``scores`` (K,) and ``labels`` (K,) in the scenes' class
-  indices (car 4, person 5). Like torchvision's detectors it returns the top-``max_detections``
-  candidates, including low-scoring ones, with scores that stay differentiable; the model's own
+  indices (car 4, person 5). Like torchvision's detectors it returns candidates at the top
+  ``max_detections`` heat-map peaks, one per class at each place, including low-scoring ones, with
+  scores that stay differentiable; the model's own
   operating point is ``score_threshold`` (a buffer chosen on validation scenes at training time),
   and the list it returns carries it as ``.score_threshold``.
 
@@ -118,30 +119,43 @@ class StreetDetector(nn.Module):
         return out[:, :k], out[:, k : k + 2], out[:, k + 2 : k + 4]
 
     def decode(self, heat_logits: Tensor, size: Tensor, offset: Tensor, image_hw: tuple[int, int]) -> DetectionOutput:
-        """Peaks of the heat map (3x3 max), top ``max_detections`` per image, as boxes in input pixels."""
-        n, _k, gh, gw = heat_logits.shape
+        """Candidates at the top ``max_detections`` peaks of the heat maps, one per class at each place.
+
+        Like a torchvision detector, which scores every class for each proposal, each selected place
+        gives one candidate per class. A class whose heat map does not peak there gets a score scaled
+        by 1e-3 (never a detection, but its gradient is the heat's: -log s and its gradient do not
+        depend on the scale), so an attack can raise a class at a place where another one is detected
+        (mislabelling). The candidates at the peaks keep exactly their heat-map scores.
+        """
+        n, k, gh, gw = heat_logits.shape
         heat = heat_logits.sigmoid()
         with torch.no_grad():
             peaks = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
-        flat = (heat * peaks).flatten(1)  # non-peaks score 0, so top-k picks peaks (gradient flows to them)
-        top = min(self.max_detections, flat.shape[1])
-        scores, order = flat.topk(top, dim=1)
-        cls = order // (gh * gw)
-        cell = order % (gh * gw)
-        cy, cx = (cell // gw).float(), (cell % gw).float()
-        size_flat = size.flatten(2)  # (N, 2, h*w)
-        off_flat = offset.flatten(2)
-        wh = torch.gather(size_flat, 2, cell.unsqueeze(1).expand(-1, 2, -1)).exp() * self.stride  # (N, 2, top)
-        off = torch.gather(off_flat, 2, cell.unsqueeze(1).expand(-1, 2, -1)).sigmoid()
-        px = (cx + off[:, 0]) * self.stride
-        py = (cy + off[:, 1]) * self.stride
+            flat_peaks = (heat * peaks).flatten(1)  # (N, K*h*w): non-peaks 0
+            top = min(self.max_detections, flat_peaks.shape[1])
+            order = flat_peaks.topk(top, dim=1).indices
+            cells = order % (gh * gw)  # (N, top) places, possibly repeated across classes
+        result = []
         hgt, wid = image_hw
-        boxes = torch.stack([
-            (px - wh[:, 0] / 2).clamp(0, wid), (py - wh[:, 1] / 2).clamp(0, hgt),
-            (px + wh[:, 0] / 2).clamp(0, wid), (py + wh[:, 1] / 2).clamp(0, hgt),
-        ], dim=-1)
-        labels = self.label_ids[cls]
-        result = [{"boxes": boxes[i], "scores": scores[i], "labels": labels[i]} for i in range(n)]
+        for i in range(n):
+            cell = torch.unique(cells[i])  # the selected places of image i
+            cls = torch.arange(k, device=heat.device).repeat_interleave(cell.numel())
+            place = cell.repeat(k)
+            flat_index = cls * gh * gw + place
+            raw = heat[i].flatten()[flat_index]
+            is_peak = peaks[i].flatten()[flat_index]
+            scores = raw * torch.where(is_peak, 1.0, 1e-3)
+            cy, cx = (place // gw).float(), (place % gw).float()
+            wh = size[i].flatten(1)[:, place].exp() * self.stride  # (2, M)
+            off = offset[i].flatten(1)[:, place].sigmoid()
+            px = (cx + off[0]) * self.stride
+            py = (cy + off[1]) * self.stride
+            boxes = torch.stack([
+                (px - wh[0] / 2).clamp(0, wid), (py - wh[1] / 2).clamp(0, hgt),
+                (px + wh[0] / 2).clamp(0, wid), (py + wh[1] / 2).clamp(0, hgt),
+            ], dim=-1)
+            rank = torch.argsort(scores.detach(), descending=True)
+            result.append({"boxes": boxes[rank], "scores": scores[rank], "labels": self.label_ids[cls[rank]]})
         return DetectionOutput(result, score_threshold=self.score_threshold, classes=list(CLASSES))
 
     def forward(self, x: Tensor) -> DetectionOutput:

@@ -5,7 +5,7 @@
 ``seg`` and ``det`` may run as two processes side by side (each merges its entry into the JSON file).
 
 ``--quick`` trains for two epochs on 400 scenes into a temporary folder (a smoke test; the shipped
-weights are left alone).
+weights are left alone). ``--evaluate`` only re-measures the test figures of the shipped weights.
 
 Seeded (torch, the scenes and the shuffling), CPU, two threads: the same machine gives the same
 weights. Training scenes are generated on the fly (the first 3000 scenes of the street-scenes train split, with
@@ -272,6 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True)
     path = WEIGHTS_DIR / "dense_models.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
+    if "--evaluate" in args:
+        if "seg" in names and "street-seg" in summary:
+            test = load_street_scenes("test", "segmentation")
+            summary["street-seg"]["test"] = segmentation_scores(_load(StreetSegNet(), SEG_WEIGHTS, False), test.x, test.y)
+            print(f"street-seg: {summary['street-seg']['test']}")
+        if "det" in names and "street-det" in summary:
+            test = load_street_scenes("test", "detection")
+            summary["street-det"]["test"] = detection_scores(_load(StreetDetector(), DET_WEIGHTS, False), test.x, test.y)
+            print(f"street-det: {summary['street-det']['test']}")
+        path.write_text(json.dumps(dict(sorted(summary.items())), indent=2) + "\n")
+        return 0
     n_train = 400 if quick else TRAIN_SCENES
     out = Path(tempfile.mkdtemp(prefix="attackgen-dense-")) if quick else WEIGHTS_DIR
     if "seg" in names:
