@@ -130,6 +130,7 @@ def test_vanishing_counts_detections_at_the_threshold() -> None:
     assert m["clean_detections"][0] == 1 and m["adversarial_detections"][0] == 0
     assert m["vanish_rate"][0] == 1 and m["other_classes_kept"][0] == 1
     assert obj.loss(CLEAN)[0] > obj.loss(gone)[0]
+    assert obj.progress(CLEAN).tolist() == [0.0] and obj.progress(gone).tolist() == [1.0]
     # the dynamic 'remove classes' consequence on a detector is vanishing
     dyn = build_objective(spec({"kind": "dynamic_target", "remove_classes": ["person"]}), None, CLEAN)
     assert isinstance(dyn, DetVanishing) and dyn.success(gone).all()
@@ -139,19 +140,27 @@ def test_fabrication_mislabel_untargeted_and_boxes() -> None:
     fab = build_objective(spec({"kind": "fabrication", "classes": ["car"], "count": 1}), None, CLEAN)
     more = dets([*[(10, 10, 14, 22, 0.9, PERSON), (30, 30, 45, 40, 0.8, CAR), (2, 40, 12, 46, 0.7, CAR)]])
     assert not fab.success(CLEAN).any() and fab.success(more).all()
+    assert fab.progress(CLEAN).tolist() == [0.0] and fab.progress(more).tolist() == [1.0]
 
     mis = build_objective(spec({"kind": "mislabel", "from_classes": ["car"], "to_class": "person"}), None, CLEAN)
     relabelled = dets([(10, 10, 14, 22, 0.9, PERSON), (30, 30, 45, 40, 0.8, PERSON)])
     assert not mis.success(CLEAN).any() and mis.success(relabelled).all()
+    assert mis.progress(CLEAN).tolist() == [0.0] and mis.progress(relabelled).tolist() == [1.0]
 
     gt = [{"boxes": torch.tensor([[10.0, 10, 14, 22], [30, 30, 45, 40]]), "labels": torch.tensor([PERSON, CAR])}]
     unt = build_objective(spec({"kind": "untargeted"}), gt, CLEAN)
     assert not unt.success(CLEAN).any() and unt.success(dets([])).all()
     assert unt.metrics(CLEAN, CLEAN)["recall"][0] == 1.0
+    half = dets([(10, 10, 14, 22, 0.9, PERSON)])
+    assert unt.progress(CLEAN).tolist() == [0.0] and unt.progress(half).tolist() == [0.5]
 
     target = {"kind": "static_target", "target_boxes": [{"x0": 2, "y0": 2, "x1": 12, "y1": 8, "label": "car"}]}
     static = build_objective(spec(target), None, CLEAN)
     assert static.success(dets([(2, 2, 12, 8, 0.9, CAR)])).all() and not static.success(CLEAN).any()
+    assert static.progress(dets([(2, 2, 12, 8, 0.9, CAR)])).tolist() == [1.0]
+    # the box found, plus two extra detections: a third of the way
+    extra = dets([(2, 2, 12, 8, 0.9, CAR), (10, 10, 14, 22, 0.9, PERSON), (30, 30, 45, 40, 0.8, CAR)])
+    assert static.progress(extra).tolist() == [1 / 3]
 
     conf = build_objective(spec({"kind": "confusing_target", "classes": ["car"], "shift": [8, 0]}), None, CLEAN)
     moved = dets([(10, 10, 14, 22, 0.9, PERSON), (38, 30, 53, 40, 0.8, CAR)])

@@ -15,6 +15,7 @@ from attackgen.adapters import InvalidModelOutput, SegmentationAdapter, check_se
 from attackgen.attacks.base import Budget
 from attackgen.attacks.metzen import MetzenIterative, MetzenUniversal
 from attackgen.objectives import build_objective
+from attackgen.objectives.base import Objective
 from attackgen.objectives.segmentation import (
     SegDynamic,
     log_probs,
@@ -197,6 +198,77 @@ def test_untargeted_objective_uses_miou_ratio() -> None:
     assert m["pixel_error"][0] == 1.0 and m["miou_ratio"][0] == 0.0
 
 
+def test_progress_is_the_figure_each_threshold_is_set_on() -> None:
+    lab = toy_map()
+    static = build_objective(spec({"kind": "static_target", "target_map": "scene:5"}), lab.new_zeros(1, 64, 64),
+                             one_hot_logits(lab.new_zeros(1, 64, 64)))
+    half = static.target.clone()
+    half[:, :32] = (half[:, :32] + 1) % len(CLASSES)
+    assert static.progress(one_hot_logits(half)).tolist() == [0.5]
+    dyn = build_objective(spec({"kind": "dynamic_target", "remove_classes": ["person"]}), lab, one_hot_logits(lab))
+    assert dyn.progress(one_hot_logits(lab)).tolist() == [0.0]  # nothing removed yet
+    broken = dyn.target.clone()
+    broken[:, :4] = 3  # everything removed, 4 of 15 background rows broken: preservation 0.74 limits
+    keep = float(dyn.metrics(one_hot_logits(lab), one_hot_logits(broken))["background_preservation"][0])
+    assert dyn.progress(one_hot_logits(broken))[0] == pytest.approx(keep / 0.9)
+    half_gone = lab.clone()
+    half_gone[:, 8:10, 4:6] = 0  # half of the person removed, background intact: removal limits
+    assert dyn.progress(one_hot_logits(half_gone))[0] == pytest.approx(0.5 / 0.9)
+    conf = build_objective(spec({"kind": "confusing_target", "classes": ["person"], "shift": [4, 0]}), lab,
+                           one_hot_logits(lab))
+    assert conf.progress(one_hot_logits(conf.target)).tolist() == [1.0]
+    assert conf.progress(one_hot_logits(lab)).tolist() == [0.0]
+    unt = build_objective(spec({"kind": "untargeted"}), lab, one_hot_logits(lab))
+    assert unt.progress(one_hot_logits(lab)).tolist() == [0.0]
+    assert unt.progress(one_hot_logits(torch.full_like(lab, 4))).tolist() == [1.0]
+    empty = torch.zeros(1, 8, 8, dtype=torch.long)  # no person: not applicable, no progress
+    na = build_objective(spec({"kind": "dynamic_target", "remove_classes": ["person"]}), empty, one_hot_logits(empty))
+    assert na.progress(one_hot_logits(empty)).tolist() == [0.0]
+
+
+class _Drift(Objective):
+    """Toy objective on an identity 'model': the loss pushes every pixel up by one step each iteration;
+    progress peaks when the mean change is 3 steps, success is out of reach."""
+
+    def __init__(self, x: torch.Tensor, alpha: float, with_progress: bool = True) -> None:
+        self.x, self.alpha, self.with_progress = x, alpha, with_progress
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        return -outputs.flatten(1).sum(1)
+
+    def success(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(outputs.shape[0], dtype=torch.bool)
+
+    def success_from_decisions(self, decisions: torch.Tensor) -> torch.Tensor:
+        return self.success(decisions)
+
+    def subset(self, rows: torch.Tensor) -> Objective:
+        return self
+
+    def progress(self, outputs: torch.Tensor) -> torch.Tensor | None:
+        if not self.with_progress:
+            return None
+        moved = ((outputs - self.x) / self.alpha).flatten(1).mean(1)
+        return -(moved - 3.0).abs()
+
+
+def test_dense_descent_returns_a_failing_inputs_best_progress_iterate() -> None:
+    from attackgen.attacks.metzen import dense_descent
+
+    x = torch.full((2, 1, 4, 4), 0.2)
+    alpha = 1 / 255
+
+    def descend(obj: Objective) -> tuple[torch.Tensor, dict[str, Any]]:
+        return dense_descent(lambda z, rows: z, x, obj, Budget(epsilon=EPS), "inf", EPS, steps=6, alpha=alpha,
+                             gen=torch.Generator())
+
+    best, info = descend(_Drift(x, alpha))
+    final, _ = descend(_Drift(x, alpha, with_progress=False))  # no progress score: today's final iterate
+    assert torch.allclose(final - x, torch.full_like(x, 6 * alpha))
+    assert torch.allclose(best - x, torch.full_like(x, 3 * alpha))  # the peak, not the last iterate
+    assert info["best_progress"] == [0.0, 0.0]
+
+
 def test_loss_reads_probabilities_and_log_probabilities_like_logits() -> None:
     lab = toy_map()
     logits = torch.randn(1, len(CLASSES), 16, 16)
@@ -273,6 +345,35 @@ def test_metzen_removes_pedestrians_and_keeps_the_rest(street: tuple[torch.nn.Mo
     assert int((removal >= 0.9).sum()) >= len(removal) - 1, metrics
     assert bool((removal >= 0.75).all()), metrics
     assert bool((kept >= 0.9).all()), metrics
+
+
+def test_failing_inputs_get_their_best_iterate_on_the_shipped_model(street: tuple[torch.nn.Module, Any]) -> None:
+    from attackgen.attacks.metzen import dense_descent
+
+    model, data = street
+    with torch.no_grad():
+        clean = model(data.x)
+    obj = build_objective(spec({"kind": "static_target", "target_map": "scene:101"}), data.y, clean)
+
+    class LastIterate(type(obj)):  # type: ignore[misc]
+        def progress(self, outputs: torch.Tensor) -> None:
+            return None
+
+    last = obj._copy()
+    last.__class__ = LastIterate
+
+    def descend(o: Objective) -> tuple[torch.Tensor, dict[str, Any]]:
+        return dense_descent(WhiteBoxAccess(model, len(data)), data.x, o, Budget(epsilon=EPS), "inf", EPS,
+                             steps=12, alpha=4 / 255, gen=torch.Generator())
+
+    cand, info = descend(obj)
+    final, _ = descend(last)
+    with torch.no_grad():
+        got, at_final = obj.progress(model(cand)), obj.progress(model(final))
+    failing = torch.tensor([p is not None for p in info["best_progress"]])
+    assert failing.sum() >= 1  # scene:101 at 8/255 is out of reach on most scenes
+    assert bool((got[failing] >= at_final[failing]).all())
+    assert got[failing].tolist() == pytest.approx([p for p in info["best_progress"] if p is not None], abs=1e-4)
 
 
 def test_universal_perturbation_fits_and_stays_in_budget(street: tuple[torch.nn.Module, Any]) -> None:

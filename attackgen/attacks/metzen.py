@@ -7,7 +7,8 @@ in the objective; ``background_weight``, ``confidence_threshold`` and ``fill_wei
 override them). Every iterate is in the ball, the mask and the bounds (the shared ``Ball`` of the
 FGSM/BIM/PGD loop). Unlike that loop it does not stop at the first success: dense consequences are
 thresholds on pixel shares, so it returns each input's last successful iterate, which keeps its
-success after clipping and 8-bit rounding far more often than the first.
+success after clipping and 8-bit rounding far more often than the first, and for an input that never
+succeeds its iterate with the highest ``objective.progress`` (pixel agreement, removal rate...).
 
 ``MetzenUniversal`` is the universal variant: one perturbation xi for every input, fitted on the data
 basis (or the inputs of a context) and evaluated on held-out inputs. Each update is a sign step on
@@ -46,12 +47,15 @@ def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budge
                   steps: int, alpha: float, gen: torch.Generator, random_start: bool = False,
                   final_alpha: float | None = None) -> tuple[Tensor, dict[str, Any]]:
     """Sign (Linf) or normalised (L2) steps for ``steps`` iterations; each input's candidate is its *last*
-    iterate that realised the consequence, else its final iterate.
+    iterate that realised the consequence, else its iterate with the highest ``objective.progress``
+    (the latest of equals; the final iterate when the objective has no progress score).
 
     Dense consequences are thresholds on shares of pixels or detections: the first iterate over the
     line is marginal and often falls back under it once clipped and rounded to 8 bits, so the attack
-    keeps optimising and returns the latest success (with the most margin). ``final_alpha`` gives a
-    cosine decay of the step from ``alpha`` to it.
+    keeps optimising and returns the latest success (with the most margin). An input that never gets
+    there oscillates near its best share under sign steps, so the final iterate is an arbitrary point
+    of that oscillation; the best one is what the report should show. ``final_alpha`` gives a cosine
+    decay of the step from ``alpha`` to it.
     """
     x = x.detach()
     objective = on_device(objective, x.device)
@@ -62,6 +66,8 @@ def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budge
     best = x.clone()
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     first = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+    closest: Tensor | None = None  # each failing input's iterate with the highest progress so far
+    top = torch.full((x.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
     for step in range(steps + 1):
         xa.requires_grad_(step < steps)
         out = access(xa, rows)
@@ -70,6 +76,12 @@ def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budge
             best = torch.where(hit.view(shape), xa.detach(), best)
             first = torch.where(hit & ~found, torch.full_like(first, step), first)
             found |= hit
+            score = objective.progress(out)
+            if score is not None:
+                score = score.to(x.device, torch.float64)
+                closer = ~found & (score >= top)
+                closest = torch.where(closer.view(shape), xa.detach(), x if closest is None else closest)
+                top = torch.where(closer, score, top)
         if step == steps:
             break
         (grad,) = torch.autograd.grad(objective.loss(out).sum(), xa)
@@ -83,9 +95,14 @@ def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budge
                 g = grad if ball.mask is None else grad * ball.mask
                 direction = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(shape)
             xa = ball.project(xa.detach() - a * direction)
-    candidate = torch.where(found.view(shape), best, xa.detach())
-    return candidate, {"steps": steps, "step_size": alpha, "found_during_attack": int(found.sum()),
-                       "first_success_step": first.tolist()}
+    fallback = xa.detach() if closest is None else closest
+    candidate = torch.where(found.view(shape), best, fallback)
+    info: dict[str, Any] = {"steps": steps, "step_size": alpha, "found_during_attack": int(found.sum()),
+                            "first_success_step": first.tolist()}
+    if closest is not None:  # the progress of each failing input's candidate (None for successes)
+        info["best_progress"] = [None if f else round(float(t), 4) for f, t in zip(found.tolist(), top.tolist(),
+                                                                                   strict=True)]
+    return candidate, info
 
 
 class MetzenIterative(Attack):

@@ -33,6 +33,15 @@ class Objective(ABC):
     def subset(self, rows: Tensor) -> Objective:
         """The same objective for the inputs at ``rows`` only."""
 
+    def progress(self, outputs: Tensor) -> Tensor | None:
+        """Per-input score (higher is closer to the consequence) on outputs; None: no such score.
+
+        Attacks that keep iterating past a failure (``attacks.metzen.dense_descent``) return, for an input
+        that never succeeded, its iterate with the highest progress instead of the last one. Threshold
+        consequences on dense outputs define it (pixel agreement, removal rate...); None keeps the last.
+        """
+        return None
+
     def metrics(self, clean_outputs: Tensor, adv_outputs: Tensor) -> dict[str, Tensor]:
         """Task-specific per-input figures (pixel agreement, removal rate...); none by default."""
         return {}

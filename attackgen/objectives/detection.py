@@ -224,6 +224,18 @@ class DetectionObjective(Objective):
     def success_from_decisions(self, decisions: Any) -> Tensor:  # type: ignore[override]
         return self.evaluate(list(decisions), self.threshold)[0]
 
+    def progress(self, outputs: Any) -> Tensor:  # type: ignore[override]
+        """Per-input progress (float64, higher is closer; see ``score``); 0 where not applicable."""
+        dets = _as_detections(outputs)
+        device = dets[0]["boxes"].device if len(dets) else torch.device("cpu")
+        _, metrics = self.evaluate(dets, self._threshold(dets))
+        score = self.score(metrics).double().cpu()
+        return torch.where(self.applicable.cpu(), score, torch.zeros_like(score)).to(device)
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        """Progress from ``evaluate``'s metrics: the figure the success threshold is set on."""
+        raise NotImplementedError
+
     def metrics(self, clean_outputs: Any, adv_outputs: Any) -> dict[str, Tensor]:  # type: ignore[override]
         dets = _as_detections(adv_outputs)
         _, metrics = self.evaluate(dets, self._threshold(dets))
@@ -305,6 +317,11 @@ class DetVanishing(DetectionObjective):
                          "vanish_rate": torch.tensor(vanish, dtype=torch.float64),
                          "other_classes_kept": torch.tensor(others, dtype=torch.float64)}
 
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        """Share of the clean detections of the classes no longer counted (1 when none is left)."""
+        clean, adv = metrics["clean_detections"], metrics["adversarial_detections"]
+        return (1.0 - adv / clean.clamp_min(1)).clamp_min(0.0)
+
 
 class DetFabrication(DetectionObjective):
     consequence = "fabrication"
@@ -330,6 +347,9 @@ class DetFabrication(DetectionObjective):
         success = (adv_n >= clean_n + self.count) & self.applicable
         return success, {"clean_detections": clean_n, "adversarial_detections": adv_n,
                          "fabricated": (adv_n - clean_n).clamp_min(0)}
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        return (metrics["fabricated"] / max(self.count, 1)).clamp_max(1.0)
 
 
 class DetMislabel(DetectionObjective):
@@ -383,6 +403,9 @@ class DetMislabel(DetectionObjective):
         rate = torch.tensor(rates, dtype=torch.float64)
         return (rate >= self.min_mislabel) & self.applicable, {"mislabel_rate": rate}
 
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        return metrics["mislabel_rate"]
+
 
 class DetUntargeted(DetectionObjective):
     consequence = "untargeted"
@@ -419,6 +442,9 @@ class DetUntargeted(DetectionObjective):
         return (lost_t >= self.min_lost) & self.applicable, {
             "lost_fraction": lost_t, "recall": torch.tensor(recall, dtype=torch.float64),
             "ap50": torch.tensor(ap, dtype=torch.float64)}
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        return metrics["lost_fraction"]
 
 
 class DetBoxTargets(DetectionObjective):
@@ -477,6 +503,11 @@ class DetBoxTargets(DetectionObjective):
         success = (matched_t >= self.min_matched) & (moved_t >= self.min_matched) & (extra_t <= self.max_extra)
         return success & self.applicable, {"target_boxes_matched": matched_t, "moved_boxes_matched": moved_t,
                                            "extra_detections": extra_t}
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        """Boxes matched (the lower of all and moved), shrunk by every extra detection."""
+        matched = torch.minimum(metrics["target_boxes_matched"], metrics["moved_boxes_matched"])
+        return matched / (1.0 + (metrics["extra_detections"] - self.max_extra).clamp_min(0))
 
 
 # --------------------------------------------------------------------------- building from a spec

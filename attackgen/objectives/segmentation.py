@@ -22,6 +22,11 @@ non-negative and summing to one over C); the loss is a weighted cross-entropy ei
   scaled by ``scale`` about their centroids; vacated pixels are filled as for dynamic targets; I_O is
   the union of old and new object pixels. Success: IoU of the predicted O mask with the moved mask
   >= ``min_iou`` (0.5) and above its IoU with the original mask; metrics report the centroid shift.
+
+``progress`` (per input, higher is closer) is the figure each threshold is set on: pixel agreement
+(static), min(removal / min_removal, preservation / min_preservation) (dynamic), IoU with the moved
+mask (confusing), 1 - mIoU ratio (untargeted); 0 where not applicable. ``dense_descent`` returns a
+failing input's iterate with the highest progress.
 """
 
 from __future__ import annotations
@@ -267,6 +272,16 @@ class SegmentationObjective(Objective):
     def success_from_decisions(self, decisions: Tensor) -> Tensor:
         return self._evaluate(decisions)[0]
 
+    def progress(self, outputs: Tensor) -> Tensor:
+        """Per-input progress (float64, higher is closer; see ``score``) of outputs; 0 where not applicable."""
+        success, metrics = self._evaluate(outputs)
+        score = self.score(metrics).to(success.device).double()
+        return torch.where(self.applicable.to(success.device), score, torch.zeros_like(score))
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        """Progress from ``evaluate``'s metrics: the figure the success threshold is set on."""
+        raise NotImplementedError
+
     def metrics(self, clean_outputs: Tensor, adv_outputs: Tensor) -> dict[str, Tensor]:
         _, metrics = self._evaluate(adv_outputs)
         pred = predicted(adv_outputs)
@@ -303,6 +318,9 @@ class SegUntargeted(SegmentationObjective):
         success = (ratio <= self.max_miou_ratio) & self.applicable
         return success, {"pixel_error": error, "miou": miou.to(pred.device), "miou_ratio": ratio}
 
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        return 1.0 - metrics["miou_ratio"]
+
 
 class SegStatic(SegmentationObjective):
     consequence = "static_target"
@@ -319,6 +337,9 @@ class SegStatic(SegmentationObjective):
         agree = ((pred == self.target) & valid).flatten(1).sum(1).double() / n_valid
         clean_agree = ((self.clean_pred == self.target) & valid).flatten(1).sum(1).double() / n_valid
         return agree >= self.min_agreement, {"pixel_agreement": agree, "clean_agreement": clean_agree}
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        return metrics["pixel_agreement"]
 
 
 class SegDynamic(SegmentationObjective):
@@ -388,6 +409,12 @@ class SegDynamic(SegmentationObjective):
         return success, {"removal_rate": removal, "background_preservation": keep, "target_agreement": agree,
                          "target_pixels": n_changed}
 
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        """The criterion further from its threshold: min(removal / min_removal, preservation / min_preservation)."""
+        removal = metrics["removal_rate"] / max(self.min_removal, 1e-9)
+        keep = metrics["background_preservation"] / max(self.min_preservation, 1e-9)
+        return torch.minimum(removal, keep)
+
 
 class SegConfusing(SegmentationObjective):
     consequence = "confusing_target"
@@ -424,6 +451,9 @@ class SegConfusing(SegmentationObjective):
             "area_ratio": mask.flatten(1).sum(1).double() / self.original.flatten(1).sum(1).clamp_min(1),
             "background_preservation": keep,
         }
+
+    def score(self, metrics: dict[str, Tensor]) -> Tensor:
+        return metrics["iou_moved"]
 
 
 # --------------------------------------------------------------------------- building from a spec
