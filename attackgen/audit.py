@@ -264,13 +264,15 @@ class PlanFacts:
     attacks: tuple[str, ...]
     kind: str  # soundness.plan_kind: white_box, single_step or other
     atlas: frozenset[str]  # ATLAS techniques the plan's attacks exercise (from the catalogue)
+    transfer: bool = False  # some item is a transfer estimate (measured on a surrogate or proxy)
 
     @classmethod
     def of(cls, items: Sequence[ItemRecord]) -> PlanFacts:
         from taxonomy.catalog import CATALOG
 
         atlas = {t for i in items for t in (CATALOG[i.attack].atlas if i.attack in CATALOG else ())}
-        return cls(tuple(i.attack for i in items), plan_kind(items), frozenset(atlas))
+        return cls(tuple(i.attack for i in items), plan_kind(items), frozenset(atlas),
+                   any(i.transfer_estimate for i in items))
 
 
 @dataclass(slots=True)
@@ -278,7 +280,7 @@ class RunRecord:
     """A RunResult as the audit needs it (duck-types RunResult for the soundness checks).
 
     ``items`` is empty when the reader skipped them (a plan it had already read, checks not re-run);
-    ``plan`` always holds what the audit needs from them.
+    ``plan`` always holds what the audit needs from them. An empty curve or flags may be a tuple.
     """
 
     source: str
@@ -291,10 +293,10 @@ class RunRecord:
     n_inputs: int
     clean_accuracy: float
     robust_accuracy: float
-    curve: list[Mapping[str, float]]
-    items: list[ItemRecord]
+    curve: Sequence[Mapping[str, float]]
+    items: Sequence[ItemRecord]
     plan: PlanFacts
-    flags: list[Mapping[str, Any]]
+    flags: Sequence[Mapping[str, Any]]
     metrics: Mapping[str, float]
     complete: bool
 
@@ -370,17 +372,26 @@ def _hash(spec: Any) -> str:
 
 
 # Per-input records hold no arrays, so an inputs array ends at its first "]".
-_INPUTS = re.compile(r'"inputs"\s*:\s*\[[^\]]*\]')
+_INPUTS = re.compile(rb'"inputs"\s*:\s*\[[^\]]*\]')
+_BLANK = frozenset(b" \t\r\n\f\v")
+
+
+def _without_inputs(text: bytes) -> bytes:
+    return _INPUTS.sub(b'"inputs": []', text) if b'"clean_correct"' in text else text
 
 
 class RecordReader:
-    """Reads results records (RunResult JSON) fast, without their per-input records.
+    """Reads results records (RunResult JSON) fast: most of a record is never parsed.
 
-    A suite holds far fewer specs and plans than runs, and a results file is mostly per-input records,
-    the embedded spec and the items. So before ``json.loads`` the reader cuts out, as text: every
-    ``inputs`` array; the spec when its hash was seen before; the items when the plan hash was seen before
-    (unless ``recheck``: the results-level soundness checks then run again and need the items). A cut
-    that does not leave the record's own hashes in place falls back to parsing the whole text.
+    A suite holds far fewer specs and plans than runs, and a results record is mostly the embedded spec
+    and the items (with their per-input records). The executor writes the spec first and the items
+    after the curve, so the reader hands the JSON parser only the record without them: the text up to
+    ``"spec"``, from ``"spec_hash"`` up to ``"items"``, and from ``"flags"`` to the end (with
+    ``recheck`` the items stay, without their ``inputs`` arrays: the results-level checks run again on
+    them). That cut record is used when it parses to an object with no spec and no items, with every
+    field the audit needs, and with a spec hash and a plan hash already read in full; anything else (the
+    first run of a spec or plan, another layout, a cut in the wrong place) is parsed whole, without the
+    per-input records.
     """
 
     def __init__(self, recheck: bool = False) -> None:
@@ -388,47 +399,55 @@ class RecordReader:
         self.specs: dict[str, Mapping[str, Any]] = {}
         self.plans: dict[str, PlanFacts] = {}
 
-    def cut(self, text: str) -> tuple[str, str | None, str | None]:
-        """The text to parse, and the spec hash and plan hash whose spec and items were cut out.
+    def cut(self, text: bytes, start: int = 0, end: int | None = None) -> list[bytes] | None:
+        """The pieces of the record in ``text[start:end]`` to parse, or None when its keys are not found.
 
-        Plain ``str.find`` on the keys as the executor writes them (spec, spec_hash, plan_hash, ...,
-        items, flags); whatever a cut gets wrong, ``record`` notices from the hashes and the parser
-        is handed the whole text instead.
+        Plain ``bytes.find`` for the keys as the executor writes them (results_version, attackgen_version,
+        spec, spec_hash, plan_hash, task, model, data, device, seed, versions, started, finished, complete,
+        n_inputs, accuracies, curve, items, flags, metrics). Every place cut is a key (a colon follows),
+        so a cut can drop members but never give a key another's value; :meth:`cut_record` then insists
+        on every member the audit reads.
         """
-        if '"clean_correct"' in text:  # per-input records are there
-            text = _INPUTS.sub('"inputs": []', text)
-        at = text.find('"spec_hash"')
-        if at < 0:
-            return text, None, None
-        start = text.find('"', text.find(":", at + 11)) + 1
-        spec_hash = text[start:text.find('"', start)]
-        parts: list[str] = []
-        rest = 0
-        spec_cut = plan_cut = None
-        if spec_hash in self.specs:
-            colon = text.find(":", text.find('"spec"'))
-            comma = text.rfind(",", 0, at)
-            if 0 < colon < comma:
-                parts += [text[:colon + 1], " null"]
-                rest, spec_cut = comma, spec_hash
-        key = text.find('"plan_hash"', at)
-        if key >= 0 and not self.recheck:
-            start = text.find('"', text.find(":", key + 11)) + 1
-            plan_hash = text[start:text.find('"', start)]
-            if plan_hash in self.plans:
-                bracket = text.find("[", text.find('"items"', key))
-                close = text.rfind("]", bracket, text.find('"flags"', bracket)) if bracket > 0 else -1
-                if close >= bracket > 0:
-                    parts += [text[rest:bracket + 1]]
-                    rest, plan_cut = close, plan_hash
-        if not parts:
-            return text, None, None
-        parts.append(text[rest:])
-        return "".join(parts), spec_cut, plan_cut
+        end = len(text) if end is None else end
+        c = text.rfind(b'"flags"', start, end)  # from the end: the items are long, the spec longer
+        b = text.rfind(b'"items"', start, c) if c >= 0 else -1
+        a = text.rfind(b'"spec_hash"', start, b) if b >= 0 else -1
+        k = text.find(b'"spec"', start, a) if a >= 0 else -1
+        if k < 0 or c + 7 >= end or not (text[k + 6] == text[a + 11] == text[b + 7] == text[c + 7] == _COLON):
+            return None
+        if self.recheck:
+            return [text[start:k], _without_inputs(text[a:end])]
+        d = text.find(b'"device"', a, b)  # device, seed, versions, started, finished: not needed
+        e = text.find(b'"complete"', d, b) if d >= 0 else -1
+        if e >= 0 and text[d + 8] == text[e + 10] == _COLON:
+            return [text[start:k], text[a:d], text[e:b], text[c:end]]
+        return [text[start:k], text[a:b], text[c:end]]
 
-    def record(self, data: Mapping[str, Any], source: str, spec_cut: str | None = None,
-               plan_cut: str | None = None) -> RunRecord:
-        """One parsed results record; ValueError when it is from another version or incomplete."""
+    def cut_record(self, data: Any, source: str) -> RunRecord:
+        """A record parsed from a cut; _Recut unless it holds every member the audit reads, in the
+        types the executor writes, no spec, items only with ``recheck``, and a spec and plan read before."""
+        if type(data) is not dict or "spec" in data or ("items" in data) is not self.recheck:
+            raise _Recut
+        try:
+            if data["results_version"] != RESULTS_VERSION:
+                return self.record(data, source)  # the version message
+            spec_hash, plan_hash = data["spec_hash"], data["plan_hash"]
+            spec, plan = self.specs[spec_hash], self.plans[plan_hash]
+            task, model, data_name = data["task"], data["model"], data["data"]
+            n_inputs, clean, robust = data["n_inputs"], data["clean_accuracy"], data["robust_accuracy"]
+            curve, flags, metrics, complete = data["curve"], data["flags"], data["metrics"], data["complete"]
+        except (KeyError, TypeError):  # a member missing (cut in the wrong place?) or a hash that is no string
+            raise _Recut from None
+        if not (type(task) is str and type(model) is str and type(data_name) is str and type(n_inputs) is int
+                and type(clean) in _NUMBER and type(robust) in _NUMBER and type(curve) is list
+                and type(flags) is list and type(metrics) is dict):
+            raise _Recut  # the whole reader decides, with its message
+        items = [_item(i) for i in data["items"]] if self.recheck else ()
+        return RunRecord(source, spec, spec_hash, plan_hash, task, model, data_name, n_inputs, clean, robust,
+                         curve, items, plan, flags or (), metrics, complete is True)
+
+    def record(self, data: Mapping[str, Any], source: str) -> RunRecord:
+        """One results record parsed whole; ValueError when it is from another version or incomplete."""
         if not isinstance(data, Mapping):
             raise ValueError("not a results record (expected a JSON object)")
         version = data.get("results_version")
@@ -441,24 +460,19 @@ class RecordReader:
         try:
             spec_hash = str(data.get("spec_hash") or _hash(data["spec"]))
             plan_hash = str(data.get("plan_hash") or "")
-            if spec_cut is not None and (spec_hash != spec_cut or data.get("spec") is not None):
-                raise _Recut
-            if plan_cut is not None and (plan_hash != plan_cut or data.get("items") or "flags" not in data):
-                raise _Recut
-            spec = self.specs[spec_hash] if spec_cut is not None else data["spec"]
+            spec = data["spec"]
             if not isinstance(spec, Mapping):
                 raise TypeError("spec is not a mapping")
             self.specs.setdefault(spec_hash, spec)
-            items = [] if plan_cut is not None else [_item(i) for i in data["items"]]
-            plan = self.plans.get(plan_hash) if plan_cut is not None else None
-            if plan is None:
-                plan = PlanFacts.of(items)
-                if plan_hash:
-                    self.plans.setdefault(plan_hash, plan)
+            items = [_item(i) for i in data["items"]]
+            plan = PlanFacts.of(items)
+            if plan_hash:
+                plan = self.plans.setdefault(plan_hash, plan)
             record = RunRecord(
                 source, spec, spec_hash, plan_hash, data["task"], data["model"], data["data"],
                 data["n_inputs"], data["clean_accuracy"], data["robust_accuracy"], data.get("curve") or [],
-                items, plan, data.get("flags") or [], data.get("metrics") or {}, data.get("complete", False) is True,
+                items, plan, data.get("flags") or [], data.get("metrics") or {},
+                data.get("complete", False) is True,
             )
             if not (isinstance(record.task, str) and isinstance(record.model, str) and isinstance(record.data, str)
                     and isinstance(record.n_inputs, int) and isinstance(record.robust_accuracy, (int, float))
@@ -471,45 +485,79 @@ class RecordReader:
         except (TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"a field has the wrong type ({error})") from None
 
-    def parse(self, text: str, source: str) -> RunRecord:
+    def parse(self, text: str | bytes, source: str) -> RunRecord:
         """One results record from its JSON text (ValueError or json.JSONDecodeError when unusable)."""
-        cut, spec_cut, plan_cut = self.cut(text)
-        try:
-            return self.record(json.loads(cut), source, spec_cut, plan_cut)
-        except (json.JSONDecodeError, _Recut):
-            if cut is text:
-                raise
-        return self.record(json.loads(text), source)
+        raw = text.encode() if isinstance(text, str) else text
+        pieces = self.cut(raw)
+        if pieces is not None:
+            try:
+                return self.cut_record(json.loads(b"".join(pieces)), source)
+            except (json.JSONDecodeError, _Recut):
+                pass
+        return self.whole(raw, source)
 
-    def parse_many(self, texts: Sequence[str], source: str) -> tuple[list[RunRecord], list[str]]:
-        """JSON Lines: all records in one json.loads call; line by line when that fails."""
-        cuts = [self.cut(t) for t in texts]
+    def whole(self, raw: bytes, source: str) -> RunRecord:
+        """The record parsed whole but for its per-input records; a JSON error names the place in ``raw``."""
         try:
-            parsed = json.loads("[" + ",".join(c[0] for c in cuts) + "]")
+            data = json.loads(_without_inputs(raw))
         except json.JSONDecodeError:
-            parsed = None
+            data = json.loads(raw.decode("utf-8"))  # raises, naming the place in the text as written
+        return self.record(data, source)
+
+    def parse_many(self, text: str | bytes, source: str) -> tuple[list[RunRecord], list[str]]:
+        """JSON Lines: every line's cut record in one json.loads call; a line that needs more on its own."""
+        buf = text.encode() if isinstance(text, str) else text
+        lines: list[tuple[int, int, bool]] = []  # (start, end, cut) of each non-blank line
+        parts = [b"["]
+        find, cut = buf.find, self.cut
+        pos, size = 0, len(buf)
+        while pos < size:
+            end = find(b"\n", pos)
+            if end < 0:
+                end = size
+            if end > pos and (buf[pos] not in _BLANK or not buf[pos:end].isspace()):
+                pieces = cut(buf, pos, end)
+                if pieces is not None:
+                    parts += pieces
+                    parts.append(b",")
+                lines.append((pos, end, pieces is not None))
+            pos = end + 1
+        parsed: list[Any] | None = None
+        if len(parts) > 1:
+            parts[-1] = b"]"
+            try:
+                parsed = json.loads(b"".join(parts))
+            except json.JSONDecodeError:
+                parsed = None
         runs: list[RunRecord] = []
         bad: list[str] = []
-        for number, text in enumerate(texts, 1):
+        done = 0  # cut records used so far
+        for number, (start, end, was_cut) in enumerate(lines, 1):
             where = f"{source}:{number}"
             try:
-                if parsed is not None:
-                    _, spec_cut, plan_cut = cuts[number - 1]
+                if was_cut and parsed is not None:
+                    done += 1
                     try:
-                        runs.append(self.record(parsed[number - 1], where, spec_cut, plan_cut))
+                        runs.append(self.cut_record(parsed[done - 1], where))
                         continue
                     except _Recut:
                         pass
-                runs.append(self.parse(text, where))
+                    runs.append(self.whole(buf[start:end], where))
+                else:
+                    runs.append(self.parse(buf[start:end], where))
             except json.JSONDecodeError as error:
-                bad.append(f"line {number}: {_json_problem(error, text)}")
+                bad.append(f"line {number}: {_json_problem(error, buf[start:end].decode('utf-8', 'replace'))}")
             except ValueError as error:
                 bad.append(f"record {number}: {error}")
         return runs, bad
 
 
+_NUMBER = (int, float)
+_COLON = ord(":")
+
+
 class _Recut(Exception):
-    """A cut record whose own hashes do not match what was cut: parse the whole text instead."""
+    """A cut record that did not keep what it should, or whose spec or plan was not read yet: parse it whole."""
 
 
 def _json_problem(error: json.JSONDecodeError, text: str) -> str:
@@ -538,23 +586,27 @@ def _add_spec(suite: Suite, data: Mapping[str, Any], source: str, kind: str) -> 
     suite.specs.append(SpecRecord(source, kind, spec, spec.spec_hash()))
 
 
-def _results_text(text: str) -> bool:
+def _results_text(text: bytes) -> bool:
     """A JSON text that is a results record: its first key is results_version (as the executor writes it)."""
     head = text[:200].lstrip()
-    return head.startswith("{") and head[1:].lstrip().startswith('"results_version"')
+    return head.startswith(b"{") and head[1:].lstrip().startswith(b'"results_version"')
 
 
 def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> None:
     """Read one file into the suite; every problem becomes a SourceNote, never an exception."""
     reader = reader or RecordReader()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        if not raw.isascii():
+            raw.decode("utf-8")  # a file that is not UTF-8 is not read at all
     except (OSError, UnicodeDecodeError) as error:
         suite.sources.append(SourceNote(str(path), "error", 0, f"cannot be read ({error})"))
         return
+    if b"\r" in raw:  # universal newlines, as when read as text
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        runs, bad = reader.parse_many([line for line in text.split("\n") if line and not line.isspace()], str(path))
+        runs, bad = reader.parse_many(raw, str(path))
         suite.runs.extend(runs)
         if runs:
             suite.sources.append(SourceNote(str(path), "results", len(runs)))
@@ -563,11 +615,13 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
             message = "; ".join(bad[:3]) + more + "; those records skipped"
             suite.sources.append(SourceNote(str(path), "error", 0, message))
         return
+    text = ""
     try:
-        if suffix == ".json" and _results_text(text):
-            suite.runs.append(reader.parse(text, str(path)))
+        if suffix == ".json" and _results_text(raw):
+            suite.runs.append(reader.parse(raw, str(path)))
             suite.sources.append(SourceNote(str(path), "results", 1))
             return
+        text = raw.decode("utf-8")
         if suffix == ".json":
             data = json.loads(text)
         else:
@@ -575,6 +629,7 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
 
             data = yaml.safe_load(text)
     except json.JSONDecodeError as error:
+        text = text or raw.decode("utf-8")
         suite.sources.append(SourceNote(str(path), "error", 0, _json_problem(error, text) + "; skipped"))
         return
     except ValueError as error:
@@ -612,13 +667,22 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector: bulk reading builds millions of acyclic objects, and the
-    collector's repeated passes over them cost about as much as the parsing itself."""
+    collector's repeated passes over them cost about as much as the parsing itself.
+
+    On the way out, what was built moves straight to the oldest generation (``freeze`` then
+    ``unfreeze``: two list splices), instead of being traversed by a young-generation pass and then
+    again on its way up; the next full collection, whenever Python runs one, still sees every object.
+    Skipped when the program froze objects itself, since ``unfreeze`` would release those too.
+    """
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 
@@ -816,7 +880,10 @@ def _run_flags(suite: Suite) -> list[RunFlag]:
     """The flags each run recorded (and, when rechecked, the results-level checks run again), then the
     checks across runs."""
     out: list[RunFlag] = []
+    recheck = suite.rechecked
     for i, run in enumerate(suite.runs):
+        if not run.flags and not (recheck and run.items and run.complete):
+            continue
         seen: set[tuple[str, str]] = set()
         flags = []
         for raw in run.flags:
@@ -844,7 +911,10 @@ def audit(suite: Suite, space: ThreatSpace | None = None, all_tasks: bool = Fals
 def _audit(suite: Suite, space: ThreatSpace | None, all_tasks: bool) -> AuditReport:
     space = space or default_space()
     notes: list[str] = []
-    tasks = sorted({s.spec.task.value for s in suite.specs} | {r.task for r in suite.runs})
+    runs = suite.runs
+    run_task = [r.task for r in runs]  # columns: one pass over the runs each
+    run_ra = [r.robust_accuracy for r in runs]
+    tasks = sorted({s.spec.task.value for s in suite.specs} | set(run_task))
     if "task" in space.axes and tasks and not all_tasks:
         known = [t for t in tasks if t in [value_label(v) for v in space.values[space.axes.index("task")]]]
         left_out = [value_label(v) for v in space.values[space.axes.index("task")] if value_label(v) not in known]
@@ -872,22 +942,20 @@ def _audit(suite: Suite, space: ThreatSpace | None, all_tasks: bool) -> AuditRep
         for row in rows:
             cover(row).specs.append(i)
     by_spec: dict[str, list[int]] = defaultdict(list)  # runs of one spec share its cells
-    for i, run in enumerate(suite.runs):
+    for i, run in enumerate(runs):
         by_spec[run.spec_hash].append(i)
-    runs = suite.runs
     for spec_hash, members in by_spec.items():
         first = runs[members[0]]
         spec_task = str(first.spec.get("task"))
-        for i in members:
-            if runs[i].task != spec_task:
-                outside.append(f"{runs[i].source}: task {runs[i].task!r} differs from its spec's task "
-                               f"{spec_task!r}; placed by the spec")
+        for i in [i for i in members if run_task[i] != spec_task]:
+            outside.append(f"{runs[i].source}: task {runs[i].task!r} differs from its spec's task "
+                           f"{spec_task!r}; placed by the spec")
         rows, problems = resolver.rows(first.spec, spec_hash, first.source)
         outside += [p for p in problems if p not in outside]
         if not rows:
             continue
-        weakest = min(members, key=lambda i: runs[i].robust_accuracy)
-        ra = runs[weakest].robust_accuracy
+        weakest = min(members, key=run_ra.__getitem__)
+        ra = run_ra[weakest]
         for row in rows:
             entry = cover(row)
             entry.runs.extend(members)
@@ -933,9 +1001,11 @@ def technique_coverage(report: AuditReport) -> list[TechniqueCoverage]:
     key = space.codes[:, knowledge].astype(np.int64) * 16 + feed_codes
     covered_rows = np.zeros(len(space), dtype=bool)
     covered_rows[list(report.covered)] = True
+    runs = report.suite.runs
+    run_index = {row: np.array(cov.runs, dtype=np.int64) for row, cov in report.covered.items()}
     extra: dict[str, set[int]] = defaultdict(set)  # techniques items exercise beyond their cell's
     spec_sets: dict[str, set[int]] = defaultdict(set)
-    run_sets: dict[str, set[int]] = defaultdict(set)
+    run_sets: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(runs), dtype=bool))  # runs as a mask
     for group in np.unique(key):
         rows = np.flatnonzero(key == group)
         k = value_label(space.values[knowledge][space.codes[rows[0], knowledge]])
@@ -943,29 +1013,32 @@ def technique_coverage(report: AuditReport) -> list[TechniqueCoverage]:
         for tid in techniques_for(k, f):
             entries[tid].feasible += int(space.feasible[rows].sum())
             entries[tid].covered += int((covered_rows[rows] & space.feasible[rows]).sum())
-            for row in rows[covered_rows[rows]]:
-                cov = report.covered[int(row)]
+            for row in rows[covered_rows[rows]].tolist():
+                cov = report.covered[row]
                 spec_sets[tid].update(cov.specs)
-                run_sets[tid].update(cov.runs)
+                run_sets[tid][run_index[row]] = True
                 _weakest(entries[tid], cov, report)
-    runs = report.suite.runs
-    for row, cov in report.covered.items():
+    # the techniques of each run's plan (the same for every plan with the same attacks), as codes
+    atlas_of: dict[frozenset[str], int] = {}
+    run_atlas = np.fromiter((atlas_of.setdefault(run.plan.atlas, len(atlas_of)) for run in runs), dtype=np.int64,
+                            count=len(runs))
+    atlases = list(atlas_of)
+    for row, members in run_index.items():
+        if not members.size:
+            continue
         base = set(techniques_for(value_label(space.value(row, "knowledge")),
                                   value_label(space.value(row, "feed")) if feed is not None else "digital"))
-        plans: dict[int, tuple[frozenset[str], list[int]]] = {}
-        for i in cov.runs:
-            plan = runs[i].plan
-            plans.setdefault(id(plan), (plan.atlas, []))[1].append(i)
-        for atlas, members in plans.values():
-            for tid in atlas - base:
+        codes = run_atlas[members]
+        for code in np.unique(codes).tolist():
+            for tid in atlases[code] - base:
                 if tid in entries:
                     extra[tid].add(row)
-                    run_sets[tid].update(members)
+                    run_sets[tid][members[codes == code]] = True
     for tid, rows in extra.items():
         entries[tid].covered += len(rows)
         entries[tid].feasible += len(rows)
     for tid, entry in entries.items():
-        entry.specs, entry.runs = len(spec_sets[tid]), len(run_sets[tid])
+        entry.specs, entry.runs = len(spec_sets[tid]), int(run_sets[tid].sum())
     return [e for e in entries.values() if e.feasible or e.covered]
 
 

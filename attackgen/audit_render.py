@@ -79,7 +79,7 @@ def _run_entry(report: AuditReport, i: int) -> dict[str, Any]:
     return {
         "name": r.name, "source": r.source, "model": r.model, "data": r.data, "n_inputs": r.n_inputs,
         "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy, "complete": r.complete,
-        "transfer_estimate": any(item.transfer_estimate for item in r.items),
+        "transfer_estimate": r.plan.transfer,  # the items may not have been kept
     }
 
 

@@ -252,26 +252,61 @@ def test_soundness_flags_reach_the_audit(space, tmp_path):
     ]
 
 
+def _executor_record(cell: Cell, robust: float, items=None, **fields) -> dict:
+    """A record with every RunResult field, in the model's order (as the executor writes it)."""
+    from attackgen.results import RunResult
+
+    data = {**result_data(cell, robust, items), "curve": [{"epsilon": 0.1, "robust_accuracy": robust}], **fields}
+    return RunResult.model_validate(data).model_dump(mode="json")
+
+
+def _same_run(a, b) -> bool:
+    return (a.spec, a.spec_hash, a.plan_hash, a.task, a.model, a.data, a.n_inputs, a.clean_accuracy,
+            a.robust_accuracy, list(a.curve), list(a.flags), dict(a.metrics), a.complete, a.plan) == (
+        b.spec, b.spec_hash, b.plan_hash, b.task, b.model, b.data, b.n_inputs, b.clean_accuracy,
+        b.robust_accuracy, list(b.curve), list(b.flags), dict(b.metrics), b.complete, b.plan)
+
+
 def test_fast_reader_cuts_inputs_specs_and_items_yet_reads_the_same(tmp_path):
     from attackgen.audit import RecordReader
 
     items = [("pgd_linf", 0.3, 100, 7), ("square_linf", 0.3, 90, 0)]
-    texts = [json.dumps(result_data(CLS_WB, 0.1 * k, items)) for k in range(1, 4)]
-    texts.append(json.dumps(result_data(CLS_LO, 0.5), indent=1))  # the executor writes indent=1
+    texts = [json.dumps(_executor_record(CLS_WB, 0.1 * k, items)) for k in range(1, 4)]
+    texts.append(json.dumps(_executor_record(CLS_WB, 0.5, items), indent=1))  # the executor writes indent=1
     fast = RecordReader()
     full = [RecordReader(recheck=True).parse(t, "x") for t in texts]
-    cuts, runs = [], []
-    for text in texts:
-        cuts.append(fast.cut(text))
-        runs.append(fast.parse(text, "x"))
-    assert cuts[0][1:] == (None, None)  # nothing seen yet: only the inputs go
-    assert cuts[1][1] is not None and cuts[1][2] is not None and len(cuts[1][0]) < len(texts[1]) // 2
-    assert '"index"' not in cuts[0][0]  # per-input records are never parsed
+    runs = [fast.parse(t, "x") for t in texts]
+    pieces = b"".join(fast.cut(texts[1].encode()))
+    assert b'"index"' not in pieces and b'"spec"' not in pieces and b'"items"' not in pieces
+    assert b'"device"' not in pieces and len(pieces) < len(texts[1]) // 3
     for a, b in zip(runs, full, strict=True):
-        assert (a.spec, a.robust_accuracy, a.plan, a.flags, a.complete) == (b.spec, b.robust_accuracy, b.plan,
-                                                                            b.flags, b.complete)
-    assert runs[0].items and not runs[1].items and full[1].items  # items kept only when needed
-    assert runs[1].plan.attacks == ("pgd_linf", "square_linf") and runs[1].plan.kind == "white_box"
+        assert _same_run(a, b)
+    assert runs[0].items and not any(r.items for r in runs[1:])  # the spec and plan were read once, whole
+    assert all(r.spec is runs[0].spec for r in runs)
+    assert runs[3].plan.attacks == ("pgd_linf", "square_linf") and runs[3].plan.kind == "white_box"
+    rechecked = RecordReader(recheck=True)
+    again = [rechecked.parse(t, "x") for t in texts]
+    assert all(len(r.items) == 2 for r in again)  # with recheck the items stay, without their inputs
+
+
+def test_a_cut_that_would_drop_a_member_is_not_used(tmp_path):
+    """Keys the cut looks for, written as values or in another order: the record is read whole instead."""
+    from attackgen.audit import RecordReader
+
+    reader = RecordReader()
+    reader.parse(json.dumps(_executor_record(CLS_WB, 0.3)), "first")
+    odd = [
+        _executor_record(CLS_WB, 0.2, model="items"),  # a value that looks like the items key
+        _executor_record(CLS_WB, 0.2, data="device", device="complete"),
+        _executor_record(CLS_WB, 0.2, versions={"items": "1", "flags": "2"}),
+        {k: v for k, v in _executor_record(CLS_WB, 0.2).items() if k != "metrics"},  # an older record
+    ]
+    for data in odd:
+        for text in (json.dumps(data), json.dumps(data, sort_keys=True), json.dumps(data, separators=(",", ":"))):
+            run = reader.parse(text, "odd")
+            whole = RecordReader(recheck=True).parse(text, "odd")
+            assert _same_run(run, whole), text
+            assert run.curve == [{"epsilon": 0.1, "robust_accuracy": 0.2}]
 
 
 def test_fast_reader_falls_back_when_a_cut_does_not_fit(tmp_path):
@@ -298,6 +333,32 @@ def test_jsonl_results_are_read_fast_path_and_bad_lines_skipped(space, tmp_path)
     assert len(suite.runs) == 4
     (problem,) = suite.problems
     assert "line 3" in problem.message and "records skipped" in problem.message
+
+
+def test_jsonl_with_crlf_lines_and_files_that_are_not_utf8(space, tmp_path):
+    lines = [json.dumps(_executor_record(CLS_WB, 0.1 * k)) for k in range(4)]
+    (tmp_path / "a.jsonl").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    (tmp_path / "b.jsonl").write_bytes(b"\xff\xfe" + lines[0].encode())
+    suite = read_suite([tmp_path])
+    assert [r.robust_accuracy for r in suite.runs] == [0.0, 0.1, 0.2, 0.30000000000000004]
+    assert not any(r.items for r in suite.runs[1:])  # the cut was used past the first record
+    (problem,) = suite.problems
+    assert problem.path.endswith("b.jsonl") and "cannot be read" in problem.message
+
+
+def test_reading_leaves_the_collector_as_it_was():
+    import gc
+
+    assert gc.isenabled()
+    read_suite([])
+    assert gc.isenabled()
+    gc.freeze()  # a program that froze its objects itself: the reader must not release them
+    try:
+        frozen = gc.get_freeze_count()
+        read_suite([])
+        assert gc.get_freeze_count() == frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()
 
 
 # --------------------------------------------------------------------------- bad input
