@@ -187,7 +187,7 @@ def curve_points(run: RunLike, facts: SpecFacts | None = None) -> list[tuple[flo
     epsilon in its metrics; the spec's own epsilons are converted from its epsilon_units.
     """
     if run.curve:
-        return sorted((float(p["epsilon"]), float(p["robust_accuracy"])) for p in run.curve)
+        return sorted([(float(p["epsilon"]), float(p["robust_accuracy"])) for p in run.curve])
     headline = (getattr(run, "metrics", None) or {}).get("headline_epsilon")
     if headline is not None:
         return [(float(headline), float(run.robust_accuracy))]
@@ -390,18 +390,18 @@ def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None
     epsilon across runs (a run at a larger budget must not be more robust). ``plan_kinds`` (one per run,
     from :func:`plan_kind`) spares reading the items again when the caller knows them.
     """
-    groups: dict[tuple[str, str, str, str | None], list[int]] = defaultdict(list)
-    facts_of: list[SpecFacts] = []
+    groups: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
     memo = _FACTS
+    facts_of = [memo.get(run.spec_hash) or spec_facts(run.spec, run.spec_hash) for run in runs]
     for i, run in enumerate(runs):
-        facts = memo.get(run.spec_hash) or spec_facts(run.spec, run.spec_hash)
-        facts_of.append(facts)
-        if getattr(run, "complete", True):  # a stopped run has not run every item: nothing to compare
+        facts = facts_of[i]
+        # compared only within one Lp norm; a stopped run has not run every item: nothing to compare
+        if facts.single_norm is not None and getattr(run, "complete", True):
             groups[(run.model, run.data, facts.key, facts.single_norm)].append(i)
     kinds: dict[int, str] = dict(enumerate(plan_kinds)) if plan_kinds is not None else {}
     out: list[tuple[list[int], Flag]] = []
-    for (_model, _data, _key, norm), members in groups.items():
-        if len(members) < 2 or norm is None:
+    for members in groups.values():
+        if len(members) < 2:
             continue
         by_knowledge: dict[str, dict[float, list[tuple[float, int]]]] = {}
         for i in members:
