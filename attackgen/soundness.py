@@ -405,9 +405,14 @@ def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None
             continue
         by_knowledge: dict[str, dict[float, list[tuple[float, int]]]] = {}
         for i in members:
-            points = by_knowledge.setdefault(facts_of[i].knowledge, {})
-            for eps, acc in curve_points(runs[i], facts_of[i]):
-                points.setdefault(eps, []).append((acc, i))
+            facts, run = facts_of[i], runs[i]
+            points = by_knowledge.setdefault(facts.knowledge, {})
+            if run.curve:  # curve_points without its sort: every use below sorts by epsilon
+                for p in run.curve:
+                    points.setdefault(float(p["epsilon"]), []).append((float(p["robust_accuracy"]), i))
+            else:
+                for eps, acc in curve_points(run, facts):
+                    points.setdefault(eps, []).append((acc, i))
         white = by_knowledge.get("white_box")
         mixed_plans = plan_kinds is None or len({kinds[i] for i in members}) > 1
         for knowledge, points in by_knowledge.items():
