@@ -1214,7 +1214,16 @@ def execute(
 ) -> RunResult:
     """Load a plan file and run it; the entry point of `attackgen run`."""
     from attackgen.plan import load_plan
+    from taxonomy.graph import validate
 
+    # A spec that breaks a rule (an edited plan: say a confusing target on a classifier) is named by its
+    # rule, before the per-item checks would only say that no item realises it.
+    broken = [v for v in validate(load_plan(plan_path, check_rules=False).parsed_spec()) if v.severity == "error"]
+    if broken:
+        raise RunError(
+            f"{plan_path}: the embedded spec breaks {len(broken)} rule(s), so nothing can run: "
+            + "; ".join(f"{v.id} at {v.field}: {v.reason} ({v.detail}) Fix: {v.fix}" for v in broken)
+        )
     plan = load_plan(plan_path)
     executor = Executor(plan, model_ref, data_ref, out_dir, options, plan_source=str(plan_path), echo=echo)
     return executor.run()
