@@ -282,7 +282,7 @@ class Executor:
         self.tol = 1e-6 * max(1.0, self.span)
         self.task = self.spec.task.value
         self.flags: list[Flag] = []
-        self._surrogate: nn.Module | None = None
+        self._surrogates: dict[str, Any] = {}  # attackgen.surrogates.BuiltSurrogate by model basis
         self._basis: dict[str, tuple[Tensor, Any] | None] = {}
         self._patch_offsets: Tensor | None = None
         self._file_mask: Tensor | None = None
@@ -556,26 +556,39 @@ class Executor:
         return access
 
     def _surrogate_model(self, step: Step) -> nn.Module:
-        if self._surrogate is not None:
-            return self._surrogate
-        from attackgen.loading import load_model
+        """The surrogate the model basis describes (attackgen.surrogates), built once per basis and recorded
+        in the item's params (``surrogate_built``), a ``surrogate.built`` info flag and the console."""
+        from attackgen.surrogates import SurrogateRequest, build_surrogate
 
-        basis = self.plan.strategy.get("model_basis") if isinstance(self.plan.strategy, dict) else None
-        spec_basis = self.spec.strategy.model_basis
-        named = step.params.get("surrogate")
-        named = named.get("model") if isinstance(named, dict) else named
-        ref = named or (basis or {}).get("model") or getattr(spec_basis, "model", None)
-        if ref is None and tuple(self.data.x.shape[1:]) == (1, 16, 16):
-            ref = "digits-mlp"
-        if ref is None:
-            raise RunError(
-                "strategy.model_basis.model: a surrogate attack needs a surrogate model and the built-in one "
-                f"(digits-mlp) does not take inputs of shape {tuple(self.data.x.shape[1:])}; name one (a built-in "
-                "name, an entry point or a TorchScript file)."
-            )
-        model = load_model(str(ref), self.spec.input_space.layout, "strategy.model_basis.model (the surrogate)")
-        self._surrogate = model.eval().to(self.device).requires_grad_(False)
-        return self._surrogate
+        strategy = self.plan.strategy if isinstance(self.plan.strategy, dict) else {}
+        default = "pretrained" if self.spec.threat.data_knowledge.value == "none" else "trained_on_data"
+        request = SurrogateRequest.resolve(step.params.get("surrogate"), strategy.get("model_basis"),
+                                           self.spec.strategy.model_basis, default_source=default,
+                                           defaulted=self.spec.strategy.model_basis is None)
+        built = self._surrogates.get(request.key())
+        if built is None:
+            knowledge = self.spec.threat.model_knowledge
+            budget = getattr(knowledge, "query_budget", None)
+            surrogate_steps = [s for s in self.steps if s.access == "surrogate"]
+            if request.source == "distilled_from_queries" and budget is not None:
+                if any(s.access in QUERY_KINDS for s in self.steps):
+                    raise RunError("strategy.model_basis.source: a surrogate distilled from queries and query "
+                                   "attacks in one plan would share the per-input query budget, which is not "
+                                   "supported yet; run them as two plans.")
+                budget -= sum(int(s.params.get("verify_queries") or 0) for s in surrogate_steps)
+            linf = [s.epsilon for s in surrogate_steps if s.norm == "inf" and s.epsilon]
+            built = build_surrogate(
+                request, input_shape=tuple(self.data.x.shape[1:]), classes=self.num_classes,
+                layout=self.spec.input_space.layout, basis=self._data_basis(step), victim=self.model,
+                knowledge=knowledge, inputs=self.data.x, query_budget=budget,
+                step=max(linf) if linf else None, bounds=self.bounds,
+                seed=derive_seed(self.options.seed, 0x5022), device=self.device)
+            self._surrogates[request.key()] = built
+            self._flag("surrogate.built", "info", built.summary(),
+                       "set strategy.model_basis (source, model, ensemble) to build another surrogate")
+            self.echo(built.summary())
+        step.params["surrogate_built"] = built.describe()
+        return built.model
 
     def _mask(self, rows: Tensor) -> Tensor | None:
         spatial = self.spec.threat.capability.spatial

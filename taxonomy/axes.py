@@ -460,12 +460,43 @@ class VictimBasis(Strict):
 
 
 class SurrogateBasis(Strict):
-    """Optimise against a substitute model and transfer."""
+    """Optimise against a substitute model (or an ensemble of them, logits averaged) and transfer."""
 
     kind: Literal["surrogate"] = "surrogate"
     source: Literal["trained_on_data", "distilled_from_queries", "pretrained"] = "trained_on_data"
-    model: str | None = Field(None, description="A built-in name or module:function entry point.")
-    ensemble: int = Field(1, ge=1)
+    model: str | list[str] | None = Field(
+        None,
+        description="A built-in name, module:function entry point or model file; a list names several "
+        "ensemble members. 'cnn' and 'mlp' name architectures trained at run time.",
+    )
+    ensemble: int = Field(
+        None,  # type: ignore[assignment]  # filled by _ensemble_size: the number of models named, at least 1
+        ge=1,
+        validate_default=True,
+        description="Ensemble members (logits averaged); default: the number of models named, else 1. "
+        "Members beyond the named ones are trained (trained_on_data) or distilled at run time.",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _names(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no model; leave model out or name at least one")
+        return value
+
+    @field_validator("ensemble", mode="before")
+    @classmethod
+    def _ensemble_size(cls, value: Any, info: Any) -> Any:
+        model = info.data.get("model")
+        named = len(model) if isinstance(model, list) else int(model is not None)
+        if value is None:
+            return max(named, 1)
+        if isinstance(value, int) and not isinstance(value, bool) and value < named:
+            raise ValueError(
+                f"ensemble {value} is smaller than the {named} models named in strategy.model_basis.model; "
+                f"expected ensemble >= {named} (or leave it out: it defaults to the number named)"
+            )
+        return value
 
 
 ModelBasis = Annotated[

@@ -13,8 +13,9 @@ from).
 - ``TransferDIFGSM``: MI-FGSM with input diversity (Xie et al. 2019, arXiv:1803.06978): at each step,
   with probability ``diversity_prob``, the input is shrunk to a random size in [resize_rate * H, H]
   and padded back to H x W at a random offset before the gradient is taken.
-- ``train_surrogate``: a quick substitute trained on the data basis (an MLP or a small CNN), for when
-  the built-in surrogate is not wanted.
+- ``train_surrogate``: a quick substitute trained on the data basis (an MLP or a small CNN); the run
+  builds the surrogate its model basis describes with it (attackgen.surrogates: trained members,
+  members distilled from the victim's answers).
 
 ``model_handle`` is shared by the attacks of this family that may run on either the victim or a
 surrogate: it returns the white-box handle an attack may differentiate through.
