@@ -111,7 +111,8 @@ def test_street_example_plans_and_runs(name: str, tmp_path: Path, capsys: pytest
     captured = capsys.readouterr()
     assert code == 0, captured.err
     result = RunResult.model_validate_json((out / "results.json").read_text())
-    assert result.complete and 1 <= result.n_inputs <= limit and result.task in ("segmentation", "detection")
+    assert result.complete and 1 <= result.n_inputs <= limit and result.model == model
+    assert result.task == ("segmentation" if model == SEG[0] else "detection")
     [item] = result.items
     assert item.n_attacked == len(item.inputs) >= 1
     assert metric in item.metrics and np.isfinite(item.metrics[metric])
