@@ -95,6 +95,7 @@ class Step:
     ssim_floor: float | None
     query_budget: int | None
     extra_bounds: list[tuple[str, float]] = field(default_factory=list)  # further Lp bounds that also apply
+    wasserstein_radius: float | None = None  # transport cost bound (attackgen.wasserstein), checked exactly
 
     @property
     def universal(self) -> bool:
@@ -354,6 +355,7 @@ class Executor:
                 attack_params=item.attack_params(), norm=norm,
                 epsilon=None if epsilon is None else float(epsilon),
                 ssim_floor=params.get("ssim_floor", spec_floor), query_budget=query_budget,
+                wasserstein_radius=params.get("wasserstein_max", self._spec_radius()),
                 extra_bounds=[(str(b["norm"]), float(b["epsilon"])) for b in params.get("extra_bounds") or []
                               if b.get("epsilon") is not None],
             )
@@ -395,6 +397,13 @@ class Executor:
                     f"{where}: epsilon {step.epsilon:g} (input units) exceeds the spec's largest L{step.norm} "
                     f"epsilon {max(limits):g}; the plan does not match its spec."
                 )
+        floor, radius = self._spec_floor(), self._spec_radius()
+        if floor is not None and (step.ssim_floor is None or step.ssim_floor < floor):
+            raise RunError(f"{where}.params.ssim_floor: {step.ssim_floor} is below the spec's SSIM floor {floor:g}; "
+                           "the plan does not match its spec.")
+        if radius is not None and (step.wasserstein_radius is None or step.wasserstein_radius > radius):
+            raise RunError(f"{where}.params.wasserstein_max: {step.wasserstein_radius} exceeds the spec's "
+                           f"Wasserstein radius {radius:g}; the plan does not match its spec.")
         spec_budget = getattr(self.spec.threat.model_knowledge, "query_budget", None)
         if spec_budget is not None and step.query_budget is not None and step.query_budget > spec_budget:
             raise RunError(f"{where}: query budget {step.query_budget} exceeds the spec's {spec_budget} per input; "
@@ -627,7 +636,7 @@ class Executor:
 
     def _budget(self, step: Step, rows: Tensor) -> Budget:
         return Budget(bounds=self.bounds, norm=step.norm, epsilon=step.epsilon, mask=self._mask(rows),
-                      ssim_floor=step.ssim_floor)
+                      ssim_floor=step.ssim_floor, wasserstein_radius=step.wasserstein_radius)
 
     def _data_basis(self, step: Step) -> tuple[Tensor, Any] | None:
         strategy = self.plan.strategy if isinstance(self.plan.strategy, dict) else {}
@@ -884,6 +893,13 @@ class Executor:
         hit = objective.success(outputs).bool() & valid
         norms = measure(x, candidate, self.span)
         within = self._within(step, budget, x, candidate, norms)
+        if step.wasserstein_radius is not None:
+            from attackgen.wasserstein import wasserstein_distance
+
+            cost = wasserstein_distance(x, candidate, int(step.params.get("kernel", 5)), 2.0).to(x.device)
+            within &= cost <= step.wasserstein_radius * (1 + 1e-6)
+            column = state.metrics.setdefault("wasserstein", torch.full((self.n,), float("nan"), dtype=torch.float64))
+            column[rows.cpu()] = cost.double().cpu()
         success = hit & within
         counts["over_budget"] = int((hit & ~within).sum())
         detectors = self._verifying_detectors()
@@ -1077,6 +1093,10 @@ class Executor:
             flags=flags,
             metrics=metrics,
         )
+
+    def _spec_radius(self) -> float | None:
+        return next((float(i.threshold) for i in self.spec.threat.imperceptibility
+                     if getattr(i, "kind", "") == "perceptual" and i.metric == "wasserstein"), None)
 
     def _spec_floor(self) -> float | None:
         return next((i.threshold for i in self.spec.threat.imperceptibility

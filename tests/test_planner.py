@@ -165,7 +165,7 @@ def test_minimal_mode_runs_once_and_reports_at_the_curve(implemented: dict) -> N
 
 
 def test_gap_spec_plans_nothing_and_says_so(implemented: dict) -> None:
-    result = plan(load_spec(EXAMPLES / "digits-wasserstein-gap.yaml"))
+    result = plan(load_spec(EXAMPLES / "digits-lpips-query-gap.yaml"))
     assert isinstance(result, Plan)
     assert result.items == [] and result.not_runnable == []
     assert any(note.startswith("gap") for note in result.notes)

@@ -28,6 +28,7 @@ class Budget:
     epsilon: float | None = None  # None in minimal-norm mode
     mask: Tensor | None = None  # broadcastable to x; 1 where change is allowed
     ssim_floor: float | None = None
+    wasserstein_radius: float | None = None  # transport cost, see attackgen.wasserstein
 
     def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
         """Into the Lp ball (Linf and L2), the mask and the bounds."""

@@ -275,11 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     if "--evaluate" in args:
         if "seg" in names and "street-seg" in summary:
             test = load_street_scenes("test", "segmentation")
-            summary["street-seg"]["test"] = segmentation_scores(_load(StreetSegNet(), SEG_WEIGHTS, False), test.x, test.y)
+            seg = _load(StreetSegNet(), SEG_WEIGHTS, False)
+            summary["street-seg"]["test"] = segmentation_scores(seg, test.x, test.y)
             print(f"street-seg: {summary['street-seg']['test']}")
         if "det" in names and "street-det" in summary:
             test = load_street_scenes("test", "detection")
-            summary["street-det"]["test"] = detection_scores(_load(StreetDetector(), DET_WEIGHTS, False), test.x, test.y)
+            det = _load(StreetDetector(), DET_WEIGHTS, False)
+            summary["street-det"]["test"] = detection_scores(det, test.x, test.y)
             print(f"street-det: {summary['street-det']['test']}")
         path.write_text(json.dumps(dict(sorted(summary.items())), indent=2) + "\n")
         return 0
