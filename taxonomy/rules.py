@@ -271,6 +271,12 @@ _RULE_LIST: list[Rule] = [
        "A class_map entry maps a class to itself: those inputs are left untouched.",
        "Map each source class to a different target class.",
        ARGUMENT + ": a self-mapping makes the per-input target equal to the clean label"),
+    _r("C17-detector-dynamic-target-removes-classes", E,
+       "On a detector a dynamic target is the vanishing of remove_classes; least_likely and class_map are "
+       "per-input (classification) or per-pixel (segmentation) targets with no per-box objective.",
+       "Use rule remove_classes (or consequence vanishing), mislabel (from_classes -> to_class) for a class "
+       "mapping, or a static target with target_boxes.",
+       TOG + "; " + ARGUMENT + ": attackgen.objectives.detection builds only DetVanishing for dynamic targets"),
     # ------------------------------------------------------------------ D: imperceptibility
     _r("D1-attack-supports-norm", E,
        "The implementation optimises another Lp norm than the spec bounds (FGSM/PGD Linf or L2, C&W "
@@ -566,6 +572,8 @@ EDGES: list[Edge] = [
     *_requires("C14-least-likely-needs-full-scores", "dynamic_rule:least_likely", "capability:full_scores",
                "basis:surrogate"),
     *_excludes("C15-remove-classes-on-detection-is-vanishing", "dynamic_rule:remove_classes", "task:detection"),
+    *_excludes("C17-detector-dynamic-target-removes-classes", "dynamic_rule:least_likely", "task:detection"),
+    *_excludes("C17-detector-dynamic-target-removes-classes", "dynamic_rule:class_map", "task:detection"),
     # D: imperceptibility
     *[e for p in PERCEPTUAL for e in _excludes("D3-perceptual-bound-without-projection", p,
                                                 "optimizer:second_order")],

@@ -189,6 +189,16 @@ def test_invalid_examples_are_infeasible_with_suggestions_that_pass(name: str) -
         assert "->" in suggestion.change
 
 
+@pytest.mark.parametrize("rule", [{"rule": "least_likely"}, {"rule": "class_map", "class_map": {"car": "person"}}])
+def test_detector_dynamic_target_other_than_remove_classes_is_infeasible(rule: dict) -> None:
+    """The detection objectives refuse these at run time (exit 2); the plan must say so first (C17)."""
+    threat = dict(WHITE_BOX_LINF, consequence={"kind": "dynamic_target", **rule})
+    result = plan(spec_of(threat, task="detection", classes=["road", "car", "person"]))
+    assert isinstance(result, Infeasible)
+    assert "C17-detector-dynamic-target-removes-classes" in {n.id for n in result.blocking}
+    assert result.nearest
+
+
 def test_query_budget_too_small_suggests_the_budget_that_fits(implemented: dict) -> None:
     threat = dict(WHITE_BOX_LINF, model_knowledge={"kind": "query_limited", "query_budget": 20})
     result = plan(spec_of(threat))

@@ -129,6 +129,8 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"consequence": K("dynamic_target", remove_classes=["person"])}),
     ("C16-class-map-maps-to-itself", {},
      {"consequence": K("dynamic_target", rule="class_map", class_map={"coat": "coat"})}),
+    ("C17-detector-dynamic-target-removes-classes", DET_TASK,
+     {"consequence": K("dynamic_target", rule="least_likely")}),
     # D: imperceptibility
     ("D2a-pixel-255-epsilon-below-one", {"input_space": {"epsilon_units": "pixel_255"}}, {"imperceptibility": LP(0.5)}),
     ("D2b-normalization-in-data", {"input_space": {"normalization": "in_data"}}, {}),
@@ -337,6 +339,24 @@ def test_detector_consequences_pass_on_detection() -> None:
     for consequence in (K("vanishing", classes=["person"]), K("fabrication", classes=["car"]),
                         K("mislabel", from_classes=["car"], to_class="person")):
         assert ids(spec(DET_TASK, consequence=consequence)) == set()
+
+
+def test_detector_dynamic_target_only_removes_classes() -> None:
+    """The detection objectives build only vanishing for a dynamic target (attackgen.objectives.detection):
+    least_likely and class_map on a detector must fail validate, not the run."""
+    for consequence in (K("dynamic_target", rule="least_likely"),
+                        K("dynamic_target", rule="class_map", class_map={"car": "person"})):
+        found = {v.id: v for v in validate(spec(DET_TASK, consequence=consequence))}
+        v = found["C17-detector-dynamic-target-removes-classes"]
+        assert v.severity == "error" and v.field == "threat.consequence.rule"
+        # the same rules are fine on segmentation and classification
+        for over in (SEG_TASK, {}):
+            body = consequence if "class_map" not in consequence else K(
+                "dynamic_target", rule="class_map",
+                class_map={"car": "person"} if over else {"coat": "bag"})
+            assert "C17-detector-dynamic-target-removes-classes" not in ids(spec(over, consequence=body))
+    assert "C17-detector-dynamic-target-removes-classes" not in ids(
+        spec(DET_TASK, consequence=K("dynamic_target", remove_classes=["car"])))
 
 
 def test_box_labels_and_context_indices_are_checked() -> None:
