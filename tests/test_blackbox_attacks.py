@@ -290,3 +290,33 @@ def test_targeted_decision_attack_without_a_target_class_input_is_a_clear_error(
         oracle = LabelOracle(model, len(x), budget=100)
         with pytest.raises(AttackgenError, match=r"threat\.consequence.*data basis"):
             attack_cls().run(oracle, x, objective, Budget(norm="2"), env)
+
+
+@pytest.mark.parametrize("cap", [3, 30, 70, 150])
+@pytest.mark.parametrize("norm", ["2", "inf"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_hopskipjump_never_exceeds_its_own_max_queries(model: nn.Module, test_data: Any, basis: AttackEnv,
+                                                       cap: int, norm: str, targeted: bool) -> None:
+    """max_queries below the oracle's budget caps every query path: start search, boundary search,
+    gradient samples and step search (each input is counted by the oracle, not by the attack)."""
+    x, y = correct(model, test_data, 4, exclude=TARGET)
+    objective = ClassificationObjective(y, torch.full_like(y, TARGET) if targeted else None)
+    oracle = CheckedLabels(model, len(x), budget=1000)
+    out = HopSkipJump(steps=50, max_queries=cap, init_tries=20).run(oracle, x, objective,
+                                                                     Budget(norm=norm, epsilon=None), basis)
+    assert int(oracle.answered.max()) <= cap, oracle.answered.tolist()
+    assert out.info["queries"] == oracle.answered.tolist()
+    if cap >= 70:  # enough for a start and a few iterations: the cap is used, not skipped
+        assert int(oracle.answered.min()) > cap // 2
+
+
+def test_hopskipjump_boundary_search_below_float_resolution_stops(model: nn.Module, test_data: Any) -> None:
+    """A tolerance (gamma / d^2) below float32 resolution, as on a segmentation input: the binary search
+    must stop when the bracket cannot be halved, and never spend past max_queries (it used the oracle's
+    whole budget before)."""
+    x, y = correct(model, test_data, 3)
+    oracle = CheckedLabels(model, len(x), budget=1000)
+    out = HopSkipJump(steps=2, max_queries=499, gamma=1e-9).run(oracle, x, ClassificationObjective(y),
+                                                                  Budget(norm="inf", epsilon=None))
+    assert int(oracle.answered.max()) <= 499, oracle.answered.tolist()
+    assert (predict(model, out.x_adv) != y).all()

@@ -138,12 +138,16 @@ def boundary_search(
     rows: Tensor,
     norm: str = "2",
     tolerance: float | Tensor = 1e-3,
+    room: Tensor | None = None,
 ) -> Tensor:
     """Binary search from x_adv (adversarial) towards x, to within ``tolerance`` of the boundary.
 
     L2: over the blend factor in [0, 1]; Linf: over the clip radius in [0, ||x_adv - x||inf]. Returns
     the adversarial end of the final bracket for every row, so the result is always adversarial. Rows
-    that run out of queries stop where they are.
+    that run out of queries (the oracle's budget, or ``room[i]`` queries for this call: the caller's
+    own cap) stop where they are. A bracket that can no longer be halved in floating point also stops:
+    HopSkipJump's tolerance on large inputs (gamma / d^2) lies below float32 resolution, and the search
+    would otherwise spin until the budget is gone.
     """
     n = x.shape[0]
     high = lp_distance(x_adv, x, "inf") if norm == "inf" else torch.ones(n, device=x.device)
@@ -151,13 +155,23 @@ def boundary_search(
     tol = torch.as_tensor(tolerance, device=x.device, dtype=high.dtype).expand_as(high)
     if norm == "inf":
         tol = tol * high.clamp_min(1e-12)
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    used = torch.zeros(n, dtype=torch.long, device=x.device)
     while True:
-        going = ((high - low) > tol) & live(access, rows)
+        going = ~done & ((high - low) > tol) & live(access, rows)
+        if room is not None:
+            going &= used < room.to(x.device)
         if not bool(going.any()):
             break
         idx = going.nonzero().squeeze(1)
         mid = (low[idx] + high[idx]) / 2
+        stuck = (mid <= low[idx]) | (mid >= high[idx])  # no representable midpoint left
+        done[idx[stuck]] = True
+        idx, mid = idx[~stuck], mid[~stuck]
+        if idx.numel() == 0:
+            continue
         is_adv = decide(access, objective, blend(x[idx], x_adv[idx], mid, norm), rows[idx])
+        used[idx] += 1
         high[idx] = torch.where(is_adv, mid, high[idx])
         low[idx] = torch.where(is_adv, low[idx], mid)
     return blend(x, x_adv, high, norm)
@@ -183,6 +197,7 @@ def decision_starts(
     bounds: tuple[float, float],
     noise_tries: int = 20,
     basis_tries: int = 20,
+    room: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """An adversarial starting point per input, found through the label oracle; (x_start, found).
 
@@ -191,12 +206,20 @@ def decision_starts(
     objective's predicate on the data's labels); each one is confirmed by an oracle query, charged to
     the input that needs it, and each data-basis input is queried once per batch. Raises an
     AttackgenError when a targeted attack has no data basis, or the data basis has no input of the
-    wanted class for some input.
+    wanted class for some input. ``room[i]``: the most queries input i may spend here (the caller's cap);
+    an input that reaches it keeps looking no further (found False).
     """
     n = x.shape[0]
     device = x.device
     start = x.clone()
     found = torch.zeros(n, dtype=torch.bool, device=device)
+    used = torch.zeros(n, dtype=torch.long, device=device)
+    cap = None if room is None else room.to(device)
+
+    def can_ask(mask: Tensor) -> Tensor:
+        ok = mask & live(access, rows)
+        return ok if cap is None else ok & (used < cap)
+
     targeted = bool(getattr(objective, "targeted", False))
     has_basis = env is not None and env.data_x is not None and env.data_y is not None
     if targeted and not has_basis:
@@ -205,12 +228,13 @@ def decision_starts(
     if not targeted:
         lo, hi = bounds
         for _ in range(noise_tries):
-            want = ~found & live(access, rows)
+            want = can_ask(~found)
             if not bool(want.any()):
                 break
             idx = want.nonzero().squeeze(1)
             noise = torch.rand(x[idx].shape, generator=gen, device=device) * (hi - lo) + lo
             ok = decide(access, objective, noise, rows[idx])
+            used[idx] += 1
             start[idx[ok]] = noise[ok]
             found[idx[ok]] = True
         if bool(found.all()) or not has_basis:
@@ -234,9 +258,11 @@ def decision_starts(
         tries = 0
         for c in order.tolist():
             if c not in cache:
-                if tries >= basis_tries or not bool(live(access, row).all()):
+                capped = cap is not None and int(used[i]) >= int(cap[i])
+                if tries >= basis_tries or capped or not bool(live(access, row).all()):
                     break
                 cache[c] = ask(access, data_x[c : c + 1], row)
+                used[i] += 1
                 tries += 1
             label = cache[c]
             if bool(objective.subset(row).success_from_decisions(label).bool().all()):

@@ -10,7 +10,9 @@ HopSkipJumpAttack (gamma, initial/max gradient evaluations, delta and step-size 
 native batched port rather than a foolbox adapter, because foolbox queries the whole batch at every
 step and cannot stop an input whose per-input budget is spent or whose distance already meets a
 fixed epsilon. Rows stop when they meet the epsilon (fixed mode) or their budget is spent; a row that
-cannot afford a full iteration keeps its best adversarial point.
+cannot afford a full iteration keeps its best adversarial point. Every query path (start search,
+boundary searches, gradient samples, step search) is held to ``room()``: the smaller of the oracle's
+remaining budget and this attack's own ``max_queries``.
 """
 
 from __future__ import annotations
@@ -71,12 +73,13 @@ class HopSkipJump(Attack):
             return left(access, rows) if cap is None else torch.minimum(left(access, rows), int(cap) - spent())
 
         start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
-                                       noise_tries=int(self.params.get("init_tries", 20)))
+                                       noise_tries=int(self.params.get("init_tries", 20)), room=room())
         best = start.clone()
         dist = torch.full((n,), float("inf"), device=x.device)
         if bool(found.any()):
             idx = found.nonzero().squeeze(1)
-            best[idx] = boundary_search(access, objective, x[idx], start[idx], rows[idx], norm, theta)
+            best[idx] = boundary_search(access, objective, x[idx], start[idx], rows[idx], norm, theta,
+                                        room=room()[idx])
             dist[idx] = lp_distance(best[idx], x[idx], norm)
         cur = best.clone()
         cur_dist = dist.clone()
@@ -121,7 +124,8 @@ class HopSkipJump(Attack):
             # (1) back to the boundary
             if bool(ok.any()):
                 moved = idx[ok]
-                cur[moved] = boundary_search(access, objective, x[moved], proposal[ok], rows[moved], norm, theta)
+                cur[moved] = boundary_search(access, objective, x[moved], proposal[ok], rows[moved], norm, theta,
+                                             room=room()[moved])
                 cur_dist[moved] = lp_distance(cur[moved], x[moved], norm)
                 better = cur_dist[moved] < dist[moved]
                 best[moved[better]] = cur[moved[better]]
