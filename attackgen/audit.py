@@ -228,14 +228,19 @@ def _save_verdicts(path: Path, rule_ids: tuple[str, ...], blocked: np.ndarray) -
 def default_space() -> ThreatSpace:
     """The project's threat space (taxonomy.space) with the rules' verdicts, cached on disk by taxonomy digest."""
     from taxonomy import space
-    from taxonomy.catalog import implemented
+    from taxonomy.catalog import CATALOG, cell_features, fits_purpose, implemented
 
     runnable = implemented()  # one mapping: the realiser index is cached per catalogue object
 
     def realisers(cell: Any, implemented_only: bool) -> Sequence[str]:
+        """Attacks that realise the cell breaking no error rule, and that the cell is for (catalog.REQUIRES:
+        no SSIM-PGD on a plain Linf cell), as the planner's survey and plan_cell pick them; so the audit's
+        runnable tier and `attackgen catalog --gaps` count the same cells."""
         if implemented_only and not runnable:
             return ()
-        return space.feasible_realisers(cell, runnable if implemented_only else None)
+        catalog = runnable if implemented_only else CATALOG
+        features = cell_features(cell)
+        return tuple(i for i in space.feasible_realisers(cell, catalog) if fits_purpose(features, catalog[i]))
 
     return ThreatSpace.from_axes(space.AXES, space.ThreatCell, space.cell_verdict, space.cells_of,
                                  space.spec_for_cell, verdict_cache(), realisers)

@@ -32,7 +32,7 @@ from typing import Any
 
 from attackgen.plan import CatalogueOnly, Infeasible, Plan, PlanCost, PlanItem, RuleNote, Suggestion
 from taxonomy.axes import LpBudget
-from taxonomy.catalog import CATALOG, REQUIRES
+from taxonomy.catalog import CATALOG, REQUIRES, cell_features, fits_purpose, spec_features  # noqa: F401 (re-exported)
 from taxonomy.catalog_types import AttackDescriptor, Cost
 from taxonomy.errors import SpecError
 from taxonomy.spec import AttackSpec, parse_spec
@@ -309,28 +309,6 @@ ACCESS_POOLS: dict[str, tuple[str, ...]] = {
 """Which access kinds supply primary items for each knowledge level. A white-box adversary gets
 gradient attacks (score- and decision-based ones come in as the G2 check, transfer is pointless);
 when no attack of the pool realises the spec, every realising attack is eligible."""
-
-
-def spec_features(spec: AttackSpec) -> frozenset[str]:
-    """The spec's imperceptibility keys and spatial kind, in the vocabulary of catalog.REQUIRES."""
-    keys = set()
-    for item in spec.threat.imperceptibility:
-        keys.add(f"lp:{item.norm}" if item.kind == "lp" else f"perceptual:{item.metric}"
-                 if item.kind == "perceptual" else item.kind)
-    spatial = spec.threat.capability.spatial
-    if spatial is not None:
-        keys.add(f"spatial:{spatial.kind}")
-    return frozenset(keys)
-
-
-def cell_features(cell: Any) -> frozenset[str]:
-    """The same for an abstract cell (its representative spec's spatial constraint is a patch)."""
-    return frozenset({cell.imperceptibility, *(("spatial:patch",) if cell.spatial else ())})
-
-
-def fits_purpose(features: frozenset[str], descriptor: AttackDescriptor) -> bool:
-    """Does the spec contain what the attack is for (catalog.REQUIRES)?"""
-    return REQUIRES.get(descriptor.id, frozenset()) <= features
 
 
 def _role(descriptor: AttackDescriptor) -> str:

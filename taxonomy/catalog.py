@@ -646,7 +646,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
-        defaults=_d(steps=100, step_size=0.1, kernel=5, p=2, regularization=1000.0, sinkhorn_iterations=100),
+        defaults=_d(steps=100, step_size=0.1, kernel=5, p=2, regularization=3000.0, sinkhorn_iterations=100),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -793,6 +793,30 @@ detector, detector-aware PGD is plain PGD; without an SSIM floor, SSIM-PGD is PG
 never fires; a patch attack needs a patch region to place its patch in. Keys: an imperceptibility key
 ("detector", "perceptual:ssim") or "spatial:<kind>". The planner honours these (``realises`` reports
 what an attack can do, this what it is for)."""
+
+
+def spec_features(spec: Any) -> frozenset[str]:
+    """A spec's imperceptibility keys and spatial kind, in the vocabulary of REQUIRES."""
+    keys = set()
+    for item in spec.threat.imperceptibility:
+        keys.add(f"lp:{item.norm}" if item.kind == "lp" else f"perceptual:{item.metric}"
+                 if item.kind == "perceptual" else item.kind)
+    spatial = spec.threat.capability.spatial
+    if spatial is not None:
+        keys.add(f"spatial:{spatial.kind}")
+    return frozenset(keys)
+
+
+def cell_features(cell: Any) -> frozenset[str]:
+    """The same for an abstract cell of taxonomy.space (its representative spec's spatial constraint is
+    a patch)."""
+    return frozenset({cell.imperceptibility, *(("spatial:patch",) if cell.spatial else ())})
+
+
+def fits_purpose(features: frozenset[str], descriptor: AttackDescriptor) -> bool:
+    """Does the spec (or cell) contain what the attack is for (REQUIRES)? Used by the planner and the
+    audit, so both pick attacks for the same cells."""
+    return REQUIRES.get(descriptor.id, frozenset()) <= features
 
 if len(CATALOG) != len(_ENTRIES):  # pragma: no cover - guarded by tests too
     raise RuntimeError("duplicate attack id in the catalogue")

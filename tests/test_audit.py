@@ -532,3 +532,33 @@ def test_example_suite_audits_with_its_finished_run():
     assert all(run.complete for run in suite.runs)
     (weakest, *_) = report.weakest()
     assert weakest.robust_accuracy is not None and 0.0 <= weakest.robust_accuracy < 1.0
+
+
+@pytest.mark.skipif(not HAVE_SPACE, reason="taxonomy.space not there yet")
+def test_audit_realisers_honour_what_each_attack_is_for():
+    """catalog.REQUIRES: SSIM-PGD, detector-aware and Wasserstein PGD realise a plain Linf cell but are not
+    for it; the audit's tiers must not count them there (they did: 1041 runnable cells against 995)."""
+    from attackgen.planner import gap_report, survey
+    from taxonomy import space as tspace
+    from taxonomy.catalog import implemented
+
+    real = audit_mod.default_space()
+    plain = tspace.ThreatCell("classification", "untargeted", "individual", "lp:inf", "white_box", "none",
+                              "digital", False)
+    ssim = tspace.ThreatCell("classification", "untargeted", "individual", "perceptual:ssim", "white_box", "none",
+                             "digital", False)
+    for runnable_only in (True, False):
+        found = set(real.realisers(plain, runnable_only))
+        assert "pgd_linf" in found
+        assert not found & {"ssim_pgd", "detector_aware_pgd", "wasserstein_pgd"}, found
+        assert "ssim_pgd" in real.realisers(ssim, runnable_only)
+    # the same cells as `attackgen catalog --gaps` (planner.survey / gap_report)
+    rows = survey()
+    impl = set(implemented())
+    runnable = 0
+    for row in rows:
+        if row["feasible"]:
+            assert set(real.realisers(row["cell"], False)) == set(row["realised_by"]), row["cell"]
+            runnable += bool(real.realisers(row["cell"], True))
+    assert runnable == gap_report(rows)["realised_implemented"]
+    assert runnable == sum(any(a in impl for a in r["realised_by"]) for r in rows if r["feasible"])
