@@ -111,7 +111,7 @@ def test_wasserstein_pgd_breaks_digits_within_the_radius(digits):
     assert bool((cost <= 0.3 * (1 + 1e-6)).all()), cost.max()
     with torch.no_grad():
         fooled = objective.success(model(x_adv)).float().mean()
-    assert float(fooled) >= 0.4  # measured 0.59 of correctly classified digits at radius 0.3
+    assert float(fooled) >= 0.8  # measured 0.97-1.0 of correctly classified digits at radius 0.3, 40 steps
 
 
 def test_wasserstein_pgd_needs_its_bound(digits):
@@ -140,7 +140,7 @@ def test_spec_plans_and_runs_with_every_candidate_checked_exactly(tmp_path, caps
     assert cli("run", path, "-m", "digits-cnn", "-d", "digits", "--limit", 32, "-q", "-o", out) == 0
     result = RunResult.model_validate_json((out / "results.json").read_text())
     item = result.items[0]
-    assert result.robust_accuracy <= result.clean_accuracy - 0.3
+    assert result.robust_accuracy <= result.clean_accuracy - 0.6  # measured: 0.97 -> 0.0-0.1
     assert item.n_attacked == len(item.inputs) and item.n_success >= 10
     for record in item.inputs:  # every attacked input carries its exactly measured transport cost
         assert record.metrics["wasserstein"] <= 0.3 * (1 + 1e-6) or not record.success

@@ -28,8 +28,10 @@ class WassersteinPGD(Attack):
 
     Parameters: ``steps`` (100), ``step_size`` (0.1 in input units, Wong et al.'s MNIST value),
     ``kernel`` (5: mass moves at most 2 pixels per axis), ``p`` (2: cost ||move||_2 ** p),
-    ``regularization`` (1000, the projection's entropy weight inverse), ``sinkhorn_iterations`` (100),
-    ``margin`` (0.02: the projection aims at (1 - margin) * radius, so rounding rarely overshoots).
+    ``regularization`` (3000, as in ART: the inverse weight of the projection's entropy term; at 1000
+    the entropic plan spent a third of the radius on blur, and digits fooled at radius 0.3 fell from
+    1.0 to 0.66), ``sinkhorn_iterations`` (100), ``margin`` (0.02: the projection aims at
+    (1 - margin) * radius, so clipping rarely overshoots).
     """
 
     access = "gradients"
@@ -50,7 +52,7 @@ class WassersteinPGD(Attack):
         alpha = float(self.params.get("step_size", 0.1))
         kernel = int(self.params.get("kernel", 5))
         p = float(self.params.get("p", 2.0))
-        lam = float(self.params.get("regularization", 1000.0))
+        lam = float(self.params.get("regularization", 3000.0))
         iterations = int(self.params.get("sinkhorn_iterations", 100))
         aim = radius * (1 - float(self.params.get("margin", 0.02)))
         objective = on_device(objective, x.device)
