@@ -320,3 +320,13 @@ def test_hopskipjump_boundary_search_below_float_resolution_stops(model: nn.Modu
                                                                   Budget(norm="inf", epsilon=None))
     assert int(oracle.answered.max()) <= 499, oracle.answered.tolist()
     assert (predict(model, out.x_adv) != y).all()
+
+
+@pytest.mark.parametrize("cap", [3, 30, 150])
+def test_boundary_attack_never_exceeds_its_own_max_queries(model: nn.Module, test_data: Any, cap: int) -> None:
+    """The Boundary attack's start and boundary searches respect max_queries too, not only the oracle."""
+    x, y = correct(model, test_data, 4)
+    oracle = CheckedLabels(model, len(x), budget=1000)
+    BoundaryAttack(max_queries=cap, init_tries=20).run(oracle, x, ClassificationObjective(y),
+                                                       Budget(norm="2", epsilon=None))
+    assert int(oracle.answered.max()) <= cap, oracle.answered.tolist()

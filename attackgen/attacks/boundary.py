@@ -46,12 +46,17 @@ class BoundaryAttack(Attack):
         def spent() -> Tensor:
             return (access.queries - start_q).to(x.device)
 
+        def room() -> Tensor:
+            """Queries each input may still make: its budget, and this attack's own max_queries."""
+            return torch.minimum(left(access, rows), cap - spent())
+
         start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
-                                       noise_tries=int(self.params.get("init_tries", 20)))
+                                       noise_tries=int(self.params.get("init_tries", 20)), room=room())
         best = start.clone()
         if bool(found.any()):
             idx = found.nonzero().squeeze(1)
-            best[idx] = boundary_search(access, objective, x[idx], start[idx], rows[idx], "2", 1e-3)
+            best[idx] = boundary_search(access, objective, x[idx], start[idx], rows[idx], "2", 1e-3,
+                                        room=room()[idx])
         dist = lp_distance(best, x, "2")
 
         sph = torch.full((n,), spherical_step, device=x.device)
