@@ -27,6 +27,7 @@ from attackgen.attacks.detection import DetectionPGD, DetectorPatch
 from attackgen.attacks.metzen import MetzenIterative, MetzenUniversal
 from attackgen.attacks.square import SquareLinf
 from attackgen.objectives import build_objective
+from attackgen.objectives.segmentation import SegStatic
 from attackgen.zoo.dense_models import load_street_det, load_street_seg
 from attackgen.zoo.scenes import CLASSES, PERSON, generate_scene, load_street_scenes
 from taxonomy.spec import parse_spec
@@ -117,7 +118,19 @@ def dynamic(n: int) -> dict[str, Any]:
     return res
 
 
+def dynamic_figures(obj: Any, clean: torch.Tensor, adv: torch.Tensor) -> dict[str, Any]:
+    """Success, mean removal and preservation, and the share of scenes meeting each criterion."""
+    m = obj.metrics(clean, adv)
+    removal, keep = m["removal_rate"], m["background_preservation"]
+    return {"n": int(removal.numel()), "success_rate": round(float(obj.success(adv).float().mean()), 4),
+            "mean_removal_rate": round(float(removal.mean()), 4),
+            "mean_background_preservation": round(float(keep.mean()), 4),
+            "share_removal_ge_0.9": round(float((removal >= 0.9).float().mean()), 4),
+            "share_preservation_ge_0.9": round(float((keep >= 0.9).float().mean()), 4)}
+
+
 def universal(n: int, fit: int = 1000, epochs: int = 10) -> dict[str, Any]:
+    """One perturbation fitted on ``fit`` training scenes with pedestrians, measured held out and on the fit set."""
     model = load_street_seg()
     train = load_street_scenes("train", "segmentation", count=min(fit * 2, 4000))
     pred = batched(model, train.x).argmax(1)
@@ -126,48 +139,135 @@ def universal(n: int, fit: int = 1000, epochs: int = 10) -> dict[str, Any]:
     clean_fit = batched(model, train.x)
     s = spec("segmentation", {"kind": "dynamic_target", "remove_classes": ["person"]}, scope="universal")
     obj_fit = build_objective(s, train.y, clean_fit)
-    uap = MetzenUniversal(epochs=epochs, batch_size=32, rel_stepsize=0.2)
-    t = time.perf_counter()
-    uap.fit(WhiteBoxAccess(model, len(train)), train.x, obj_fit, Budget(epsilon=EPS))
-    seconds = time.perf_counter() - t
     test = scenes_with_persons("test", n, model)
     clean = batched(model, test.x)
     obj = build_objective(s, test.y, clean)
-    adv = batched(model, verify(test.x, uap.apply(test.x, Budget(epsilon=EPS))))
-    held = summarise(obj.metrics(clean, adv), obj.success(adv), seconds)
-    fit_adv = batched(model, verify(train.x, uap.apply(train.x, Budget(epsilon=EPS))))
-    fit_metrics = obj_fit.metrics(clean_fit, fit_adv)
-    wide = MetzenUniversal(epochs=epochs, batch_size=32, rel_stepsize=0.2)
-    wide.fit(WhiteBoxAccess(model, len(train)), train.x, obj_fit, Budget(epsilon=16 / 255))
-    adv16 = batched(model, verify(test.x, wide.apply(test.x, Budget(epsilon=16 / 255)), 16 / 255))
-    m16 = obj.metrics(clean, adv16)
-    held["at_16/255"] = {"success_rate": round(float(obj.success(adv16).float().mean()), 4),
-                         "mean_removal_rate": round(float(m16["removal_rate"].mean()), 4),
-                         "mean_background_preservation": round(float(m16["background_preservation"].mean()), 4)}
-    return {"attack": f"metzen_uap ({epochs} epochs on {len(train)} training scenes)", "heldout": held,
-            "fit_mean_removal_rate": round(float(fit_metrics["removal_rate"].mean()), 4),
-            "fit_mean_background_preservation": round(float(fit_metrics["background_preservation"].mean()), 4),
-            "loss_per_epoch": [round(v, 5) for v in uap.info["loss_per_epoch"]]}
+    res: dict[str, Any] = {"attack": f"metzen_uap ({epochs} epochs, batch 32, rel_stepsize 0.2 cosine to a tenth, "
+                                     f"fit on {len(train)} training scenes with pedestrians)"}
+    for e in (8, 16):
+        eps = e / 255
+        uap = MetzenUniversal(epochs=epochs, batch_size=32, rel_stepsize=0.2)
+        t = time.perf_counter()
+        uap.fit(WhiteBoxAccess(model, len(train)), train.x, obj_fit, Budget(epsilon=eps))
+        seconds = time.perf_counter() - t
+        held = batched(model, verify(test.x, uap.apply(test.x, Budget(epsilon=eps)), eps))
+        fitted = batched(model, verify(train.x, uap.apply(train.x, Budget(epsilon=eps)), eps))
+        res[f"{e}/255"] = {"heldout": dynamic_figures(obj, clean, held),
+                           "fit_set": dynamic_figures(obj_fit, clean_fit, fitted),
+                           "fit_seconds": round(seconds, 1),
+                           "loss_per_epoch": [round(v, 5) for v in uap.info["loss_per_epoch"]]}
+    return res
 
 
-def static(n: int, target: str = "scene:101") -> dict[str, Any]:
+def print_universal(res: dict[str, Any]) -> None:
+    """The universal figures as the table of docs/dense-tasks.md."""
+    print(f"\nuniversal 'remove pedestrians': {res['attack']}")
+    print("| epsilon | scenes | n | success (90/90) | mean removal | removal >= 0.9 | mean preservation "
+          "| preservation >= 0.9 |\n|---|---|---|---|---|---|---|---|")
+    for e in ("8/255", "16/255"):
+        for where in ("heldout", "fit_set"):
+            r = res[e][where]
+            print(f"| {e} | {where.replace('_', ' ')} | {r['n']} | {r['success_rate']:.0%} "
+                  f"| {r['mean_removal_rate']:.2f} "
+                  f"| {r['share_removal_ge_0.9']:.0%} | {r['mean_background_preservation']:.2f} "
+                  f"| {r['share_preservation_ge_0.9']:.0%} |")
+
+
+class _MarginStatic(SegStatic):
+    """Static target with a per-pixel logit margin, max_{c != t} z_c - z_t floored at -kappa (ablation)."""
+
+    kappa = 2.0
+
+    def pixel_loss(self, logp: torch.Tensor, tgt: torch.Tensor, nll: torch.Tensor) -> torch.Tensor:
+        target = logp.gather(1, tgt.unsqueeze(1)).squeeze(1)
+        other = logp.scatter(1, tgt.unsqueeze(1), float("-inf")).amax(1)
+        return (other - target).clamp_min(-self.kappa)
+
+
+def resisting_pairs(clean_pred: torch.Tensor, target: torch.Tensor, adv_pred: torch.Tensor, min_share: float = 0.01
+                    ) -> list[dict[str, Any]]:
+    """For each (clean label -> target label) pair of the pixels that must change: their share and how many flipped."""
+    differ = (clean_pred != target) & (target >= 0)
+    total = int(differ.sum())
+    rows = []
+    for c in range(len(CLASSES)):
+        for t in range(len(CLASSES)):
+            m = differ & (clean_pred == c) & (target == t)
+            count = int(m.sum())
+            if c != t and count >= min_share * total:
+                rows.append({"pair": f"{CLASSES[c]}->{CLASSES[t]}", "pixels": count,
+                             "share_of_differing": round(count / max(total, 1), 3),
+                             "flipped": round(float(((adv_pred == target) & m).sum()) / count, 3)})
+    return sorted(rows, key=lambda r: -r["pixels"])
+
+
+def static(n: int, target: str = "scene:101", steps: int = 200) -> dict[str, Any]:
+    """Static target at 8, 12 and 16/255; which class pairs resist; loss and steps ablation at 8/255."""
     model = load_street_seg()
     data = load_street_scenes("test", "segmentation", count=n)
     clean = batched(model, data.x)
     obj = build_objective(spec("segmentation", {"kind": "static_target", "target_map": target}), data.y, clean)
-    t = time.perf_counter()
-    cand = MetzenIterative(steps=200, step_size=2 / 255, final_step_size=0.1 / 255).run(
-        WhiteBoxAccess(model, len(data)), data.x, obj, Budget(epsilon=EPS)).x_adv
-    seconds = time.perf_counter() - t
-    adv = batched(model, verify(data.x, cand))
-    res = {"attack": f"metzen_seg static {target} (200 steps, cosine 2/255 -> 0.1/255)",
-           **summarise(obj.metrics(clean, adv), obj.success(adv), seconds)}
-    # which pixels resist: those whose clean label differs from the target
-    differ = (clean.argmax(1) != obj.target)
-    flipped = ((adv.argmax(1) == obj.target) & differ).sum() / differ.sum().clamp_min(1)
-    res["share_of_differing_pixels_flipped"] = round(float(flipped), 4)
-    res["curve"] = eps_curve(model, data.x, obj, clean, "pixel_agreement", steps=200)
+    clean_pred = clean.argmax(1)
+    res: dict[str, Any] = {"attack": f"metzen_seg static {target} ({steps} steps, cosine 2/255 -> 0.1/255; each "
+                                     "input's last success, else its best-agreement iterate)",
+                           "mean_clean_agreement": round(float(obj.metrics(clean, clean)["clean_agreement"].mean()), 4)}
+
+    def attack(o: Any, eps: float, k: int = steps) -> tuple[torch.Tensor, float]:
+        t = time.perf_counter()
+        cand = MetzenIterative(steps=k, step_size=2 / 255, final_step_size=0.1 / 255).run(
+            WhiteBoxAccess(model, len(data)), data.x, o, Budget(epsilon=eps)).x_adv
+        return batched(model, verify(data.x, cand, eps)), time.perf_counter() - t
+
+    def figures(adv: torch.Tensor, seconds: float) -> dict[str, Any]:
+        agree = obj.metrics(clean, adv)["pixel_agreement"]
+        return {"success_rate": round(float(obj.success(adv).float().mean()), 4),
+                "mean_pixel_agreement": round(float(agree.mean()), 4),
+                "min_pixel_agreement": round(float(agree.min()), 4),
+                "seconds": round(seconds, 1)}
+
+    pairs: dict[str, list[dict[str, Any]]] = {}
+    for e in (8, 12, 16):
+        adv, seconds = attack(obj, e / 255)
+        res[f"{e}/255"] = figures(adv, seconds)
+        pairs[f"{e}/255"] = resisting_pairs(clean_pred, obj.target, adv.argmax(1))
+        if e == 8:
+            keep = (clean_pred == obj.target) & (obj.target >= 0)
+            res["already_agreeing_pixels_kept_8/255"] = round(float(((adv.argmax(1) == obj.target) & keep).sum()
+                                                                    / keep.sum().clamp_min(1)), 4)
+    # one table: each pair's share of the pixels that must change and the share flipped at each epsilon
+    table = {row["pair"]: {"share_of_differing": row["share_of_differing"]} for row in pairs["8/255"]}
+    for e, rows in pairs.items():
+        for row in rows:
+            if row["pair"] in table:
+                table[row["pair"]][f"flipped_{e}"] = row["flipped"]
+    res["class_pairs"] = table
+    # the limit is the model: a longer run and another loss end at the same agreement
+    ablation: dict[str, Any] = {}
+    adv, seconds = attack(obj, EPS, k=5 * steps)
+    ablation[f"{5 * steps} steps"] = figures(adv, seconds)
+    margin = _MarginStatic(obj.target, obj.clean_pred, confidence_threshold=None, num_classes=obj.num_classes)
+    adv, seconds = attack(margin, EPS)
+    ablation[f"per-pixel logit margin (kappa 2), {steps} steps"] = figures(adv, seconds)
+    res["ablation_8/255"] = ablation
     return res
+
+
+def print_static(res: dict[str, Any]) -> None:
+    """The static-target figures as the tables of docs/dense-tasks.md."""
+    print(f"\nstatic target: {res['attack']}; clean agreement {res['mean_clean_agreement']:.2f}")
+    print("| epsilon | success (>= 0.8) | mean agreement | min | seconds |\n|---|---|---|---|---|")
+    for e in ("8/255", "12/255", "16/255"):
+        r = res[e]
+        print(f"| {e} | {r['success_rate']:.0%} | {r['mean_pixel_agreement']:.3f} | {r['min_pixel_agreement']:.3f} "
+              f"| {r['seconds']:.0f} |")
+    print("\n| clean -> target | share of the pixels to change | flipped 8/255 | 12/255 | 16/255 |")
+    print("|---|---|---|---|---|")
+    for pair, row in res["class_pairs"].items():
+        cells = " | ".join(f"{row.get(f'flipped_{e}', float('nan')):.0%}" for e in ("8/255", "12/255", "16/255"))
+        print(f"| {pair} | {row['share_of_differing']:.0%} | {cells} |")
+    print("\n| ablation at 8/255 | success | mean agreement |\n|---|---|---|")
+    for name, r in res["ablation_8/255"].items():
+        print(f"| {name} | {r['success_rate']:.0%} | {r['mean_pixel_agreement']:.3f} |")
 
 
 def eps_curve(model: Any, x: torch.Tensor, obj: Any, clean: Any, metric: str, steps: int = 100) -> dict[str, Any]:
@@ -254,8 +354,8 @@ def other_detection(n: int) -> dict[str, Any]:
             WhiteBoxAccess(model, len(keep)), sub_x, sub, Budget(epsilon=EPS)).x_adv
         seconds = time.perf_counter() - t
         adv = batched(model, verify(sub_x, cand))
-        out[name] = {"attack": "det_vanishing PGD (100 steps, cosine 2/255 -> 0.1/255)", **summarise(sub.metrics(sub_clean, adv),
-                                                                             sub.success(adv), seconds)}
+        out[name] = {"attack": "det_vanishing PGD (100 steps, cosine 2/255 -> 0.1/255)",
+                     **summarise(sub.metrics(sub_clean, adv), sub.success(adv), seconds)}
     return out
 
 
@@ -289,6 +389,8 @@ def patch(n: int, fit: int = 800, steps: int = 1000, area: float = 0.04) -> dict
 EXPERIMENTS = {"dynamic": dynamic, "universal": universal, "static": static, "confusing": confusing,
                "square": square, "vanishing": vanishing, "detection": other_detection, "patch": patch}
 
+PRINTERS = {"static": print_static, "universal": print_universal}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -303,6 +405,8 @@ def main() -> None:
         start = time.perf_counter()
         results[name] = EXPERIMENTS[name](args.n)
         print(f"== {name} ({time.perf_counter() - start:.0f} s)\n{json.dumps(results[name], indent=1)}", flush=True)
+        if name in PRINTERS:
+            PRINTERS[name](results[name])
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
