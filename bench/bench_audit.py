@@ -10,11 +10,9 @@ runs, ATLAS coverage), median of three rounds, wall and CPU (process) time. Noth
 rounds but the rules' verdicts over the space, cached on disk by the first audit; the cold cost of
 computing them is printed separately.
 
-Measured on the project's 2-core CPU VM, busy with other experiments: CPU read 1.38 s + audit 0.36 s
-= 1.77 s, wall 2.77 s at load average 7.3; CPU 1.97 s, wall 4.95 s at load 9. The previous reader,
-side by side at load 7.5 to 9, took twice the CPU (3.4 to 5.2 s against 1.6 to 2.6 s), and 3.35 s
-wall and CPU quiet. Under such load
-compare the CPU figures; wall time is CPU time stretched by the other processes.
+Measured on the project's 2-core CPU VM, quiet (load 0.4-0.5): read 1.36-1.39 s + audit 0.33-0.36 s
+= 1.72-1.79 s wall and CPU (target < 2 s); the previous reader took 3.35 s. Under load wall time is
+CPU time stretched by the other processes (CPU 1.77 s, wall 2.77 s at load 7.3): compare CPU there.
 
     python bench/bench_audit.py [--records 100000] [--specs 2000] [--keep DIR]
 """
