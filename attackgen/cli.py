@@ -66,5 +66,14 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
 
 
+def run_in_process(*args: object) -> int:
+    """Run one attackgen command in this process (tests, notebooks) and return its exit code."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+    return 0
+
+
 if __name__ == "__main__":
     main()

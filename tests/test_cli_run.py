@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from attackgen.cli import main
+from attackgen.cli import run_in_process as cli
 from attackgen.plan import load_plan, save_plan
 from attackgen.planner import plan as make_plan
 from attackgen.results import RunResult
@@ -35,15 +35,6 @@ def plan_file(tmp_path_factory):
     plan = make_plan(spec, max_primary=1)  # PGD and the gradient-free check at each epsilon
     assert plan.items, "the demo spec must plan runnable attacks"
     return save_plan(quick(plan), tmp_path_factory.mktemp("plan") / "plan.yaml")
-
-
-def cli(*args):
-    """Run the CLI in-process; returns the exit code (0 when it returns normally)."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit:
-        return exit.code
-    return 0
 
 
 def test_run_end_to_end_on_digits(plan_file, tmp_path, capsys):

@@ -13,7 +13,7 @@ import torch
 import yaml
 from torch import nn
 
-from attackgen.cli import main
+from attackgen.cli import run_in_process as cli
 from attackgen.plan import load_plan, save_plan
 from attackgen.results import RunResult
 
@@ -46,15 +46,6 @@ LIMIT = {"det-mislabel-detector-aware": 24}  # feature squeezing calibrates on >
 # Few steps and queries, so all of them together stay within seconds (the spec hash is unchanged).
 QUICK = {"steps": 3, "fit_size": 16, "n_queries": 30, "max_queries": 30, "initial_num_evals": 10, "max_num_evals": 20,
          "epochs": 1, "eot_samples": 1, "restarts": 1}
-
-
-def cli(*args: object) -> int:
-    """Run the CLI in-process; returns the exit code (0 when it returns normally)."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit:
-        return int(exit.code or 0)
-    return 0
 
 
 def header(path: Path) -> str:

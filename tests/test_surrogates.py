@@ -15,7 +15,7 @@ import torch
 from attackgen.access import LabelOracle, NoAccess, QueryBudgetExceeded, ScoreOracle
 from attackgen.attacks.base import AttackEnv, Budget
 from attackgen.attacks.transfer import TransferMIFGSM
-from attackgen.cli import main
+from attackgen.cli import run_in_process as cli
 from attackgen.objectives.classification import ClassificationObjective
 from attackgen.surrogates import (
     LogitEnsemble,
@@ -178,14 +178,6 @@ def test_score_oracle_distillation_uses_the_top_1(victim, test_set):
 
 
 # ---------------------------------------------------------------------- the example specs, end to end
-
-
-def cli(*args):
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit:
-        return exit.code
-    return 0
 
 
 @pytest.mark.parametrize("name", ["digits-transfer-full-black-box", "digits-distilled-surrogate"])
