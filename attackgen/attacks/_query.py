@@ -51,6 +51,22 @@ def left(access: Access, rows: Tensor) -> Tensor:
     return access.remaining(rows).to(rows.device).clamp(max=2**40)
 
 
+class Allowance:
+    """The queries each input may still make in one attack: the oracle's budget, and the attack's own
+    ``max_queries`` (None: the oracle's budget alone), counted from when the attack started."""
+
+    def __init__(self, access: Access, rows: Tensor, cap: int | None) -> None:
+        self.access, self.rows, self.cap = access, rows, cap
+        self.start = access.queries.clone()
+
+    def spent(self) -> Tensor:
+        return (self.access.queries - self.start).to(self.rows.device)
+
+    def room(self) -> Tensor:
+        left_now = left(self.access, self.rows)
+        return left_now if self.cap is None else torch.minimum(left_now, int(self.cap) - self.spent())
+
+
 def as_outputs(access: Access, scores: Tensor, objective: Objective | None = None) -> Tensor:
     """Oracle scores in the form the objective reads: logits, or log-probabilities standing in for them.
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from attackgen.access import Access
-from attackgen.attacks._query import boundary_search, decide, decision_starts, left, lp_distance
+from attackgen.attacks._query import Allowance, boundary_search, decide, decision_starts, left, lp_distance
 from attackgen.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.attacks.hopskipjump import finish
 from attackgen.objectives.base import Objective
@@ -41,14 +41,8 @@ class BoundaryAttack(Attack):
         n = x.shape[0]
         gen = self.generator(x.device)
         rows = torch.arange(n, device=x.device)
-        start_q = access.queries.clone()
-
-        def spent() -> Tensor:
-            return (access.queries - start_q).to(x.device)
-
-        def room() -> Tensor:
-            """Queries each input may still make: its budget, and this attack's own max_queries."""
-            return torch.minimum(left(access, rows), cap - spent())
+        allowance = Allowance(access, rows, cap)
+        spent, room = allowance.spent, allowance.room
 
         start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
                                        noise_tries=int(self.params.get("init_tries", 20)), room=room())

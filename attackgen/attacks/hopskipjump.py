@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from attackgen.access import Access
-from attackgen.attacks._query import boundary_search, bview, decide, decision_starts, left, lp_distance
+from attackgen.attacks._query import Allowance, boundary_search, bview, decide, decision_starts, lp_distance
 from attackgen.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.objectives.base import Objective
 
@@ -63,14 +63,8 @@ class HopSkipJump(Attack):
         eps = float(budget.epsilon) if budget.epsilon is not None else None
         gen = self.generator(x.device)
         rows = torch.arange(n, device=x.device)
-        start_q = access.queries.clone()
-
-        def spent() -> Tensor:
-            return (access.queries - start_q).to(x.device)
-
-        def room() -> Tensor:
-            """Queries each input may still make: its budget, and this attack's own max_queries."""
-            return left(access, rows) if cap is None else torch.minimum(left(access, rows), int(cap) - spent())
+        allowance = Allowance(access, rows, None if cap is None else int(cap))
+        spent, room = allowance.spent, allowance.room
 
         start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
                                        noise_tries=int(self.params.get("init_tries", 20)), room=room())
