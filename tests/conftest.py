@@ -36,3 +36,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def victim():
+    """The built-in digits CNN, frozen: the victim the execution tests attack."""
+    from attackgen.zoo import load_builtin_model
+
+    return load_builtin_model("digits-cnn").requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def test_set(victim):
+    """The digits test inputs the victim classifies correctly, as (x, y)."""
+    import torch
+
+    from attackgen.zoo import load_builtin_data
+
+    data = load_builtin_data("digits")
+    with torch.no_grad():
+        correct = victim(data.x).argmax(dim=1) == data.y
+    return data.x[correct], data.y[correct]

@@ -34,19 +34,6 @@ SPECS = ROOT / "examples" / "specs"
 
 
 @pytest.fixture(scope="module")
-def victim():
-    return load_builtin_model("digits-cnn").requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def test_set(victim):
-    data = load_builtin_data("digits")
-    with torch.no_grad():
-        correct = victim(data.x).argmax(dim=1) == data.y
-    return data.x[correct], data.y[correct]
-
-
-@pytest.fixture(scope="module")
 def trained_ensemble():
     """trained_on_data, ensemble 2, nothing named: the built-in digits-mlp plus a CNN trained here."""
     train = load_builtin_data("digits-train")

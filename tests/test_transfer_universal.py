@@ -19,21 +19,8 @@ from taxonomy.errors import AttackgenError
 
 
 @pytest.fixture(scope="module")
-def victim():
-    return load_builtin_model("digits-cnn").requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
 def surrogate():
     return load_builtin_model("digits-mlp").requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def test_set(victim):
-    data = load_builtin_data("digits")
-    with torch.no_grad():
-        correct = victim(data.x).argmax(dim=1) == data.y
-    return data.x[correct], data.y[correct]
 
 
 @pytest.fixture(scope="module")

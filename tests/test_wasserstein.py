@@ -22,7 +22,6 @@ from attackgen.plan import save_plan
 from attackgen.planner import plan as make_plan
 from attackgen.results import RunResult
 from attackgen.wasserstein import lambert_w_exp, project, wasserstein_distance
-from attackgen.zoo import load_builtin_data, load_builtin_model
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import load_spec
 
@@ -74,12 +73,9 @@ def test_lambert_w_matches_scipy():
 
 
 @pytest.fixture(scope="module")
-def digits():
-    model = load_builtin_model("digits-cnn").requires_grad_(False)
-    data = load_builtin_data("digits")
-    with torch.no_grad():
-        correct = model(data.x).argmax(dim=1) == data.y
-    return model, data.x[correct][:32], data.y[correct][:32]
+def digits(victim, test_set):
+    x, y = test_set
+    return victim, x[:32], y[:32]
 
 
 def test_projection_lands_inside_the_ball_and_keeps_the_mass(digits):
