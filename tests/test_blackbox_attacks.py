@@ -63,36 +63,32 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
 
 
 class _Checker:
-    """Counts every answered query per input on its own and fails the test on one beyond the budget."""
+    """Counts every answered query per input on its own and fails the test on one beyond the budget.
+
+    Mixed in before an oracle class: it wraps the oracle's ``__call__``."""
 
     answered: Tensor
+    budget: int
+    queries: Tensor
 
-    def _check(self, rows: Tensor | None, n: int) -> None:
-        rows = torch.arange(n) if rows is None else rows.cpu()
-        self.answered.index_add_(0, rows, torch.ones_like(rows))
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answered = torch.zeros(self.queries.shape[0], dtype=torch.long)
+
+    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        out = super().__call__(x, rows)  # type: ignore[misc]
+        counted = torch.arange(x.shape[0]) if rows is None else rows.cpu()
+        self.answered.index_add_(0, counted, torch.ones_like(counted))
         assert int(self.answered.max()) <= self.budget, f"answered {self.answered.tolist()} > {self.budget}"
-
-
-class CheckedScores(ScoreOracle, _Checker):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.answered = torch.zeros(self.queries.shape[0], dtype=torch.long)
-
-    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
-        out = super().__call__(x, rows)
-        self._check(rows, x.shape[0])
         return out
 
 
-class CheckedLabels(LabelOracle, _Checker):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.answered = torch.zeros(self.queries.shape[0], dtype=torch.long)
+class CheckedScores(_Checker, ScoreOracle):
+    pass
 
-    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
-        out = super().__call__(x, rows)
-        self._check(rows, x.shape[0])
-        return out
+
+class CheckedLabels(_Checker, LabelOracle):
+    pass
 
 
 # Settings chosen so that no input can succeed early: each attack must stop at the budget by itself.
