@@ -53,6 +53,7 @@ def _channel_lp(a: np.ndarray, b: np.ndarray, kernel: int, p: float) -> float:
     dst_ok = b.ravel() > 0
     if src.size == 0:
         return 0.0 if not dst_ok.any() else math.inf
+    move_cost = cost_kernel(kernel, p, torch.zeros((), dtype=torch.float64)).numpy()
     rows_i, cols_j, costs = [], [], []
     si, sj = np.divmod(src, w)
     for dy in range(-half, half + 1):
@@ -63,7 +64,7 @@ def _channel_lp(a: np.ndarray, b: np.ndarray, kernel: int, p: float) -> float:
             keep = inside & dst_ok[target]
             rows_i.append(np.flatnonzero(keep))
             cols_j.append(target[keep])
-            costs.append(np.full(int(keep.sum()), (dy * dy + dx * dx) ** (p / 2)))
+            costs.append(np.full(int(keep.sum()), move_cost[dy + half, dx + half]))
     source_row = np.concatenate(rows_i)
     target_pixel = np.concatenate(cols_j)
     cost = np.concatenate(costs)

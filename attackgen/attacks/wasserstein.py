@@ -95,26 +95,26 @@ class WassersteinPGD(Attack):
         for i in (cost > radius).nonzero().flatten().tolist():
             xi, yi = x[i : i + 1], x_adv[i : i + 1]
             mass_x, mass_y = float(xi.sum()), float(yi.sum())
-            c = float(cost[i])
 
-            def fits(t: float, xi: Tensor = xi, yi: Tensor = yi) -> bool:
-                return float(wasserstein_distance(xi, xi + t * (yi - xi), kernel, p)[0]) <= radius
+            def cost_at(t: float, xi: Tensor = xi, yi: Tensor = yi) -> float:
+                return float(wasserstein_distance(xi, xi + t * (yi - xi), kernel, p)[0])
 
-            high = 1.0
-            low = 0.0
-            if c < float("inf"):
-                bound = 0.999 * radius * mass_x / max(mass_y * (c - radius) + radius * mass_x, 1e-12)
-                if fits(bound):
-                    low = bound
+            low, high, low_cost = 0.0, 1.0, 0.0  # t = 0 is x itself, at cost 0
+            if float(cost[i]) < float("inf"):
+                bound = 0.999 * radius * mass_x / max(mass_y * (float(cost[i]) - radius) + radius * mass_x, 1e-12)
+                at_bound = cost_at(bound)
+                if at_bound <= radius:
+                    low, low_cost = bound, at_bound
                 else:
                     high = bound
             if low == 0.0:
                 for _ in range(tries):
                     mid = (low + high) / 2
-                    if fits(mid):
-                        low = mid
+                    at_mid = cost_at(mid)
+                    if at_mid <= radius:
+                        low, low_cost = mid, at_mid
                     else:
                         high = mid
             x_adv[i] = xi[0] + low * (yi[0] - xi[0])
-            cost[i] = float(wasserstein_distance(xi, x_adv[i : i + 1], kernel, p)[0])
+            cost[i] = low_cost
         return x_adv, cost
