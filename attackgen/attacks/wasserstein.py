@@ -29,9 +29,9 @@ class WassersteinPGD(Attack):
     Parameters: ``steps`` (100), ``step_size`` (0.1 in input units, Wong et al.'s MNIST value),
     ``kernel`` (5: mass moves at most 2 pixels per axis), ``p`` (2: cost ||move||_2 ** p),
     ``regularization`` (3000, as in ART: the inverse weight of the projection's entropy term; at 1000
-    the entropic plan spent a third of the radius on blur, and digits fooled at radius 0.3 fell from
-    1.0 to 0.66), ``sinkhorn_iterations`` (100), ``margin`` (0.02: the projection aims at
-    (1 - margin) * radius, so clipping rarely overshoots).
+    the blurrier entropic plan left candidates at a median exact cost of 0.15 of a 0.3 radius, against
+    0.21 at 3000, and 32 digits fooled fell from 1.0 to 0.66), ``sinkhorn_iterations`` (100),
+    ``margin`` (0.02: the projection aims at (1 - margin) * radius, so clipping rarely overshoots).
     """
 
     access = "gradients"
