@@ -30,7 +30,7 @@ from pathlib import Path
 
 
 def make_records(n: int, n_specs: int, seed: int = 0) -> list[str]:
-    from attackgen.audit import default_space
+    from attackgen.audit.coverage import default_space
     from taxonomy.space import spec_for_cell
 
     rng = random.Random(seed)
@@ -82,7 +82,7 @@ def main() -> None:
 
     import numpy as np
 
-    from attackgen import audit as audit_mod
+    from attackgen.audit import coverage as audit_mod
 
     start = time.perf_counter()
     from taxonomy import space as taxonomy_space

@@ -39,17 +39,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from attackgen.access import LabelOracle, ScoreOracle
-    from attackgen.attacks.base import Budget
-    from attackgen.attacks.boundary import BoundaryAttack
-    from attackgen.attacks.cppn import CPPNEAFool
-    from attackgen.attacks.evolution import DifferentialEvolution
-    from attackgen.attacks.hopskipjump import HopSkipJump
-    from attackgen.attacks.simba import SimBA
-    from attackgen.attacks.square import SquareL2, SquareLinf
-    from attackgen.objectives.classification import ClassificationObjective
-    from attackgen.zoo.data import load_digits_data
-    from attackgen.zoo.models import load_builtin_model
+    from attackgen.models.zoo.data import load_digits_data
+    from attackgen.models.zoo.models import load_builtin_model
+    from attackgen.run.access import LabelOracle, ScoreOracle
+    from attackgen.run.attacks.base import Budget
+    from attackgen.run.attacks.boundary import BoundaryAttack
+    from attackgen.run.attacks.cppn import CPPNEAFool
+    from attackgen.run.attacks.evolution import DifferentialEvolution
+    from attackgen.run.attacks.hopskipjump import HopSkipJump
+    from attackgen.run.attacks.simba import SimBA
+    from attackgen.run.attacks.square import SquareL2, SquareLinf
+    from attackgen.run.objectives.classification import ClassificationObjective
 
     model = load_builtin_model("digits-cnn")
     data = load_digits_data("test")

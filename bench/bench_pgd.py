@@ -27,13 +27,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
-from attackgen.access import WhiteBoxAccess
-from attackgen.attacks.base import Budget
-from attackgen.attacks.fmn import import_foolbox
-from attackgen.attacks.pgd import LinfPGD
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.zoo import load_builtin_data, load_builtin_model
-from attackgen.zoo.data import fashion_available
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.models.zoo.data import fashion_available
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.fmn import import_foolbox
+from attackgen.run.attacks.pgd import LinfPGD
+from attackgen.run.objectives.classification import ClassificationObjective
 
 EPS, STEPS, STEP = 0.1, 40, 0.01
 Method = Callable[[torch.Tensor, torch.Tensor, int], "torch.Tensor | None"]

@@ -3,7 +3,7 @@
 Both attack the built-in digits CNN at one fixed radius (ART's epsilon growth switched off:
 ``eps_iter = steps + 1`` steps), with sign steps of 0.1, kernel 5, p = 2, the same number of steps; ART uses its
 default regularisation (3000) and Sinkhorn iteration caps. Every candidate of both is clipped and
-re-measured with attackgen's exact transport linear program (``attackgen.wasserstein``), twice: with
+re-measured with attackgen's exact transport linear program (``attackgen.run.wasserstein``), twice: with
 moves of at most 2 pixels (the kernel both attacks optimise over; what attackgen's executor checks)
 and unrestricted (a kernel covering the whole 16x16 image: the true Wasserstein distance). A success
 counts only when the model is fooled AND the unrestricted exact cost is within the radius.
@@ -36,12 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from attackgen.access import WhiteBoxAccess
-    from attackgen.attacks.base import Budget
-    from attackgen.attacks.wasserstein import WassersteinPGD
-    from attackgen.objectives.classification import ClassificationObjective
-    from attackgen.wasserstein import wasserstein_distance
-    from attackgen.zoo import load_builtin_data, load_builtin_model
+    from attackgen.models.zoo import load_builtin_data, load_builtin_model
+    from attackgen.run.access import WhiteBoxAccess
+    from attackgen.run.attacks.base import Budget
+    from attackgen.run.attacks.wasserstein import WassersteinPGD
+    from attackgen.run.objectives.classification import ClassificationObjective
+    from attackgen.run.wasserstein import wasserstein_distance
 
     model = load_builtin_model("digits-cnn").eval().requires_grad_(False)
     data = load_builtin_data("digits")

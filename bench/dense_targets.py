@@ -21,15 +21,15 @@ from typing import Any
 
 import torch
 
-from attackgen.access import ScoreOracle, WhiteBoxAccess
-from attackgen.attacks.base import Budget
-from attackgen.attacks.detection import DetectionPGD, DetectorPatch
-from attackgen.attacks.metzen import MetzenIterative, MetzenUniversal
-from attackgen.attacks.square import SquareLinf
-from attackgen.objectives import build_objective
-from attackgen.objectives.segmentation import SegStatic
-from attackgen.zoo.dense_models import load_street_det, load_street_seg
-from attackgen.zoo.scenes import CLASSES, PERSON, generate_scene, load_street_scenes
+from attackgen.models.zoo.dense_models import load_street_det, load_street_seg
+from attackgen.models.zoo.scenes import CLASSES, PERSON, generate_scene, load_street_scenes
+from attackgen.run.access import ScoreOracle, WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.detection import DetectionPGD, DetectorPatch
+from attackgen.run.attacks.metzen import MetzenIterative, MetzenUniversal
+from attackgen.run.attacks.square import SquareLinf
+from attackgen.run.objectives import build_objective
+from attackgen.run.objectives.segmentation import SegStatic
 from taxonomy.spec import parse_spec
 
 EPS = 8 / 255

@@ -29,8 +29,8 @@ TARGET_SECONDS = 2.0
 
 
 def run(full: int = 0, seed: int = 0) -> dict:
-    from attackgen.plan import Plan
-    from attackgen.planner import plan, plan_cell
+    from attackgen.plan.document import Plan
+    from attackgen.plan.planner import plan, plan_cell
     from taxonomy import space
     from taxonomy.catalog import CATALOG
 

@@ -52,13 +52,13 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from attackgen.access import WhiteBoxAccess
-    from attackgen.attacks.base import Budget
-    from attackgen.attacks.metzen import MetzenIterative
-    from attackgen.objectives import build_objective
-    from attackgen.report_dense import colour_map
-    from attackgen.zoo.dense_models import load_street_seg
-    from attackgen.zoo.scenes import CLASSES
+    from attackgen.models.zoo.dense_models import load_street_seg
+    from attackgen.models.zoo.scenes import CLASSES
+    from attackgen.report.dense import colour_map
+    from attackgen.run.access import WhiteBoxAccess
+    from attackgen.run.attacks.base import Budget
+    from attackgen.run.attacks.metzen import MetzenIterative
+    from attackgen.run.objectives import build_objective
     from taxonomy.spec import parse_spec
 
     model = load_street_seg().eval()
@@ -107,7 +107,7 @@ def main() -> None:
             ax.axis("off")
     from matplotlib.patches import Patch
 
-    from attackgen.report_dense import PALETTE
+    from attackgen.report.dense import PALETTE
 
     fig.legend(handles=[Patch(color=PALETTE[k] / 255.0, label=name) for k, name in enumerate(CLASSES)],
                loc="lower center", ncol=len(CLASSES), fontsize=7, frameon=False)

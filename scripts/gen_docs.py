@@ -19,7 +19,7 @@ TARGET = ROOT / "docs" / "taxonomy.md"
 
 def generated() -> str:
     sys.path.insert(0, str(ROOT))
-    from attackgen.commands.design import taxonomy_markdown
+    from attackgen.cli.design import taxonomy_markdown
 
     return taxonomy_markdown()
 

@@ -80,7 +80,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="fgsm",
         title="Fast Gradient Sign Method (FGM for L2)",
-        implementation="attackgen.attacks.fgsm:FGSM",
+        implementation="attackgen.run.attacks.fgsm:FGSM",
         reference="Goodfellow, Shlens, Szegedy 2015, arXiv:1412.6572",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -101,7 +101,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="bim",
         title="Basic Iterative Method (iterative FGSM)",
-        implementation="attackgen.attacks.bim:BIM",
+        implementation="attackgen.run.attacks.bim:BIM",
         reference="Kurakin, Goodfellow, Bengio 2017, arXiv:1607.02533",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -121,7 +121,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="illc",
         title="Iterative Least-Likely Class method",
-        implementation="attackgen.attacks.bim:ILLC",
+        implementation="attackgen.run.attacks.bim:ILLC",
         reference="Kurakin, Goodfellow, Bengio 2017, arXiv:1607.02533",
         tasks=CLS,
         consequences=frozenset({"dynamic_target"}),
@@ -142,7 +142,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="pgd_linf",
         title="Projected Gradient Descent, Linf",
-        implementation="attackgen.attacks.pgd:LinfPGD",
+        implementation="attackgen.run.attacks.pgd:LinfPGD",
         reference="Madry, Makelov, Schmidt, Tsipras, Vladu 2018, arXiv:1706.06083",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -163,7 +163,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="pgd_l2",
         title="Projected Gradient Descent, L2",
-        implementation="attackgen.attacks.pgd:L2PGD",
+        implementation="attackgen.run.attacks.pgd:L2PGD",
         reference="Madry, Makelov, Schmidt, Tsipras, Vladu 2018, arXiv:1706.06083",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -183,7 +183,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="mifgsm",
         title="Momentum Iterative FGSM",
-        implementation="attackgen.attacks.mifgsm:MIFGSM",
+        implementation="attackgen.run.attacks.mifgsm:MIFGSM",
         reference="Dong, Liao, Pang, Su, Zhu, Hu, Li 2018, arXiv:1710.06081",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -204,7 +204,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="cw_l2",
         title="Carlini & Wagner L2",
-        implementation="attackgen.attacks.cw:CarliniWagnerL2",
+        implementation="attackgen.run.attacks.cw:CarliniWagnerL2",
         reference="Carlini, Wagner 2017, arXiv:1608.04644",
         tasks=CLS,
         consequences=frozenset({"untargeted", "static_target", "dynamic_target"}),
@@ -228,7 +228,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="deepfool",
         title="DeepFool",
-        implementation="attackgen.attacks.deepfool:DeepFool",
+        implementation="attackgen.run.attacks.deepfool:DeepFool",
         reference="Moosavi-Dezfooli, Fawzi, Frossard 2016, arXiv:1511.04599",
         tasks=CLS,
         consequences=frozenset({"untargeted"}),
@@ -252,7 +252,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="jsma",
         title="Jacobian-based Saliency Map Attack",
-        implementation="attackgen.attacks.jsma:JSMA",
+        implementation="attackgen.run.attacks.jsma:JSMA",
         reference="Papernot, McDaniel, Jha, Fredrikson, Celik, Swami 2016, arXiv:1511.07528",
         tasks=CLS,
         consequences=frozenset({"static_target", "dynamic_target", "untargeted"}),
@@ -276,7 +276,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="fmn",
         title="Fast Minimum-Norm attack (foolbox)",
-        implementation="attackgen.attacks.fmn:FMN",
+        implementation="attackgen.run.attacks.fmn:FMN",
         reference="Pintor, Roli, Brendel, Biggio 2021, arXiv:2102.12827",
         tasks=CLS,
         consequences=frozenset({"untargeted", "static_target", "dynamic_target"}),
@@ -298,7 +298,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="lbfgs",
         title="Box-constrained L-BFGS (Szegedy et al.)",
-        implementation="attackgen.attacks.lbfgs:LBFGS",
+        implementation="attackgen.run.attacks.lbfgs:LBFGS",
         reference="Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow, Fergus 2014, arXiv:1312.6199",
         tasks=CLS,
         consequences=frozenset({"static_target", "dynamic_target", "untargeted"}),
@@ -323,7 +323,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="newtonfool",
         title="NewtonFool",
-        implementation="attackgen.attacks.newtonfool:NewtonFool",
+        implementation="attackgen.run.attacks.newtonfool:NewtonFool",
         reference="Jang, Wu, Jha 2017, ACSAC, doi:10.1145/3134600.3134635",
         tasks=CLS,
         consequences=frozenset({"untargeted"}),
@@ -345,7 +345,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="square_linf",
         title="Square Attack, Linf",
-        implementation="attackgen.attacks.square:SquareLinf",
+        implementation="attackgen.run.attacks.square:SquareLinf",
         reference="Andriushchenko, Croce, Flammarion, Hein 2020, arXiv:1912.00049",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -366,7 +366,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="square_l2",
         title="Square Attack, L2",
-        implementation="attackgen.attacks.square:SquareL2",
+        implementation="attackgen.run.attacks.square:SquareL2",
         reference="Andriushchenko, Croce, Flammarion, Hein 2020, arXiv:1912.00049",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -385,7 +385,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="simba",
         title="Simple Black-box Attack (DCT or pixel basis)",
-        implementation="attackgen.attacks.simba:SimBA",
+        implementation="attackgen.run.attacks.simba:SimBA",
         reference="Guo, Gardner, You, Wilson, Weinberger 2019, arXiv:1905.07121",
         tasks=CLS,
         consequences=frozenset({"untargeted", "static_target", "dynamic_target"}),
@@ -407,7 +407,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="differential_evolution",
         title="One-pixel attack (differential evolution)",
-        implementation="attackgen.attacks.evolution:DifferentialEvolution",
+        implementation="attackgen.run.attacks.evolution:DifferentialEvolution",
         reference="Su, Vargas, Sakurai 2019, arXiv:1710.08864",
         tasks=CLS,
         consequences=frozenset({"untargeted", "static_target", "dynamic_target"}),
@@ -429,7 +429,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="cppn_ea_fool",
         title="CPPN EA Fool (unrecognisable images)",
-        implementation="attackgen.attacks.cppn:CPPNEAFool",
+        implementation="attackgen.run.attacks.cppn:CPPNEAFool",
         reference="Nguyen, Yosinski, Clune 2015, arXiv:1412.1897",
         tasks=CLS,
         consequences=frozenset({"static_target"}),
@@ -452,7 +452,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="boundary",
         title="Boundary Attack",
-        implementation="attackgen.attacks.boundary:BoundaryAttack",
+        implementation="attackgen.run.attacks.boundary:BoundaryAttack",
         reference="Brendel, Rauber, Bethge 2018, arXiv:1712.04248",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -474,7 +474,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="hopskipjump",
         title="HopSkipJump",
-        implementation="attackgen.attacks.hopskipjump:HopSkipJump",
+        implementation="attackgen.run.attacks.hopskipjump:HopSkipJump",
         reference="Chen, Jordan, Wainwright 2020, arXiv:1904.02144",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -496,7 +496,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="transfer_mifgsm",
         title="Transfer through a surrogate: MI-FGSM",
-        implementation="attackgen.attacks.transfer:TransferMIFGSM",
+        implementation="attackgen.run.attacks.transfer:TransferMIFGSM",
         reference="Dong et al. 2018, arXiv:1710.06081; Papernot et al. 2017, arXiv:1602.02697",
         tasks=ALL_TASKS,
         consequences=GENERIC_TARGETS,
@@ -523,7 +523,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="transfer_difgsm",
         title="Transfer through a surrogate: DI-FGSM (input diversity)",
-        implementation="attackgen.attacks.transfer:TransferDIFGSM",
+        implementation="attackgen.run.attacks.transfer:TransferDIFGSM",
         reference="Xie, Zhang, Zhou, Bai, Wang, Ren, Yuille 2019, arXiv:1803.06978",
         tasks=CLS,
         consequences=GENERIC_TARGETS,
@@ -550,7 +550,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="uap",
         title="Universal Adversarial Perturbation",
-        implementation="attackgen.attacks.universal:UniversalPerturbation",
+        implementation="attackgen.run.attacks.universal:UniversalPerturbation",
         reference="Moosavi-Dezfooli, Fawzi, Fawzi, Frossard 2017, arXiv:1610.08401",
         tasks=CLS,
         consequences=frozenset({"untargeted", "static_target"}),
@@ -573,7 +573,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="patch_eot",
         title="Adversarial patch with Expectation over Transformation",
-        implementation="attackgen.attacks.patch:AdversarialPatch",
+        implementation="attackgen.run.attacks.patch:AdversarialPatch",
         reference="Brown, Mane, Roy, Abadi, Gilmer 2017, arXiv:1712.09665; Athalye et al. 2018, "
         "arXiv:1707.07397",
         tasks=frozenset({"classification", "segmentation"}),
@@ -609,7 +609,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="ssim_pgd",
         title="SSIM-constrained PGD (Lagrangian penalty)",
-        implementation="attackgen.attacks.ssim:SSIMConstrainedPGD",
+        implementation="attackgen.run.attacks.ssim:SSIMConstrainedPGD",
         reference="Laidlaw, Singla, Feizi 2021, arXiv:2006.12655 (perceptual constraints); Wang, Bovik, Sheikh, "
         "Simoncelli 2004 (SSIM)",
         tasks=ALL_TASKS,
@@ -633,7 +633,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="wasserstein_pgd",
         title="Wasserstein PGD (projected Sinkhorn)",
-        implementation="attackgen.attacks.wasserstein:WassersteinPGD",
+        implementation="attackgen.run.attacks.wasserstein:WassersteinPGD",
         reference="Wong, Schmidt, Kolter 2019, Wasserstein adversarial examples via projected Sinkhorn "
         "iterations, arXiv:1902.07906",
         tasks=CLS,
@@ -658,7 +658,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="detector_aware_pgd",
         title="Detector-aware PGD (adaptive attack on named detectors)",
-        implementation="attackgen.attacks.detector_evasion:DetectorAwarePGD",
+        implementation="attackgen.run.attacks.detector_evasion:DetectorAwarePGD",
         reference="Carlini, Wagner 2017, arXiv:1705.07263",
         tasks=ALL_TASKS,
         consequences=frozenset(CONSEQUENCE_KINDS),
@@ -679,14 +679,14 @@ _ENTRIES: list[AttackDescriptor] = [
         implemented=True,
         notes="Adds each detector's score (over its threshold) to the task objective's loss, with a per-input weight "
         "that grows while a detector catches a success (white-box detectors; black-box ones only transfer, rule "
-        "D4). Built-in detector: feature squeezing (attackgen.detectors, 3 passes per step), on class scores, "
+        "D4). Built-in detector: feature squeezing (attackgen.run.detectors, 3 passes per step), on class scores, "
         "score maps or detection profiles. Digits, Linf 0.1: share of successes flagged 0.86 (PGD) -> 0.04.",
     ),
     # ------------------------------------------------------------------ segmentation (Metzen et al. 2017)
     AttackDescriptor(
         id="metzen_seg",
         title="Metzen iterative targeted attack on segmentation (static, dynamic, confusing)",
-        implementation="attackgen.attacks.metzen:MetzenIterative",
+        implementation="attackgen.run.attacks.metzen:MetzenIterative",
         reference="Metzen, Kumar, Brox, Fischer 2017, arXiv:1704.05712",
         tasks=SEG,
         consequences=frozenset({"untargeted", "static_target", "dynamic_target", "confusing_target"}),
@@ -708,7 +708,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="metzen_uap",
         title="Metzen universal perturbation for segmentation",
-        implementation="attackgen.attacks.metzen:MetzenUniversal",
+        implementation="attackgen.run.attacks.metzen:MetzenUniversal",
         reference="Metzen, Kumar, Brox, Fischer 2017, arXiv:1704.05712",
         tasks=SEG,
         consequences=frozenset({"static_target", "dynamic_target", "untargeted"}),
@@ -731,7 +731,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="det_vanishing",
         title="Detection PGD: vanishing, fabrication, mislabelling, untargeted (TOG-style)",
-        implementation="attackgen.attacks.detection:DetectionPGD",
+        implementation="attackgen.run.attacks.detection:DetectionPGD",
         reference="Chow, Liu, Loper, Bae, Gursoy, Truex, Wei, Wu 2020, arXiv:2004.04320",
         tasks=DET,
         consequences=frozenset({"vanishing", "fabrication", "mislabel", "untargeted", "static_target",
@@ -753,7 +753,7 @@ _ENTRIES: list[AttackDescriptor] = [
     AttackDescriptor(
         id="det_patch",
         title="Detector patch with EOT (vanishing / fabrication)",
-        implementation="attackgen.attacks.detection:DetectorPatch",
+        implementation="attackgen.run.attacks.detection:DetectorPatch",
         reference="Thys, Van Ranst, Goedeme 2019, arXiv:1904.08653; Liu et al. 2019 (DPatch), arXiv:1806.02299",
         tasks=DET,
         consequences=frozenset({"vanishing", "fabrication", "untargeted"}),

@@ -2,7 +2,7 @@
 
 A descriptor states which taxonomy cells an implementation realises, what access it needs, and what
 it costs; the planner ranks and parameterises from it, the executor imports ``implementation`` lazily
-so this module never imports torch. Adding an attack is one module under attackgen/attacks/ plus one
+so this module never imports torch. Adding an attack is one module under attackgen/run/attacks/ plus one
 descriptor.
 """
 
@@ -37,7 +37,7 @@ class AttackDescriptor:
 
     id: str
     title: str
-    implementation: str  # "attackgen.attacks.pgd:LinfPGD", imported only by the executor
+    implementation: str  # "attackgen.run.attacks.pgd:LinfPGD", imported only by the executor
     reference: str  # paper: authors, year, arXiv id
     tasks: frozenset[str]
     consequences: frozenset[str]

@@ -276,7 +276,7 @@ _RULE_LIST: list[Rule] = [
        "per-input (classification) or per-pixel (segmentation) targets with no per-box objective.",
        "Use rule remove_classes (or consequence vanishing), mislabel (from_classes -> to_class) for a class "
        "mapping, or a static target with target_boxes.",
-       TOG + "; " + ARGUMENT + ": attackgen.objectives.detection builds only DetVanishing for dynamic targets"),
+       TOG + "; " + ARGUMENT + ": attackgen.run.objectives.detection builds only DetVanishing for dynamic targets"),
     # ------------------------------------------------------------------ D: imperceptibility
     _r("D1-attack-supports-norm", E,
        "The implementation optimises another Lp norm than the spec bounds (FGSM/PGD Linf or L2, C&W "

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def victim():
     """The built-in digits CNN, frozen: the victim the execution tests attack."""
-    from attackgen.zoo import load_builtin_model
+    from attackgen.models.zoo import load_builtin_model
 
     return load_builtin_model("digits-cnn").requires_grad_(False)
 
@@ -51,7 +51,7 @@ def test_set(victim):
     """The digits test inputs the victim classifies correctly, as (x, y)."""
     import torch
 
-    from attackgen.zoo import load_builtin_data
+    from attackgen.models.zoo import load_builtin_data
 
     data = load_builtin_data("digits")
     with torch.no_grad():

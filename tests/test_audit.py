@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from attackgen import audit as audit_mod
-from attackgen import audit_render as render
-from attackgen.audit import COVERED, GAP, INFEASIBLE, ThreatSpace, audit, read_suite, suggest
-from attackgen.cli import main
+from attackgen.audit import coverage as audit_mod
+from attackgen.audit import render
+from attackgen.audit.coverage import COVERED, GAP, INFEASIBLE, ThreatSpace, audit, read_suite, suggest
+from attackgen.cli.main import main
 from taxonomy.spec import AttackSpec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,8 +232,8 @@ def test_mixed_tasks_are_audited_per_task(space, tmp_path):
 
 
 def test_soundness_flags_reach_the_audit(space, tmp_path):
+    from attackgen.audit.soundness import run_flags
     from attackgen.results import RunResult
-    from attackgen.soundness import run_flags
 
     items = [("pgd_linf", 0.60, 90, 30), ("square_linf", 0.45, 60, 15)]
     data = result_data(CLS_WB, 0.45, items)
@@ -268,7 +268,7 @@ def _same_run(a, b) -> bool:
 
 
 def test_fast_reader_cuts_inputs_specs_and_items_yet_reads_the_same(tmp_path):
-    from attackgen.audit import RecordReader
+    from attackgen.audit.coverage import RecordReader
 
     items = [("pgd_linf", 0.3, 100, 7), ("square_linf", 0.3, 90, 0)]
     texts = [json.dumps(_executor_record(CLS_WB, 0.1 * k, items)) for k in range(1, 4)]
@@ -291,7 +291,7 @@ def test_fast_reader_cuts_inputs_specs_and_items_yet_reads_the_same(tmp_path):
 
 def test_a_cut_that_would_drop_a_member_is_not_used(tmp_path):
     """Keys the cut looks for, written as values or in another order: the record is read whole instead."""
-    from attackgen.audit import RecordReader
+    from attackgen.audit.coverage import RecordReader
 
     reader = RecordReader()
     reader.parse(json.dumps(_executor_record(CLS_WB, 0.3)), "first")
@@ -310,7 +310,7 @@ def test_a_cut_that_would_drop_a_member_is_not_used(tmp_path):
 
 
 def test_fast_reader_falls_back_when_a_cut_does_not_fit(tmp_path):
-    from attackgen.audit import RecordReader
+    from attackgen.audit.coverage import RecordReader
 
     reader = RecordReader()
     first = result_data(CLS_WB, 0.3)
@@ -497,7 +497,7 @@ def test_suggest_writes_spec_files(use_space, suite_dir, tmp_path, monkeypatch, 
 def test_audit_command_never_imports_torch(suite_dir, tmp_path):
     code = (
         "import sys\n"
-        "from attackgen.cli import main\n"
+        "from attackgen.cli.main import main\n"
         "try:\n"
         f"    main(['audit', {str(suite_dir)!r}, '-o', {str(tmp_path / 'o')!r}, '--format', 'json'])\n"
         "except SystemExit as e:\n"
@@ -538,7 +538,7 @@ def test_example_suite_audits_with_its_finished_run():
 def test_audit_realisers_honour_what_each_attack_is_for():
     """catalog.REQUIRES: SSIM-PGD, detector-aware and Wasserstein PGD realise a plain Linf cell but are not
     for it; the audit's tiers must not count them there (they did: 1041 runnable cells against 995)."""
-    from attackgen.planner import gap_report, survey
+    from attackgen.plan.planner import gap_report, survey
     from taxonomy import space as tspace
     from taxonomy.catalog import implemented
 

@@ -12,17 +12,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from attackgen.access import LabelOracle, ScoreOracle
-from attackgen.attacks.base import AttackEnv, Budget
-from attackgen.attacks.boundary import BoundaryAttack
-from attackgen.attacks.cppn import CPPNEAFool
-from attackgen.attacks.evolution import DifferentialEvolution
-from attackgen.attacks.hopskipjump import HopSkipJump
-from attackgen.attacks.simba import SimBA
-from attackgen.attacks.square import SquareL2, SquareLinf
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.zoo.data import load_digits_data
-from attackgen.zoo.models import load_builtin_model
+from attackgen.models.zoo.data import load_digits_data
+from attackgen.models.zoo.models import load_builtin_model
+from attackgen.run.access import LabelOracle, ScoreOracle
+from attackgen.run.attacks.base import AttackEnv, Budget
+from attackgen.run.attacks.boundary import BoundaryAttack
+from attackgen.run.attacks.cppn import CPPNEAFool
+from attackgen.run.attacks.evolution import DifferentialEvolution
+from attackgen.run.attacks.hopskipjump import HopSkipJump
+from attackgen.run.attacks.simba import SimBA
+from attackgen.run.attacks.square import SquareL2, SquareLinf
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.catalog import CATALOG
 from taxonomy.errors import AttackgenError
 

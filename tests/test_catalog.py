@@ -21,7 +21,7 @@ REQUIRED = {
     "cppn_ea_fool", "uap", "patch_eot", "transfer_mifgsm", "transfer_difgsm", "ssim_pgd", "metzen_seg",
     "metzen_uap", "det_vanishing",
 }
-IMPLEMENTATION = re.compile(r"^attackgen\.attacks\.[a-z_][a-z0-9_]*:[A-Z][A-Za-z0-9]*$")
+IMPLEMENTATION = re.compile(r"^attackgen\.run\.attacks\.[a-z_][a-z0-9_]*:[A-Z][A-Za-z0-9]*$")
 IMPERCEPTIBILITY = {"lp:inf", "lp:2", "lp:1", "lp:0", "perceptual:ssim", "perceptual:wasserstein",
                     "perceptual:lpips", "output", "detector", "unrestricted"}
 ATLAS = {"AML.T0043.000", "AML.T0043.001", "AML.T0043.002", "AML.T0015", "AML.T0040", "AML.T0041", "AML.T0044",

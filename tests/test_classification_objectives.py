@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attackgen.objectives import build_objective
-from attackgen.objectives.classification import ClassificationObjective
+from attackgen.run.objectives import build_objective
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import parse_spec
 

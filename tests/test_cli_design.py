@@ -13,9 +13,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from attackgen.cli import cli
-from attackgen.commands.design import editor_schema, taxonomy_markdown
-from attackgen.plan import load_plan
+from attackgen.cli.design import editor_schema, taxonomy_markdown
+from attackgen.cli.main import cli
+from attackgen.plan.document import load_plan
 from taxonomy.errors import SpecError
 from taxonomy.rules import validate
 from taxonomy.spec import load_spec
@@ -32,7 +32,7 @@ def run(*args: str) -> Any:
 def exit_code(*args: str) -> tuple[int, str]:
     """Run the verb the way the console script does (user errors become exit 2)."""
     code = (
-        "import sys\nfrom attackgen.cli import main\n"
+        "import sys\nfrom attackgen.cli.main import main\n"
         "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
         "sys.exit(rc or 0)\n"

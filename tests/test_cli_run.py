@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from attackgen.cli import run_in_process as cli
-from attackgen.plan import load_plan, save_plan
-from attackgen.planner import plan as make_plan
+from attackgen.cli.main import run_in_process as cli
+from attackgen.plan.document import load_plan, save_plan
+from attackgen.plan.planner import plan as make_plan
 from attackgen.results import RunResult
 from taxonomy.spec import load_spec
 
@@ -105,7 +105,7 @@ def test_output_folder_of_another_run_exits_2(plan_file, tmp_path, capsys):
 
 
 def test_demo(tmp_path, capsys):
-    from attackgen.commands.execute import _previous_demo
+    from attackgen.cli.execute import _previous_demo
 
     out = tmp_path / "demo"
     assert cli("demo", "-o", out, "--limit", "16", "-q") == 0

@@ -13,8 +13,8 @@ import torch
 import yaml
 from torch import nn
 
-from attackgen.cli import run_in_process as cli
-from attackgen.plan import load_plan, save_plan
+from attackgen.cli.main import run_in_process as cli
+from attackgen.plan.document import load_plan, save_plan
 from attackgen.results import RunResult
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,19 +7,19 @@ from typing import Any
 import pytest
 import torch
 
-from attackgen.access import WhiteBoxAccess
-from attackgen.adapters import DetectionOutput, DetectorAdapter, InvalidModelOutput, check_detection_output
-from attackgen.attacks.base import Budget
-from attackgen.attacks.detection import DetectionPGD, DetectorPatch
-from attackgen.objectives import build_objective
-from attackgen.objectives.detection import (
+from attackgen.models.adapters import DetectionOutput, DetectorAdapter, InvalidModelOutput, check_detection_output
+from attackgen.models.zoo.scenes import CAR, CLASSES, PERSON, load_street_scenes
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.detection import DetectionPGD, DetectorPatch
+from attackgen.run.objectives import build_objective
+from attackgen.run.objectives.detection import (
     DetVanishing,
     average_precision,
     box_iou,
     match,
     move_boxes,
 )
-from attackgen.zoo.scenes import CAR, CLASSES, PERSON, load_street_scenes
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import parse_spec
 
@@ -181,7 +181,7 @@ def test_unknown_classes_name_the_field() -> None:
 
 @pytest.fixture(scope="module")
 def street() -> tuple[torch.nn.Module, Any, DetectionOutput]:
-    from attackgen.zoo.dense_models import load_street_det
+    from attackgen.models.zoo.dense_models import load_street_det
 
     data = load_street_scenes("test", "detection", count=48)
     model = load_street_det()

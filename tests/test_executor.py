@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from attackgen.access import NoAccess, ScoreOracle, WhiteBoxAccess
-from attackgen.attacks.base import Attack, AttackOutput, UniversalAttack
-from attackgen.executor import CHECKPOINT, Executor, RunError, RunOptions, measure, quantize
-from attackgen.plan import Plan, PlanItem
-from attackgen.report import write_report
+from attackgen.plan.document import Plan, PlanItem
+from attackgen.report.run_report import write_report
 from attackgen.results import RunResult
+from attackgen.run.access import NoAccess, ScoreOracle, WhiteBoxAccess
+from attackgen.run.attacks.base import Attack, AttackOutput, UniversalAttack
+from attackgen.run.executor import CHECKPOINT, Executor, RunError, RunOptions, measure, quantize
 from taxonomy.catalog_types import AttackDescriptor
 from taxonomy.spec import parse_spec
 
@@ -234,13 +234,13 @@ def test_unclipped_candidates_are_clipped_before_the_rerun(tmp_path):
 
 
 def _const_data():
-    from attackgen.data import LabeledData
+    from attackgen.models.data import LabeledData
 
     return LabeledData("const", torch.full((6, 1, 4, 4), 0.95), torch.zeros(6, dtype=torch.long), ["a", "b"])
 
 
 def test_measure_and_quantize():
-    from attackgen.attacks.base import Budget
+    from attackgen.run.attacks.base import Budget
 
     x = torch.full((2, 1, 8, 8), 0.5)
     adv = x.clone()

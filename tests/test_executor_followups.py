@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from attackgen.attacks.base import Budget
-from attackgen.attacks.patch import AdversarialPatch
-from attackgen.executor import Executor, RunError, RunOptions, patch_side
-from attackgen.plan import Plan, PlanItem
-from attackgen.planner import plan as make_plan
+from attackgen.plan.document import Plan, PlanItem
+from attackgen.plan.planner import plan as make_plan
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.patch import AdversarialPatch
+from attackgen.run.executor import Executor, RunError, RunOptions, patch_side
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import parse_spec
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attackgen.access import WhiteBoxAccess
-from attackgen.attacks.base import Budget
-from attackgen.attacks.cw import CarliniWagnerL2
-from attackgen.attacks.deepfool import DeepFool
-from attackgen.attacks.fmn import import_foolbox
-from attackgen.attacks.pgd import L2PGD, LinfPGD
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.zoo import load_builtin_data, load_builtin_model
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.cw import CarliniWagnerL2
+from attackgen.run.attacks.deepfool import DeepFool
+from attackgen.run.attacks.fmn import import_foolbox
+from attackgen.run.attacks.pgd import L2PGD, LinfPGD
+from attackgen.run.objectives.classification import ClassificationObjective
 
 fb = import_foolbox()
 N = 128

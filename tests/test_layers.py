@@ -32,7 +32,7 @@ def test_taxonomy_imports_neither_torch_nor_attackgen() -> None:
 
 def test_importing_taxonomy_and_results_loads_no_torch() -> None:
     code = (
-        "import sys, taxonomy, taxonomy.spec, attackgen.results, attackgen.cli;"
+        "import sys, taxonomy, taxonomy.spec, attackgen.results, attackgen.cli.main;"
         "heavy=[m for m in ('torch','foolbox','numpy') if m in sys.modules];"
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from attackgen.loading import (
+from attackgen.models.loading import (
     DataLoadError,
     ModelLoadError,
     check_labels_against_model,
@@ -20,7 +20,7 @@ from attackgen.loading import (
     load_mask,
     load_model,
 )
-from attackgen.zoo.data import FASHION_DIR, fashion_available
+from attackgen.models.zoo.data import FASHION_DIR, fashion_available
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import parse_spec
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from attackgen.access import LabelOracle, QueryBudgetExceeded, ScoreOracle
-from attackgen.attacks._query import as_outputs, ask
+from attackgen.run.access import LabelOracle, QueryBudgetExceeded, ScoreOracle
+from attackgen.run.attacks._query import as_outputs, ask
 
 
 class Linear(nn.Module):

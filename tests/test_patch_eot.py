@@ -7,19 +7,19 @@ import math
 import pytest
 import torch
 
-from attackgen.access import NoAccess, WhiteBoxAccess
-from attackgen.attacks.base import AttackEnv, Budget
-from attackgen.attacks.detector_evasion import DetectorAwarePGD
-from attackgen.attacks.lbfgs import LBFGS
-from attackgen.attacks.newtonfool import NewtonFool
-from attackgen.attacks.patch import AdversarialPatch, mask_boxes, non_printability, total_variation
-from attackgen.attacks.pgd import LinfPGD
-from attackgen.attacks.ssim import SSIMConstrainedPGD
-from attackgen.attacks.transfer import TransferDIFGSM, TransferMIFGSM
-from attackgen.attacks.universal import UniversalPerturbation
-from attackgen.eot import EOTSampler, TransformParams
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.zoo import load_builtin_data, load_builtin_model
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import NoAccess, WhiteBoxAccess
+from attackgen.run.attacks.base import AttackEnv, Budget
+from attackgen.run.attacks.detector_evasion import DetectorAwarePGD
+from attackgen.run.attacks.lbfgs import LBFGS
+from attackgen.run.attacks.newtonfool import NewtonFool
+from attackgen.run.attacks.patch import AdversarialPatch, mask_boxes, non_printability, total_variation
+from attackgen.run.attacks.pgd import LinfPGD
+from attackgen.run.attacks.ssim import SSIMConstrainedPGD
+from attackgen.run.attacks.transfer import TransferDIFGSM, TransferMIFGSM
+from attackgen.run.attacks.universal import UniversalPerturbation
+from attackgen.run.eot import EOTSampler, TransformParams
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.axes import Transformations
 from taxonomy.errors import AttackgenError
 

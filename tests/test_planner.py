@@ -13,8 +13,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attackgen.plan import Infeasible, Plan, load_plan, parse_plan, save_plan
-from attackgen.planner import nearest_feasible, plan, plan_cell, relaxed_for_check
+from attackgen.plan.document import Infeasible, Plan, load_plan, parse_plan, save_plan
+from attackgen.plan.planner import nearest_feasible, plan, plan_cell, relaxed_for_check
 from taxonomy import space
 from taxonomy.catalog import CATALOG
 from taxonomy.errors import SpecError

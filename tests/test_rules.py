@@ -342,7 +342,7 @@ def test_detector_consequences_pass_on_detection() -> None:
 
 
 def test_detector_dynamic_target_only_removes_classes() -> None:
-    """The detection objectives build only vanishing for a dynamic target (attackgen.objectives.detection):
+    """The detection objectives build only vanishing for a dynamic target (attackgen.run.objectives.detection):
     least_likely and class_map on a detector must fail validate, not the run."""
     for consequence in (K("dynamic_target", rule="least_likely"),
                         K("dynamic_target", rule="class_map", class_map={"car": "person"})):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from attackgen.adapters import DetectionOutput
-from attackgen.zoo.scenes import (
+from attackgen.models.adapters import DetectionOutput
+from attackgen.models.zoo.scenes import (
     CAR,
     CLASSES,
     LIGHTING,
@@ -63,7 +63,7 @@ def test_loader_gives_labeled_data_for_both_tasks() -> None:
 
 
 def test_builtin_registries_know_the_street_models_and_data() -> None:
-    from attackgen.zoo import BUILTIN_DATA, BUILTIN_MODELS, load_builtin_data, load_builtin_model
+    from attackgen.models.zoo import BUILTIN_DATA, BUILTIN_MODELS, load_builtin_data, load_builtin_model
 
     assert {"street-seg", "street-det"} <= set(BUILTIN_MODELS)
     assert {"street-scenes", "street-scenes-det"} <= set(BUILTIN_DATA)
@@ -83,7 +83,7 @@ def test_builtin_registries_know_the_street_models_and_data() -> None:
 def test_shipped_weights_are_small_and_accurate() -> None:
     import json
 
-    from attackgen.zoo.dense_models import DET_WEIGHTS, SEG_WEIGHTS, WEIGHTS_DIR
+    from attackgen.models.zoo.dense_models import DET_WEIGHTS, SEG_WEIGHTS, WEIGHTS_DIR
 
     assert SEG_WEIGHTS.stat().st_size + DET_WEIGHTS.stat().st_size < 400_000
     summary = json.loads((WEIGHTS_DIR / "dense_models.json").read_text())

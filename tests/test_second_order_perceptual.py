@@ -8,23 +8,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attackgen.access import WhiteBoxAccess
-from attackgen.attacks.base import AttackEnv, Budget
-from attackgen.attacks.detector_evasion import DetectorAwarePGD
-from attackgen.attacks.lbfgs import LBFGS
-from attackgen.attacks.newtonfool import NewtonFool
-from attackgen.attacks.pgd import LinfPGD
-from attackgen.attacks.ssim import SSIMConstrainedPGD
-from attackgen.detectors import (
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import AttackEnv, Budget
+from attackgen.run.attacks.detector_evasion import DetectorAwarePGD
+from attackgen.run.attacks.lbfgs import LBFGS
+from attackgen.run.attacks.newtonfool import NewtonFool
+from attackgen.run.attacks.pgd import LinfPGD
+from attackgen.run.attacks.ssim import SSIMConstrainedPGD
+from attackgen.run.detectors import (
     FeatureSqueezing,
     build_detector,
     median_filter,
     prediction_distance,
     reduce_bit_depth,
 )
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.ssim import ssim
-from attackgen.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.objectives.classification import ClassificationObjective
+from attackgen.run.ssim import ssim
 from taxonomy.errors import AttackgenError
 
 

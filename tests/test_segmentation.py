@@ -10,19 +10,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attackgen.access import ScoreOracle, WhiteBoxAccess
-from attackgen.adapters import InvalidModelOutput, SegmentationAdapter, check_segmentation_output
-from attackgen.attacks.base import Budget
-from attackgen.attacks.metzen import MetzenIterative, MetzenUniversal
-from attackgen.objectives import build_objective
-from attackgen.objectives.base import Objective
-from attackgen.objectives.segmentation import (
+from attackgen.models.adapters import InvalidModelOutput, SegmentationAdapter, check_segmentation_output
+from attackgen.models.zoo.scenes import CLASSES, PERSON, load_street_scenes
+from attackgen.run.access import ScoreOracle, WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.metzen import MetzenIterative, MetzenUniversal
+from attackgen.run.objectives import build_objective
+from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.segmentation import (
     SegDynamic,
     log_probs,
     move_objects,
     nearest_fill,
 )
-from attackgen.zoo.scenes import CLASSES, PERSON, load_street_scenes
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import parse_spec
 
@@ -108,7 +108,7 @@ def test_static_objective_and_scene_target() -> None:
     data = load_street_scenes("test", "segmentation", count=2)
     obj = build_objective(spec({"kind": "static_target", "target_map": "scene:5"}), data.y,
                           one_hot_logits(data.y))
-    from attackgen.zoo.scenes import reference_scene
+    from attackgen.models.zoo.scenes import reference_scene
 
     assert torch.equal(obj.target[0], torch.from_numpy(reference_scene(5).labels))
     assert bool(obj.success(one_hot_logits(obj.target)).all())
@@ -253,7 +253,7 @@ class _Drift(Objective):
 
 
 def test_dense_descent_returns_a_failing_inputs_best_progress_iterate() -> None:
-    from attackgen.attacks.metzen import dense_descent
+    from attackgen.run.attacks.metzen import dense_descent
 
     x = torch.full((2, 1, 4, 4), 0.2)
     alpha = 1 / 255
@@ -317,7 +317,7 @@ def test_segmentation_adapter_checks_the_output_format() -> None:
 
 @pytest.fixture(scope="module")
 def street() -> tuple[torch.nn.Module, Any]:
-    from attackgen.zoo.dense_models import load_street_seg
+    from attackgen.models.zoo.dense_models import load_street_seg
 
     data = load_street_scenes("test", "segmentation", count=48)
     model = load_street_seg()
@@ -348,7 +348,7 @@ def test_metzen_removes_pedestrians_and_keeps_the_rest(street: tuple[torch.nn.Mo
 
 
 def test_failing_inputs_get_their_best_iterate_on_the_shipped_model(street: tuple[torch.nn.Module, Any]) -> None:
-    from attackgen.attacks.metzen import dense_descent
+    from attackgen.run.attacks.metzen import dense_descent
 
     model, data = street
     with torch.no_grad():
@@ -391,7 +391,7 @@ def test_universal_perturbation_fits_and_stays_in_budget(street: tuple[torch.nn.
 
 
 def test_square_runs_on_the_dense_objective(street: tuple[torch.nn.Module, Any]) -> None:
-    from attackgen.attacks.square import SquareLinf
+    from attackgen.run.attacks.square import SquareLinf
 
     model, data = street
     with torch.no_grad():
@@ -404,7 +404,7 @@ def test_square_runs_on_the_dense_objective(street: tuple[torch.nn.Module, Any])
 
 
 def test_dense_report_figures_render() -> None:
-    from attackgen.report_dense import colour_map, detection_figure, segmentation_figure
+    from attackgen.report.dense import colour_map, detection_figure, segmentation_figure
 
     n = 2
     lab = toy_map().repeat(n, 1, 1).numpy()

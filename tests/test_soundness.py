@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from attackgen.results import ItemResult, RunResult
-from attackgen.soundness import (
+from attackgen.audit.soundness import (
     BLACK,
     SINGLE,
     TRANSFER,
@@ -14,6 +13,7 @@ from attackgen.soundness import (
     run_flags,
     suite_flags,
 )
+from attackgen.results import ItemResult, RunResult
 
 # --------------------------------------------------------------------------- results-level checks
 
@@ -219,14 +219,14 @@ class Noisy(nn.Module):
 
 @pytest.fixture(scope="module")
 def digits():
-    from attackgen.zoo import load_builtin_data, load_builtin_model
+    from attackgen.models.zoo import load_builtin_data, load_builtin_model
 
     data = load_builtin_data("digits")
     return load_builtin_model("digits-cnn"), data.x[:64], data.y[:64]
 
 
 def test_probe_is_quiet_on_the_plain_digits_cnn(digits):
-    from attackgen.soundness_probe import probe_model
+    from attackgen.run.soundness_probe import probe_model
 
     model, x, y = digits
     assert probe_model(model, x, y) == []
@@ -235,7 +235,7 @@ def test_probe_is_quiet_on_the_plain_digits_cnn(digits):
 
 @pytest.mark.parametrize("mode", ["function", "round"])
 def test_probe_flags_a_quantising_layer_with_masked_gradients(digits, mode):
-    from attackgen.soundness_probe import probe_model
+    from attackgen.run.soundness_probe import probe_model
 
     model, x, y = digits
     flags = probe_model(Quantised(model, mode), x, y)
@@ -245,7 +245,7 @@ def test_probe_flags_a_quantising_layer_with_masked_gradients(digits, mode):
 
 
 def test_probe_flags_a_detached_forward_pass(digits):
-    from attackgen.soundness_probe import probe_model
+    from attackgen.run.soundness_probe import probe_model
 
     model, x, y = digits
 
@@ -258,7 +258,7 @@ def test_probe_flags_a_detached_forward_pass(digits):
 
 
 def test_probe_flags_randomness_and_probabilities(digits):
-    from attackgen.soundness_probe import probe_model
+    from attackgen.run.soundness_probe import probe_model
 
     model, x, y = digits
     assert [f.check for f in probe_model(Noisy(model), x, y)] == ["randomized_output"]
@@ -267,7 +267,7 @@ def test_probe_flags_randomness_and_probabilities(digits):
 
 
 def test_probe_flags_nonfinite_gradients(digits):
-    from attackgen.soundness_probe import probe_model
+    from attackgen.run.soundness_probe import probe_model
 
     model, x, y = digits
 
@@ -280,7 +280,7 @@ def test_probe_flags_nonfinite_gradients(digits):
 
 
 def test_probe_uses_the_objective_loss_and_skips_already_successful_inputs(digits):
-    from attackgen.soundness_probe import probe_model
+    from attackgen.run.soundness_probe import probe_model
 
     model, x, y = digits
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from attackgen.access import LabelOracle, NoAccess, QueryBudgetExceeded, ScoreOracle
-from attackgen.attacks.base import AttackEnv, Budget
-from attackgen.attacks.transfer import TransferMIFGSM
-from attackgen.cli import run_in_process as cli
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.surrogates import (
+from attackgen.cli.main import run_in_process as cli
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import LabelOracle, NoAccess, QueryBudgetExceeded, ScoreOracle
+from attackgen.run.attacks.base import AttackEnv, Budget
+from attackgen.run.attacks.transfer import TransferMIFGSM
+from attackgen.run.objectives.classification import ClassificationObjective
+from attackgen.run.surrogates import (
     LogitEnsemble,
     SurrogateError,
     SurrogateRequest,
@@ -25,7 +26,6 @@ from attackgen.surrogates import (
     distill_rounds,
     jacobian_augmentation,
 )
-from attackgen.zoo import load_builtin_data, load_builtin_model
 from taxonomy.errors import SpecError
 from taxonomy.spec import parse_spec
 

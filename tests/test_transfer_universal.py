@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attackgen.access import NoAccess, ScoreOracle, WhiteBoxAccess
-from attackgen.attacks.base import AttackEnv, Budget
-from attackgen.attacks.transfer import TransferDIFGSM, TransferMIFGSM, input_diversity, train_surrogate
-from attackgen.attacks.universal import UniversalPerturbation
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.zoo import load_builtin_data, load_builtin_model
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import NoAccess, ScoreOracle, WhiteBoxAccess
+from attackgen.run.attacks.base import AttackEnv, Budget
+from attackgen.run.attacks.transfer import TransferDIFGSM, TransferMIFGSM, input_diversity, train_surrogate
+from attackgen.run.attacks.universal import UniversalPerturbation
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
 
 

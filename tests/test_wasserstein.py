@@ -13,15 +13,15 @@ import pytest
 import torch
 import yaml
 
-from attackgen.access import WhiteBoxAccess
-from attackgen.attacks.base import Budget
-from attackgen.attacks.wasserstein import WassersteinPGD
-from attackgen.cli import run_in_process as cli
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.plan import save_plan
-from attackgen.planner import plan as make_plan
+from attackgen.cli.main import run_in_process as cli
+from attackgen.plan.document import save_plan
+from attackgen.plan.planner import plan as make_plan
 from attackgen.results import RunResult
-from attackgen.wasserstein import lambert_w_exp, project, wasserstein_distance
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.wasserstein import WassersteinPGD
+from attackgen.run.objectives.classification import ClassificationObjective
+from attackgen.run.wasserstein import lambert_w_exp, project, wasserstein_distance
 from taxonomy.errors import AttackgenError
 from taxonomy.spec import load_spec
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attackgen.access import WhiteBoxAccess
-from attackgen.attacks.base import Budget
-from attackgen.attacks.bim import BIM, ILLC
-from attackgen.attacks.cw import CarliniWagnerL2
-from attackgen.attacks.deepfool import DeepFool
-from attackgen.attacks.fgsm import FGSM
-from attackgen.attacks.fmn import FMN
-from attackgen.attacks.jsma import JSMA
-from attackgen.attacks.mifgsm import MIFGSM
-from attackgen.attacks.pgd import L2PGD, LinfPGD
-from attackgen.objectives.classification import ClassificationObjective
-from attackgen.zoo import load_builtin_data, load_builtin_model
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.bim import BIM, ILLC
+from attackgen.run.attacks.cw import CarliniWagnerL2
+from attackgen.run.attacks.deepfool import DeepFool
+from attackgen.run.attacks.fgsm import FGSM
+from attackgen.run.attacks.fmn import FMN
+from attackgen.run.attacks.jsma import JSMA
+from attackgen.run.attacks.mifgsm import MIFGSM
+from attackgen.run.attacks.pgd import L2PGD, LinfPGD
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
 
 N = 64

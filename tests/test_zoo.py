@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from attackgen.zoo import BUILTIN_MODELS, load_builtin_data, load_builtin_model
-from attackgen.zoo.data import fashion_available
-from attackgen.zoo.models import WEIGHTS_DIR, model_info
+from attackgen.models.zoo import BUILTIN_MODELS, load_builtin_data, load_builtin_model
+from attackgen.models.zoo.data import fashion_available
+from attackgen.models.zoo.models import WEIGHTS_DIR, model_info
 from taxonomy.errors import AttackgenError
 
 
@@ -76,7 +76,7 @@ def test_unknown_names_are_clear_errors():
 
 
 def test_missing_fashion_names_the_package(monkeypatch, tmp_path):
-    from attackgen.zoo import data as zoo_data
+    from attackgen.models.zoo import data as zoo_data
 
     monkeypatch.setattr(zoo_data, "FASHION_DIR", tmp_path)
     zoo_data._fashion.cache_clear()

@@ -1,0 +1,1 @@
+"""The `attackgen` command: click groups, one module per group of verbs."""

@@ -1,0 +1,228 @@
+"""`attackgen run` (a plan over a model and data) and `attackgen demo` (the whole loop on built-ins).
+
+Exit codes: 0 done, 2 a bad input (model, data, plan, output folder; one clear message), 130 stopped
+with Ctrl-C after writing what was finished (results.json with complete: false; --resume continues).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from taxonomy.errors import AttackgenError
+
+DEMO_SPEC = "digits-whitebox-linf.yaml"
+DEMO_MODEL, DEMO_DATA = "digits-cnn", "digits"
+DEMO_LIMIT = 256
+DEMO_PRIMARY = 1  # attacks per epsilon besides the gradient-free check: the demo shows the loop, not a full audit
+DEMO_QUERIES = 500  # cap on query-based items in the demo
+# used when the examples folder is not next to the package (an installed wheel)
+DEMO_SPEC_DATA: dict[str, Any] = {
+    "name": "digits-whitebox-linf",
+    "description": "Untargeted Linf robustness of the digits CNN, eps curve around 0.1.",
+    "task": "classification",
+    "classes": [str(i) for i in range(10)],
+    "threat": {
+        "consequence": "untargeted",
+        "scope": "individual",
+        "imperceptibility": [{"kind": "lp", "norm": "inf", "epsilon": [0.05, 0.1, 0.2]}],
+        "model_knowledge": "white_box",
+        "data_knowledge": "none",
+        "capability": {"feed": "digital"},
+    },
+    "input_space": {"bounds": [0, 1], "layout": "NCHW", "normalization": "inside_model",
+                    "epsilon_units": "input_scale"},
+}
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _stop_on_sigterm() -> None:
+    """A terminated run saves what is finished, as Ctrl-C does."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def print_summary(result: Any, out_dir: Path) -> None:
+    """A short table of the run on standard output, and where the report is."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    headline = result.metrics.get("headline_epsilon")
+    at = f" at epsilon {headline:g}" if headline else ""
+    console.print(f"[bold]{result.spec.get('name', 'run')}[/bold]: {result.n_inputs} inputs, clean accuracy "
+                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%"
+                  + ("" if result.complete else " [red](incomplete)[/red]"))
+    table = Table(show_edge=False)
+    for column in ("#", "attack", "eps", "attacked", "broken", "robust after", "queries", "time"):
+        table.add_column(column, justify="left" if column == "attack" else "right", no_wrap=True)
+    for n, item in enumerate(result.items, 1):
+        table.add_row(str(n), item.attack, "–" if item.epsilon is None else f"{item.epsilon:g}", str(item.n_attacked),
+                      str(item.n_success), f"{100 * item.robust_accuracy_after:.1f}%",
+                      "–" if item.median_queries is None else f"{item.median_queries:g}", f"{item.time_s:.2f}s")
+    console.print(table)
+    for point in result.curve:
+        console.print(f"  epsilon {point['epsilon']:g}: robust accuracy {100 * point['robust_accuracy']:.1f}%")
+    for flag in result.flags:
+        if flag.severity != "info":
+            console.print(f"  [yellow]{flag.severity}[/yellow] {flag.check}: {flag.evidence}", soft_wrap=True)
+    console.print(f"results: {out_dir / 'results.json'}")
+    console.print(f"report:  {out_dir / 'report.html'} (and report.md)")
+
+
+def _set_threads(threads: int | None, default: int | None) -> None:
+    """Pin torch's CPU threads: as asked, else the default unless OMP_NUM_THREADS is set.
+
+    The built-in models are tiny: a second thread mostly waits on the first, and on a machine whose
+    cores are busy the waiting costs far more than the work (a grouped convolution measured 1000x
+    slower with two threads than with one at load 7 on two cores).
+    """
+    if threads is None and (default is None or "OMP_NUM_THREADS" in os.environ):
+        return
+    import torch
+
+    torch.set_num_threads(threads if threads is not None else default)
+
+
+def _default_data(model: str, data: str | None) -> str:
+    if data is not None:
+        return data
+    from attackgen.models.zoo import MODEL_INFO
+
+    if model in MODEL_INFO:
+        return MODEL_INFO[model].data
+    raise AttackgenError(f"--data is required: {model!r} is not a built-in model with its own data.")
+
+
+@click.command("run")
+@click.argument("plan", type=click.Path(dir_okay=False))
+@click.option("--model", "-m", "model", required=True,
+              help="A built-in model, a 'package.module:function' entry point, or a TorchScript file.")
+@click.option("--data", "-d", "data", default=None,
+              help="A built-in data set, a .pt/.npz file, an IDX images file or an image folder "
+              "(default for a built-in model: its own test data).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None,
+              help="Inputs per batch and per checkpoint (default 256 on CPU, 1024 on CUDA); halves on out-of-memory.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Evaluate only the first N inputs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the stopped run in the output folder from its last batch.")
+@click.option("--force", is_flag=True, help="Replace the results of another run in the output folder.")
+@click.option("--basis-data", default=None,
+              help="Data the attacker holds (the data basis) when it is not the built-in training split.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default runs/<plan file name>).")
+def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
+                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
+                output: str | None) -> None:
+    """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
+    from attackgen.models.zoo import MODEL_INFO
+    from attackgen.report.run_report import write_report
+    from attackgen.run.executor import RunOptions, execute
+
+    _set_threads(threads, default=1 if model in MODEL_INFO else None)
+
+    out = Path(output) if output else Path("runs") / Path(plan).stem
+    options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
+                         progress=not quiet, basis_data=basis_data)
+    _stop_on_sigterm()
+    try:
+        result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+    except KeyboardInterrupt:
+        if (out / "results.json").exists():
+            _say(f"stopped: finished batches are saved in {out}; continue with --resume")
+        raise
+    write_report(out)
+    print_summary(result, out)
+
+
+@click.command("demo")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=DEMO_LIMIT, show_default=True,
+              help="Digits test inputs to evaluate (512 in all).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
+    """The whole loop on the built-in digits model: validate, plan, run, report."""
+    from attackgen.plan.document import Infeasible, save_plan
+    from attackgen.plan.planner import plan as make_plan
+    from attackgen.report.run_report import write_report
+    from attackgen.run.executor import Executor, RunOptions
+    from taxonomy.rules import validate
+    from taxonomy.spec import load_spec, parse_spec
+
+    started = time.perf_counter()
+    _set_threads(None, default=1)
+    out = Path(output)
+    spec_path = Path(__file__).resolve().parents[2] / "examples" / "specs" / DEMO_SPEC
+    if spec_path.exists():
+        spec, source = load_spec(spec_path), str(spec_path)
+    else:
+        spec, source = parse_spec(DEMO_SPEC_DATA, "built-in demo spec"), "built-in demo spec (examples/ not found)"
+    click.echo(f"1. validate  {source}")
+    found = [(v, str(getattr(v.severity, "value", v.severity))) for v in validate(spec)]
+    errors = [v for v, severity in found if severity == "error"]
+    for violation, severity in found:
+        click.echo(f"   {violation.id} {severity}: {violation.rule.reason}")
+    if errors:
+        raise AttackgenError(f"{source}: the demo spec breaks {len(errors)} rule(s); see above.")
+    click.echo(f"   ok ({len(found)} warning(s))")
+
+    plan = make_plan(spec, max_primary=DEMO_PRIMARY)
+    if isinstance(plan, Infeasible):
+        raise AttackgenError(f"{source}: the planner found no plan: " + "; ".join(n.line() for n in plan.blocking))
+    for item in plan.items:
+        if int(item.params.get("n_queries", 0)) > DEMO_QUERIES:
+            item.params["n_queries"] = DEMO_QUERIES
+    force = _previous_demo(out, spec.spec_hash())
+    if not force:
+        raise AttackgenError(f"-o {out}: holds another run, not an earlier demo; choose another output folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path = save_plan(plan, out / "plan.yaml")
+    click.echo(f"2. plan      {len(plan.items)} items -> {plan_path}")
+    for n, item in enumerate(plan.items, 1):
+        eps = "" if item.epsilon is None else f" eps={item.epsilon:g}"
+        click.echo(f"   {n}. {item.attack} [{item.role}]{eps}: {item.rationale}")
+    click.echo(f"   (the demo schedules {DEMO_PRIMARY} primary attack per epsilon and caps query-based checks at "
+               f"{DEMO_QUERIES} queries; `attackgen plan` gives the full plan)")
+
+    click.echo(f"3. run       model {DEMO_MODEL} on {DEMO_DATA} ({limit} test inputs)")
+    options = RunOptions(device=device, limit=limit, force=True, progress=not quiet)
+    result = Executor(plan, DEMO_MODEL, DEMO_DATA, out, options, plan_source=str(plan_path), echo=_say).run()
+    md, page = write_report(out)
+    click.echo(f"4. report    {page} (and {md.name})")
+    print_summary(result, out)
+    click.echo(f"demo finished in {time.perf_counter() - started:.1f} s; open {page}")
+
+
+def _previous_demo(out: Path, spec_hash: str) -> bool:
+    """May the demo write here: an empty or new folder, or one that holds an earlier demo."""
+    import json
+
+    results = out / "results.json"
+    checkpoint = out / "checkpoint.pt"
+    if not results.exists():
+        return not checkpoint.exists()
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return data.get("spec_hash") == spec_hash and data.get("model") == DEMO_MODEL

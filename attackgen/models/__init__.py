@@ -1,0 +1,1 @@
+"""Execution inputs: loading models and data, task adapters, the built-in zoo (torch)."""

@@ -1,0 +1,1 @@
+"""Planning: a validated spec -> a ranked, typed plan of concrete attacks (no torch)."""

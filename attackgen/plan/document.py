@@ -1,0 +1,240 @@
+"""The plan file: concrete attacks with parameters and the reason each was chosen.
+
+A plan embeds the spec it was made from (as plain JSON-compatible data) and that spec's hash, so a
+plan that was edited by hand can still be checked: ``load_plan`` refuses a plan whose spec no longer
+matches its hash, names an attack the catalogue does not know, or schedules an attack that breaks a
+rule of its own spec. Plans are YAML (or JSON when the file name ends in .json) and meant to be read
+and edited. Imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taxonomy.errors import SpecError, describe_validation_error
+from taxonomy.spec import AttackSpec, parse_spec, read_yaml
+
+PLAN_VERSION = 1
+
+BUDGET_KEYS = ("norm", "epsilon", "mode")
+"""Keys of PlanItem.params that describe the budget (the executor builds a Budget from them) rather
+than the attack's own parameters."""
+
+Role = Literal["primary", "gradient_free_check", "transfer"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanCost(_Model):
+    """Expected work per input for one item: passes on the basis model and queries to the victim."""
+
+    forward: float = 0.0
+    backward: float = 0.0
+    queries: float = 0.0
+
+    @property
+    def passes(self) -> float:
+        return self.forward + self.backward
+
+
+class RuleNote(_Model):
+    """One rule finding, as shown to the user: id, severity, field path, reason, fix."""
+
+    id: str
+    severity: Literal["error", "warning"]
+    field: str = ""
+    reason: str
+    fix: str = ""
+    detail: str = ""
+
+    def line(self) -> str:
+        where = f" [{self.field}]" if self.field else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{self.id} {self.severity}{where}: {self.reason}{detail}.{fix}"
+
+
+class PlanItem(_Model):
+    """One attack to run, with concrete parameters in the model's input units."""
+
+    attack: str = Field(description="A catalogue id (attackgen catalog).")
+    role: Role = "primary"
+    epsilon: float | None = Field(
+        None, description="The point of the epsilon curve this item evaluates (input units); None: minimal-norm "
+        "or no Lp bound. Items with the same epsilon form one evaluation (per-sample worst case)."
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    rationale: str = ""
+    expected_cost: PlanCost = Field(default_factory=PlanCost)
+    strength: int = Field(5, ge=1, le=10)
+
+    def attack_params(self) -> dict[str, Any]:
+        """The params without the budget keys (norm, epsilon, mode): what the attack constructor takes."""
+        return {k: v for k, v in self.params.items() if k not in BUDGET_KEYS}
+
+
+class CatalogueOnly(_Model):
+    """An attack that realises the spec but whose code has not landed: listed, never run."""
+
+    attack: str
+    title: str = ""
+    strength: int = 5
+
+
+class Plan(_Model):
+    """A ranked list of attacks for one spec, with the strategy the planner filled in."""
+
+    plan_version: Literal[1] = PLAN_VERSION
+    spec_name: str
+    spec_hash: str
+    spec: dict[str, Any] = Field(description="The spec this plan was made from, as JSON-compatible data.")
+    strategy: dict[str, Any] = Field(
+        default_factory=dict, description="The strategy in effect: what the user set and what the planner filled."
+    )
+    filled: list[str] = Field(default_factory=list, description="One line per strategy field the planner chose.")
+    epsilons: list[float] = Field(
+        default_factory=list, description="The epsilon curve in input units; one group of items per value."
+    )
+    query_budget: int | None = Field(None, description="Victim queries per input (per epsilon group).")
+    items: list[PlanItem] = Field(default_factory=list)
+    alternatives: list[str] = Field(
+        default_factory=list, description="Further implemented attacks that realise the spec, not scheduled."
+    )
+    not_runnable: list[CatalogueOnly] = Field(
+        default_factory=list, description="Catalogued, not yet runnable: realise the spec but have no code yet."
+    )
+    warnings: list[RuleNote] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    atlas: list[str] = Field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return bool(self.items)
+
+    def parsed_spec(self) -> AttackSpec:
+        return parse_spec(self.spec, f"plan for {self.spec_name}: spec")
+
+    def groups(self) -> dict[float | None, list[PlanItem]]:
+        """Items by the epsilon they evaluate, in plan order."""
+        out: dict[float | None, list[PlanItem]] = {}
+        for item in self.items:
+            out.setdefault(item.epsilon, []).append(item)
+        return out
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+    def dumps(self, fmt: Literal["yaml", "json"] = "yaml") -> str:
+        data = self.to_data()
+        if fmt == "json":
+            return json.dumps(data, indent=2) + "\n"
+        header = (
+            f"# attackgen plan for spec '{self.spec_name}' (hash {self.spec_hash}).\n"
+            "# Edit params, drop or reorder items freely; the embedded spec must keep its hash.\n"
+        )
+        return header + yaml.safe_dump(data, sort_keys=False, width=110, allow_unicode=True)
+
+
+class Suggestion(_Model):
+    """A nearby spec with one axis changed that passes every rule."""
+
+    axis: str
+    change: str = Field(description="A short diff: 'threat.model_knowledge: label_only -> white_box'.")
+    runnable: bool = Field(False, description="An implemented attack realises the changed spec.")
+    realised_by: list[str] = Field(default_factory=list, description="Catalogued attacks that realise it.")
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+
+class Infeasible(_Model):
+    """No plan: the rules that block the spec and the nearest specs that pass them."""
+
+    spec_name: str
+    spec_hash: str
+    blocking: list[RuleNote]
+    warnings: list[RuleNote] = Field(default_factory=list)
+    nearest: list[Suggestion] = Field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return False
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def plan_format(path: str | Path) -> Literal["yaml", "json"]:
+    return "json" if str(path).lower().endswith(".json") else "yaml"
+
+
+def save_plan(plan: Plan, path: str | Path, fmt: Literal["yaml", "json"] | None = None) -> Path:
+    """Write a plan; the format follows the extension unless given."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan.dumps(fmt or plan_format(path)), encoding="utf-8")
+    return path
+
+
+def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> Plan:
+    """Validate loaded plan data: schema, embedded spec and its hash, attack ids, and (by default) the rules."""
+    from taxonomy.catalog import CATALOG
+
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "an empty document"
+        raise SpecError(source, [f"expected a plan mapping (from `attackgen plan`); got {kind}"])
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(source, describe_validation_error(error)) from None
+    try:
+        spec = parse_spec(plan.spec, source)
+    except SpecError as error:
+        raise SpecError(source, [f"spec.{p}" if not p.startswith("spec") else p for p in error.problems]) from None
+    actual = spec.spec_hash()
+    if actual != plan.spec_hash:
+        raise SpecError(
+            source,
+            [f"spec_hash: {plan.spec_hash} does not match the embedded spec (its hash is {actual}); the spec was "
+             "edited after planning. Re-run `attackgen plan` on the spec instead of editing it here"],
+        )
+    problems: list[str] = []
+    for index, item in enumerate(plan.items):
+        where = f"items[{index}].attack"
+        descriptor = CATALOG.get(item.attack)
+        if descriptor is None:
+            from taxonomy.errors import did_you_mean
+
+            problems.append(
+                f"{where}: unknown attack {item.attack!r}{did_you_mean(item.attack, CATALOG)}; "
+                "see `attackgen catalog`"
+            )
+            continue
+        if not descriptor.implemented:
+            problems.append(f"{where}: attack {item.attack!r} is catalogued but not yet implemented")
+            continue
+        if check_rules:
+            problems.extend(f"items[{index}]: {line}" for line in _item_breaks(spec, descriptor, item))
+    if problems:
+        raise SpecError(source, problems)
+    return plan
+
+
+def _item_breaks(spec: AttackSpec, descriptor: Any, item: PlanItem) -> list[str]:
+    """Why an (edited) item may not run under its spec: not realising it, or an error-level rule."""
+    from attackgen.plan.planner import realises_any, rule_breaks
+
+    if not realises_any(spec, descriptor, item.role):
+        return [f"attack {item.attack!r} does not realise this spec's threat cell (see `attackgen catalog`)"]
+    return [note.line() for note in rule_breaks(spec, descriptor, item) if note.severity == "error"]
+
+
+def load_plan(path: str | Path, check_rules: bool = True) -> Plan:
+    """Read and check one plan file; every problem is a SpecError naming the file and field."""
+    return parse_plan(read_yaml(path), str(path), check_rules=check_rules)

@@ -1,0 +1,1 @@
+"""Results -> Markdown, HTML and figures."""

@@ -1,0 +1,1 @@
+"""Execution: access objects, attacks, objectives, verification and the executor (torch)."""

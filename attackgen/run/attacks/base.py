@@ -1,0 +1,116 @@
+"""The contract every attack module implements.
+
+An attack gets one Access object (what its threat model grants), the clean batch, an Objective (what
+success means for the task and consequence) and a Budget (norm, epsilon, mask, bounds). It returns
+candidate adversarial inputs. It does not decide success: the executor clips, re-runs the victim and
+re-measures the perturbation, and only that verification counts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from attackgen.run.access import Access
+from attackgen.run.objectives.base import Objective
+
+
+@dataclass
+class Budget:
+    """The imperceptibility and capability constraints, in input units."""
+
+    bounds: tuple[float, float] = (0.0, 1.0)
+    norm: str | None = "inf"  # "0", "1", "2", "inf", or None when no Lp bound applies
+    epsilon: float | None = None  # None in minimal-norm mode
+    mask: Tensor | None = None  # broadcastable to x; 1 where change is allowed
+    ssim_floor: float | None = None
+    wasserstein_radius: float | None = None  # transport cost, see attackgen.run.wasserstein
+
+    def project(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Into the Lp ball (Linf and L2), the mask and the bounds."""
+        delta = x_adv - x
+        if self.mask is not None:
+            delta = delta * self.mask
+        if self.epsilon is not None and self.norm == "inf":
+            delta = delta.clamp(-self.epsilon, self.epsilon)
+        elif self.epsilon is not None and self.norm == "2":
+            flat = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            factor = (self.epsilon / flat).clamp(max=1.0)
+            delta = delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+        return (x + delta).clamp(*self.bounds)
+
+
+@dataclass
+class AttackEnv:
+    """What the strategy grants beyond the batch: the data basis and a surrogate model.
+
+    ``data_x``/``data_y`` is the data basis (None for data basis 'none'): decision-based targeted
+    attacks take their starting points from it, transfer attacks train surrogates on it.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_x: Tensor | None = None
+    data_y: Tensor | None = None
+    surrogate: torch.nn.Module | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class AttackOutput:
+    """Candidates from one attack on one batch; success is decided by the executor, not here."""
+
+    x_adv: Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """Base of every attack. Subclasses set ``access`` and implement ``run``."""
+
+    access: ClassVar[str]  # "gradients" | "scores" | "labels" | "surrogate"; must match the catalogue
+
+    def __init__(self, seed: int = 0, **params: Any) -> None:
+        self.seed = seed
+        self.params = params
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        """A seeded generator on the batch's device, so runs are reproducible."""
+        gen = torch.Generator(device=device)
+        gen.manual_seed(self.seed)
+        return gen
+
+    @abstractmethod
+    def run(
+        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> AttackOutput:
+        """Return candidate adversarial inputs for the batch x (same shape as x)."""
+
+
+class UniversalAttack(Attack):
+    """Fitted once on inputs of the data basis (or a context), then applied unchanged to every input.
+
+    The executor calls ``fit`` on the fitting split, then ``run`` (which applies the fitted
+    perturbation or patch) on held-out inputs, so the reported figure is a held-out fooling rate.
+    """
+
+    fitted: Tensor | None = None
+
+    @abstractmethod
+    def fit(
+        self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> Tensor:
+        """Learn the perturbation (or patch) from x_fit; store it in self.fitted and return it."""
+
+    @abstractmethod
+    def apply(self, x: Tensor, budget: Budget) -> Tensor:
+        """x with the fitted perturbation or patch applied (inside bounds and mask)."""
+
+    def run(
+        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> AttackOutput:
+        if self.fitted is None:
+            raise RuntimeError("a universal attack must be fitted before it is applied")
+        return AttackOutput(self.apply(x, budget), {"universal": True})

@@ -1,0 +1,104 @@
+"""Box-constrained L-BFGS (Szegedy et al. 2014, arXiv:1312.6199): the first adversarial-example attack.
+
+Szegedy et al. find, for a target label l, the smallest r with f(x + r) = l and x + r in the box, by
+minimising ``c * |r|^2 + loss_f(x + r, l)`` with box-constrained L-BFGS and a line search over c for
+the largest c (smallest perturbation) that still succeeds. Here:
+
+- the inner problem is solved by SciPy's L-BFGS-B (``scipy.optimize.minimize(method="L-BFGS-B")``),
+  a quasi-Newton method that builds curvature from the gradient history; its bounds are exact, so the
+  input box, a fixed Linf ball and a spatial mask (zero-width bounds outside it) all hold exactly;
+- the batch is solved as one separable problem (the sum of per-input objectives), so one L-BFGS-B run
+  serves every input;
+- c is searched per input by bisection in log space (``binary_search_steps``): success raises c
+  (smaller perturbation), failure lowers it; the smallest successful perturbation is kept.
+
+The loss is the objective's (a static or dynamic target, or untargeted). Where the objective offers a
+logit margin (classification), the margin floored at -confidence is used instead of cross-entropy: the
+batch is one joint problem, and an untargeted cross-entropy, unbounded below, lets a few inputs run
+away with the shared line search (measured: 0.44 of untargeted inputs fooled instead of 1.0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from torch import Tensor
+
+from attackgen.run.access import Access
+from attackgen.run.attacks._gradient import on_device
+from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
+from attackgen.run.attacks.transfer import model_handle
+from attackgen.run.objectives.base import Objective
+
+
+class LBFGS(Attack):
+    """Minimal-L2 attack by box-constrained L-BFGS with a search over the penalty constant c.
+
+    Parameters: ``binary_search_steps`` (5), ``max_iter`` (L-BFGS-B iterations per c, 100),
+    ``initial_const`` (c, 0.01), ``confidence`` (0.5: the margin floor). With a fixed Linf epsilon the
+    box is intersected with the ball.
+    """
+
+    access = "gradients"
+
+    def run(
+        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> AttackOutput:
+        model = model_handle(access, env)
+        kappa = float(self.params.get("confidence", 0.5))
+        # The batch is one joint problem, so no input's loss may run off to -infinity (an untargeted
+        # cross-entropy does, and then drags the shared line search along): use the logit margin,
+        # floored at -confidence, as C&W do, where the objective offers it.
+        if hasattr(objective, "with_loss"):
+            objective = objective.with_loss("margin")  # type: ignore[attr-defined]
+        objective = on_device(objective, x.device)
+        searches = int(self.params.get("binary_search_steps", 5))
+        max_iter = int(self.params.get("max_iter", 100))
+        const = torch.full((x.shape[0],), float(self.params.get("initial_const", 0.01)), dtype=torch.float64)
+        lo_c = torch.zeros_like(const)
+        hi_c = torch.full_like(const, float("inf"))
+        rows = torch.arange(x.shape[0], device=x.device)
+        shape, dtype, device = x.shape, x.dtype, x.device
+
+        low = torch.full_like(x, budget.bounds[0]) - x
+        high = torch.full_like(x, budget.bounds[1]) - x
+        if budget.epsilon is not None and budget.norm == "inf":
+            low, high = low.clamp_min(-budget.epsilon), high.clamp_max(budget.epsilon)
+        if budget.mask is not None:
+            keep = (budget.mask.expand_as(x) != 0)
+            low, high = torch.where(keep, low, 0.0), torch.where(keep, high, 0.0)
+        bounds = np.stack([low.flatten().cpu().double().numpy(), high.flatten().cpu().double().numpy()], axis=1)
+
+        best = x.clone()
+        best_norm = torch.full((x.shape[0],), float("inf"), device=device)
+        start = np.zeros(x.numel())
+        for _ in range(searches):
+            c = const.to(device=device, dtype=dtype)
+
+            def fun(flat: np.ndarray, c: Tensor = c) -> tuple[float, np.ndarray]:
+                delta = torch.from_numpy(flat).to(device=device, dtype=dtype).view(shape).requires_grad_(True)
+                out = model(x + delta, rows)
+                total = (c * delta.flatten(1).pow(2).sum(dim=1) + objective.loss(out).clamp_min(-kappa)).sum()
+                (grad,) = torch.autograd.grad(total, delta)
+                return float(total.detach()), grad.flatten().double().cpu().numpy()
+
+            result = minimize(fun, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                              options={"maxiter": max_iter})
+            delta = torch.from_numpy(result.x).to(device=device, dtype=dtype).view(shape)
+            x_adv = budget.project(x, x + delta)
+            with torch.no_grad():
+                ok = objective.success(model(x_adv, rows)).cpu()
+            norm = (x_adv - x).flatten(1).norm(dim=1)
+            better = ok.to(device) & (norm < best_norm)
+            best[better] = x_adv[better]
+            best_norm = torch.where(better, norm, best_norm)
+            # bisection on c in log space: success -> try a larger c, failure -> a smaller one
+            lo_c = torch.where(ok, const, lo_c)
+            hi_c = torch.where(ok, hi_c, const)
+            const = torch.where(torch.isinf(hi_c), const * 10, torch.sqrt(lo_c.clamp_min(1e-12) * hi_c))
+            const = torch.where((lo_c == 0) & ~ok, hi_c / 10, const)
+            start = result.x  # warm start: the next c begins where this one ended
+        failed = torch.isinf(best_norm)
+        best[failed] = x_adv[failed]  # no success for these: the last iterate (the executor will say so)
+        return AttackOutput(best, {"const": const.float()})
