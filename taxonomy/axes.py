@@ -82,7 +82,8 @@ class StaticTarget(Strict):
         given = [n for n in ("target_class", "target_map", "target_boxes") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "a static target needs exactly one artefact: target_class (classification), "
+                "[S3-static-target-needs-one-artefact] a static target needs exactly one artefact: "
+                "target_class (classification), "
                 f"target_map (segmentation) or target_boxes (detection); got {given or 'none'}"
             )
         return self

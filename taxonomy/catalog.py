@@ -358,6 +358,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=_queries("n_queries", 5000),
         defaults=_d(n_queries=5000, p_init=0.05),
+        min_queries=100,
         strength=7,
         atlas=BLACK_BOX_ATLAS,
         notes="Random search over square updates on the objective's score; the gradient-free check of "
@@ -379,6 +380,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=_queries("n_queries", 5000),
         defaults=_d(n_queries=5000, p_init=0.1),
+        min_queries=100,
         strength=6,
         atlas=BLACK_BOX_ATLAS,
     ),
@@ -398,6 +400,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=_queries("max_queries", 10000),
         defaults=_d(max_queries=10000, basis="dct", rel_stepsize=0.1),
+        min_queries=100,
         strength=5,
         atlas=BLACK_BOX_ATLAS,
         notes="Tries +-step along one basis vector per iteration (at most two queries), step = rel_stepsize * "
@@ -420,6 +423,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=lambda params: Cost(queries=_p(params, "popsize", 20) * (_p(params, "maxiter", 150) + 1)),
         defaults=_d(popsize=20, maxiter=150, pixels=1),
+        min_queries=500,
         strength=3,
         atlas=BLACK_BOX_ATLAS,
         notes="Evolves (row, column, value) of a few pixels (DE/rand/1, F 0.5, no crossover). An L0 epsilon "
@@ -443,6 +447,7 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=False,
         cost=lambda params: Cost(queries=_p(params, "population", 32) * (_p(params, "generations", 100) + 1)),
         defaults=_d(population=32, generations=100, confidence=0.99),
+        min_queries=500,
         strength=2,
         atlas=BLACK_BOX_ATLAS,
         notes="Synthesises images (no source input, no perturbation bound) that the model labels as the target "
@@ -466,6 +471,7 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=False,
         cost=_queries("max_queries", 10000),
         defaults=_d(max_queries=10000, spherical_step=0.01, source_step=0.01, step_adaptation=1.5),
+        min_queries=1000,
         strength=4,
         atlas=BLACK_BOX_ATLAS,
         notes="Random walk along the decision boundary from an adversarial start; targeted needs a start "
@@ -488,6 +494,7 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=False,
         cost=_queries("max_queries", 5000),
         defaults=_d(max_queries=5000, steps=25, initial_num_evals=100, max_num_evals=1000, gamma=1.0),
+        min_queries=200,
         strength=7,
         atlas=BLACK_BOX_ATLAS,
         notes="Estimates the boundary gradient's sign from label queries; targeted needs a target-class start.",
@@ -513,6 +520,7 @@ _ENTRIES: list[AttackDescriptor] = [
             queries=_p(params, "verify_queries", 1),
         ),
         defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, verify_queries=1),
+        min_queries=1,
         strength=5,
         atlas=TRANSFER_ATLAS,
         implemented=True,
@@ -540,6 +548,7 @@ _ENTRIES: list[AttackDescriptor] = [
             queries=_p(params, "verify_queries", 1),
         ),
         defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, diversity_prob=0.5, resize_rate=0.9, verify_queries=1),
+        min_queries=1,
         strength=6,
         atlas=TRANSFER_ATLAS,
         implemented=True,

@@ -16,6 +16,11 @@ A rule is encoded in exactly one of four ways:
   an implementation breaks under a spec (query budget, norm support, ...).
 - **planner** rules: the planner applies them (a white-box plan schedules a gradient-free check); the
   Rule object exists so the plan can cite it.
+- **schema** rules (family S): values no threat model can have (an Linf epsilon above the input range, an
+  empty detector list, a static target without exactly one artefact, a query budget of 0). They stay in
+  the pydantic schema, so the file is rejected as malformed (exit 2) before any rule runs, but the error
+  names the rule id (``taxonomy.errors.SCHEMA_RULES`` and the validators' messages) and the rule has a
+  reason, fix and source here like every other.
 
 ``validate``, ``realises`` and ``descriptor_violations`` live in ``taxonomy.graph`` and are re-exported
 here lazily, so ``from taxonomy import rules; rules.validate(spec)`` works.
@@ -34,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from taxonomy.graph import Facts
 
 Severity = Literal["error", "warning"]
-Level = Literal["spec", "descriptor", "planner"]
+Level = Literal["spec", "descriptor", "planner", "schema"]
 
 FAMILIES: dict[str, str] = {
     "A": "model knowledge, model basis and optimiser",
@@ -45,6 +50,7 @@ FAMILIES: dict[str, str] = {
     "F": "scope, consequence and detectability",
     "G": "execution and verification",
     "I": "input-space contract",
+    "S": "schema: a value the file cannot state (exit 2, checked while the file is read)",
 }
 
 
@@ -117,10 +123,13 @@ _RULE_LIST: list[Rule] = [
        "Set data_knowledge to training or surrogate, or use a pretrained or query-distilled surrogate.",
        f"{ATLAS} AML.T0005.000; {PAPERNOT}"),
     _r("A8-query-budget-covers-attack", E,
-       "A query-limited adversary cannot run an attack whose expected queries per input exceed the budget.",
-       "Raise query_budget, lower the attack's iterations, or prefer query-efficient attacks (Square, "
-       "SimBA) or transfer with a few verification queries.",
-       f"{ILYAS}; Andriushchenko et al. 2020, Square attack, arXiv:1912.00049", level="descriptor"),
+       "A query-limited adversary cannot run an attack below its minimum useful query count per input (the "
+       "descriptor's min_queries, checked before the planner shrinks iterations to fit the budget), nor a "
+       "plan item whose parameters expect more queries than the budget.",
+       "Raise query_budget to the attack's minimum, or prefer query-efficient attacks (Square, SimBA) or "
+       "transfer with a few verification queries.",
+       f"{ILYAS}; Andriushchenko et al. 2020, Square attack, arXiv:1912.00049; {BRENDEL} (10^3+ queries)",
+       level="descriptor"),
     _r("A9-top-k-may-hide-the-target", W,
        "Top-k scores do not show the target class until it enters the top k; the margin to it is unknown.",
        "Use granularity probabilities or logits, or start from an input of the target class "
@@ -440,6 +449,28 @@ _RULE_LIST: list[Rule] = [
        "Input bounds below 0 usually mean normalised inputs; epsilons then apply in normalised units.",
        "Use bounds [0, 1] with normalisation inside the model, or state epsilons in these units on purpose.",
        CARLINI_EVAL),
+    # ------------------------------------------------------------------ S: schema (exit 2; id in the error)
+    _r("S1-linf-epsilon-exceeds-input-range", E,
+       "An Linf epsilon larger than the input range allows every input in the box: it bounds nothing and is "
+       "almost always an epsilon in the wrong units (8 meant as 8/255).",
+       "Write the epsilon in input units (8/255 = 0.0314 for [0, 1]) or set input_space.epsilon_units: "
+       "pixel_255.",
+       CARLINI_EVAL + " (state epsilon with its units)", level="schema"),
+    _r("S2-detector-list-empty", E,
+       "A detector-evasion bound names the detectors that must not fire; with none it constrains nothing and "
+       "no adaptive attack can model it.",
+       "Name at least one detector (e.g. feature_squeezing), or drop the detector item.",
+       CW_DETECT, level="schema"),
+    _r("S3-static-target-needs-one-artefact", E,
+       "A static target is one fixed output for every input: exactly one artefact (a class, a label map or "
+       "boxes) states it.",
+       "Give exactly one of target_class, target_map or target_boxes (rule C3 then checks it fits the task).",
+       METZEN, level="schema"),
+    _r("S4-query-budget-positive", E,
+       "A query budget counts victim queries per input; zero queries is not a query-limited adversary but a "
+       "full black-box one.",
+       "Give a budget of at least 1 (100+ for a query attack, rule A21), or model_knowledge full_black_box.",
+       f"{ILYAS}; {ATLAS} AML.T0043.002", level="schema"),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULE_LIST}
@@ -924,7 +955,15 @@ def _queries_of(d: AttackDescriptor, params: Mapping[str, Any]) -> float:
 
 @descriptor_check("A8-query-budget-covers-attack")
 def _budget(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """The attack's minimum useful budget (always), and the expected queries of concrete plan parameters
+    (``params`` other than the descriptor's own defaults, which the planner shrinks before running)."""
     if f.query_budget is None:
+        return
+    if d.min_queries > f.query_budget:
+        yield ("threat.model_knowledge.query_budget",
+               f"{d.id} needs at least {d.min_queries} queries per input; the budget is {f.query_budget}")
+        return
+    if params is d.defaults:
         return
     queries = _queries_of(d, params)
     if queries > f.query_budget:
@@ -991,7 +1030,7 @@ def _spatial(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterat
 def _check_encoding() -> None:
     """Every rule is encoded somewhere; every edge and predicate names a known rule."""
     encoded = {e.rule for e in EDGES if e.rule} | {p.rule for p in PREDICATES} | {c.rule for c in DESCRIPTOR_CHECKS}
-    encoded |= {r.id for r in RULES.values() if r.level == "planner"}
+    encoded |= {r.id for r in RULES.values() if r.level in ("planner", "schema")}
     unknown = {e for e in encoded if e not in RULES}
     missing = set(RULES) - encoded
     if unknown or missing:  # pragma: no cover - a programming error caught at import

@@ -63,7 +63,8 @@ class AttackSpec(Strict):
                 scaled = self.input_space.to_input_scale(eps)
                 if budget.norm == "inf" and scaled > span:
                     raise ValueError(
-                        f"threat.imperceptibility: Linf epsilon {eps} ({scaled:g} in input units) exceeds the "
+                        "threat.imperceptibility: [S1-linf-epsilon-exceeds-input-range] "
+                        f"Linf epsilon {eps} ({scaled:g} in input units) exceeds the "
                         f"input range {self.input_space.bounds}; did you mean {eps}/255 or "
                         "input_space.epsilon_units: pixel_255?"
                     )
