@@ -451,6 +451,34 @@ class Capability(Strict):
     spatial: SpatialConstraint | None = None
     quantize: bool = Field(False, description="Verify after rounding to 8 bits, as a digital channel would.")
     printability: bool = Field(False, description="Physical feed: add a non-printability term.")
+    placement: Literal["everywhere", "patch", "box", "overlay"] | None = Field(
+        None,
+        description="Where the change sits and how it combines with the input. everywhere: added to the whole "
+        "image (a printed adversarial photo, Kurakin et al. 2016; an object's own texture, Athalye et al. 2018); "
+        "patch: replaces the pixels of a region placed in the scene (spatial kind patch, Brown et al. 2017); box: "
+        "added inside a fixed box on the object (spatial kind box or mask, a sticker, Eykholt et al. 2018); "
+        "overlay: a layer in front of the camera over every view (a lens sticker, Li, Schmidt, Kolter 2019). "
+        "Default: patch or box from capability.spatial, else unstated.",
+    )
+
+    @model_validator(mode="after")
+    def _placement_fits_spatial(self) -> Capability:
+        kind = self.spatial.kind if self.spatial is not None else None
+        wanted = {"patch": ("patch",), "box": ("box", "mask"), "everywhere": (None,), "overlay": (None,)}
+        if self.placement is not None and kind not in wanted[self.placement]:
+            need = " or ".join(f"spatial kind {k}" if k else "no spatial constraint" for k in wanted[self.placement])
+            raise ValueError(f"placement {self.placement!r} needs {need}; got "
+                             f"{'spatial kind ' + kind if kind else 'no spatial constraint'}")
+        return self
+
+    @property
+    def resolved_placement(self) -> str | None:
+        """The placement as stated, or derived from the spatial constraint (None: unstated whole-image change)."""
+        if self.placement is not None:
+            return self.placement
+        if self.spatial is None:
+            return None
+        return "patch" if self.spatial.kind == "patch" else "box"
 
 
 # --------------------------------------------------------------------------- attack strategy

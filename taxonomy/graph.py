@@ -53,6 +53,8 @@ AXIS_PATH: dict[str, str] = {
     "spatial": "threat.capability.spatial",
     "eot": "threat.capability.transformations",
     "printability": "threat.capability.printability",
+    "placement": "threat.capability.placement",
+    "physical_artefact": "threat.capability",
     "basis": "strategy.model_basis",
     "surrogate_source": "strategy.model_basis.source",
     "data_basis": "strategy.data_basis",
@@ -81,6 +83,8 @@ _WORDS: dict[str, str] = {
     "spatial": "spatial constraint",
     "eot": "EOT",
     "printability": "printability",
+    "placement": "placement",
+    "physical_artefact": "physical artefact",
     "basis": "model basis",
     "surrogate_source": "surrogate source",
     "data_basis": "data basis",
@@ -334,6 +338,11 @@ def _extract(spec: AttackSpec) -> Facts:
         atoms.add("eot:transformations")
     if cap.printability:
         atoms.add("printability:on")
+    placement = cap.resolved_placement
+    if placement is not None:
+        atoms.add(f"placement:{placement}")
+    if cap.feed == "physical" and placement not in ("everywhere", "box"):
+        atoms.add("physical_artefact:shared")
     spatial = None
     if cap.spatial is not None:
         s = cap.spatial
@@ -451,6 +460,7 @@ def _axis_nodes() -> list[str]:
 
     nodes = [f"{axis}:{v}" for axis, values in space.AXES.items() if axis != "spatial" for v in values]
     nodes += ["spatial:region", "spatial:none"]
+    nodes += [f"placement:{p}" for p in ("everywhere", "patch", "box", "overlay")] + ["physical_artefact:shared"]
     nodes += [f"budget_mode:{m}" for m in ("fixed", "minimal")]
     nodes += [f"granularity:{g}" for g in ("logits", "probabilities", "top_k")]
     nodes += [f"basis:{b}" for b in ("victim", "surrogate")]

@@ -93,6 +93,8 @@ TOG = "Chow et al. 2020, Adversarial objectness gradient attacks (TOG), arXiv:20
 CARLINI_EVAL = "Carlini et al. 2019, On evaluating adversarial robustness, arXiv:1902.06705"
 CW_DETECT = "Carlini & Wagner 2017, Adversarial examples are not easily detected, arXiv:1705.07263"
 AUTOATTACK = "Croce & Hein 2020, AutoAttack, arXiv:2003.01690"
+KURAKIN_PHYSICAL = "Kurakin, Goodfellow, Bengio 2016, Adversarial examples in the physical world, arXiv:1607.02533"
+LENS = "Li, Schmidt, Kolter 2019, Adversarial camera stickers, arXiv:1904.00759"
 ARGUMENT = "argument"
 
 _RULE_LIST: list[Rule] = [
@@ -373,15 +375,18 @@ _RULE_LIST: list[Rule] = [
        "Add capability.transformations (rotation, scale, translate, brightness, noise).",
        EOT),
     _r("E2-physical-needs-scene-artefact", E,
-       "A physical adversary changes the scene, not sensor pixels: the perturbation must be a patch, "
-       "sticker or texture in a region, rendered under EOT.",
-       "Add capability.spatial (kind patch or box) and choose an attack that produces a physical artefact.",
-       f"{ATLAS} AML.T0041; {PATCH}; Thys et al. 2019, arXiv:1904.08653"),
+       "A physical adversary changes the world, not sensor pixels: the perturbation must be a patch or sticker "
+       "in a region, an image printed whole (a printed photo, an object's texture), or a layer over the lens, "
+       "and it is seen under EOT.",
+       "Add capability.spatial (kind patch or box), or state capability.placement everywhere (a printed image) "
+       "or overlay (a lens sticker).",
+       f"{ATLAS} AML.T0041; {PATCH}; {KURAKIN_PHYSICAL}; {LENS}"),
     _r("E3-physical-needs-shared-artefact", E,
-       "One printed artefact must work across captures and views: a physical attack is contextual (one "
-       "object, many views) or universal, not per input.",
-       "Use scope contextual (the object's views) or universal.",
-       f"{EOT}; {RP2}"),
+       "A patch placed into scenes, or a layer over the lens, is one artefact for every capture: it is shared "
+       "(universal or contextual). Only an image printed whole or a sticker on one object may be fitted to one "
+       "input, under EOT over that object's views.",
+       "Use scope contextual (the object's views) or universal, or placement everywhere / box for one object.",
+       f"{EOT}; {RP2}; {LENS}; {KURAKIN_PHYSICAL}"),
     _r("E4-physical-printability", W,
        "Printers cannot reproduce every colour and cameras smooth fine detail; without a non-printability "
        "term the artefact degrades when printed.",
@@ -614,9 +619,10 @@ EDGES: list[Edge] = [
     # E: capability
     *_requires("E1-physical-needs-transformations", "feed:physical", "eot:transformations",
                field="threat.capability.transformations"),
-    *_requires("E2-physical-needs-scene-artefact", "feed:physical", "spatial:region",
-               field="threat.capability.spatial"),
-    *_excludes("E3-physical-needs-shared-artefact", "feed:physical", "scope:individual", field="threat.scope"),
+    *_requires("E2-physical-needs-scene-artefact", "feed:physical", "spatial:region", "placement:everywhere",
+               "placement:overlay", field="threat.capability.spatial"),
+    *_excludes("E3-physical-needs-shared-artefact", "physical_artefact:shared", "scope:individual",
+               field="threat.scope"),
     *_requires("E4-physical-printability", "feed:physical", "printability:on",
                field="threat.capability.printability"),
     *_excludes("E5-physical-queries-are-captures", "feed:physical", "victim.access:scores",

@@ -320,8 +320,10 @@ def _knowledge_atoms(kind: str) -> frozenset[str]:
 
 def _capability_atoms(feed: str, spatial: bool) -> frozenset[str]:
     atoms = [f"feed:{feed}", "spatial:region" if spatial else "spatial:none"]
+    if spatial:
+        atoms.append("placement:patch")  # the representative region is a patch
     if feed == "physical":
-        atoms += ["eot:transformations", "printability:on"]
+        atoms += ["eot:transformations", "printability:on", "physical_artefact:shared"]
     return _part_atoms(*atoms)
 
 
