@@ -546,8 +546,27 @@ class GradientSource(str, Enum):
 
 
 class Optimizer(Strict):
+    """How the attack computes its change: the optimiser, where its gradients come from, and what a search
+    reads from the victim."""
+
     kind: OptimizerKind
     gradient_source: GradientSource | None = None
+    oracle: Literal["scores", "decisions"] | None = Field(
+        None,
+        description="What the optimiser reads from the victim: scores (a score-based search such as Square, "
+        "SimBA, ZOO; Andriushchenko et al. 2020) or decisions (a decision-based walk such as Boundary or "
+        "HopSkipJump; Brendel et al. 2018). Unset: any. A search that estimates no gradient leaves "
+        "gradient_source unset and says oracle instead.",
+    )
+
+    @model_validator(mode="after")
+    def _oracle_matches_gradient(self) -> Optimizer:
+        clash = {("scores", GradientSource.estimated_decisions), ("decisions", GradientSource.estimated_scores),
+                 ("scores", GradientSource.analytic), ("decisions", GradientSource.analytic)}
+        if (self.oracle, self.gradient_source) in clash:
+            raise ValueError(f"oracle {self.oracle!r} contradicts gradient_source "
+                             f"{self.gradient_source.value!r}; leave one of them out")  # type: ignore[union-attr]
+        return self
 
 
 def _optimizer_shorthand(value: Any) -> Any:

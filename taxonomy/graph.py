@@ -61,6 +61,7 @@ AXIS_PATH: dict[str, str] = {
     "optimizer": "strategy.optimizer",
     "victim.optimizer": "strategy.optimizer",
     "gradient": "strategy.optimizer.gradient_source",
+    "oracle": "strategy.optimizer.oracle",
     "victim.gradient": "strategy.optimizer.gradient_source",
     "victim.access": "strategy",
     "capability": "threat.model_knowledge",
@@ -91,6 +92,7 @@ _WORDS: dict[str, str] = {
     "optimizer": "optimizer",
     "victim.optimizer": "optimizer on the victim",
     "gradient": "gradient source",
+    "oracle": "oracle the search reads",
     "victim.gradient": "gradient source on the victim",
     "victim.access": "access to the victim",
     "capability": "capability",
@@ -107,6 +109,7 @@ NODE_KIND: dict[str, str] = {
     "victim.optimizer": "strategy",
     "victim.gradient": "strategy",
     "victim.access": "strategy",
+    "oracle": "strategy",
     "attack": "implementation",
 }
 
@@ -366,6 +369,8 @@ def _extract(spec: AttackSpec) -> Facts:
         optimizer = strategy.optimizer.kind.value
         atoms.add(f"optimizer:{optimizer}")
         open_axes.discard("optimizer")
+        if strategy.optimizer.oracle is not None:
+            atoms.add(f"oracle:{strategy.optimizer.oracle}")
         if strategy.optimizer.gradient_source is not None:
             gradient = strategy.optimizer.gradient_source.value
             atoms.add(f"gradient:{gradient}")
@@ -471,6 +476,7 @@ def _axis_nodes() -> list[str]:
     for g in ("analytic", "estimated_scores", "estimated_decisions"):
         nodes += [f"gradient:{g}", f"victim.gradient:{g}"]
     nodes += [f"victim.access:{a}" for a in ("gradients", "scores", "labels")]
+    nodes += [f"oracle:{o}" for o in ("scores", "decisions")]
     nodes += [f"capability:{c}" for c in ("gradients", "full_scores", "scores", "labels", "data")]
     return nodes
 
@@ -782,6 +788,9 @@ def realises_facts(f: Facts, d: AttackDescriptor) -> bool:
     if f.optimizer is not None and f.optimizer != d.optimizer:
         return False
     if f.gradient is not None and f.gradient != d.gradient_source:
+        return False
+    if ("oracle:scores" in f.atoms and d.access != "scores") or ("oracle:decisions" in f.atoms
+                                                                 and d.access != "labels"):
         return False
     if f.data_basis is not None and f.data_basis not in d.data_bases and "none" not in d.data_bases:
         return False

@@ -182,3 +182,22 @@ def test_schema_constraints_name_their_rule(change: dict[str, Any], rule_id: str
     result = run("validate", "--format", "json", str(path))
     assert result.exit_code == 2
     assert rule_id in result.output
+
+
+def test_optimiser_axis_says_score_search_or_decision_walk() -> None:
+    """Defect class 6. Andriushchenko et al. 2020 (Square: a score-based random search, no gradient estimate)
+    and Brendel et al. 2018 (Boundary: a decision-based walk). `oracle` names what the search reads, so a
+    user no longer writes gradient_source estimated_scores for Square."""
+    square = spec_of(name="square", threat={"imperceptibility": [{"kind": "lp", "norm": "inf", "epsilon": 0.05}],
+                                            "model_knowledge": {"kind": "query_limited", "query_budget": 1000}},
+                     strategy={"optimizer": {"kind": "evolution", "oracle": "scores"}})
+    assert answer(square).runnable == ("square_linf",)
+    walk = spec_of(name="walk", threat={"model_knowledge": {"kind": "label_only"}},
+                   strategy={"optimizer": {"kind": "evolution", "oracle": "decisions"}})
+    assert answer(walk).runnable == ("boundary",)
+    blocked = spec_of(name="blocked", threat={"model_knowledge": {"kind": "label_only"}},
+                      strategy={"optimizer": {"kind": "evolution", "oracle": "scores"}})
+    assert answer(blocked).blocking_ids == ("A3-label-only-needs-decision-based",)
+    with pytest.raises(SpecError, match="contradicts"):
+        spec_of(strategy={"optimizer": {"kind": "first_order", "gradient_source": "estimated_decisions",
+                                        "oracle": "scores"}})
