@@ -310,9 +310,10 @@ _RULE_LIST: list[Rule] = [
        "Write the epsilon in grey levels, or set epsilon_units pixel_255 with the value on that scale.",
        CARLINI_EVAL),
     _r("D3-perceptual-bound-without-projection", W,
-       "SSIM, LPIPS and Wasserstein balls have no cheap projection; second-order methods do not handle "
-       "them.",
-       "Use a first-order optimiser with a penalty or Lagrangian (or projected Sinkhorn), or evolution.",
+       "SSIM, LPIPS and Wasserstein balls have no cheap projection; a second-order method handles them only "
+       "in penalty form (lbfgs_ssim for an SSIM floor), which is weaker than a first-order Lagrangian.",
+       "Use a first-order optimiser with a penalty or Lagrangian (or projected Sinkhorn), or evolution; keep "
+       "second order for the penalty-form L-BFGS under an SSIM floor.",
        "Wong, Schmidt, Kolter 2019, Wasserstein adversarial examples, arXiv:1902.07906; "
        "Laidlaw et al. 2021, Perceptual adversarial robustness, arXiv:2006.12655"),
     _r("D4-black-box-detector-is-not-adaptive", W,
