@@ -467,7 +467,7 @@ class Capability(Strict):
         wanted = {"patch": ("patch",), "box": ("box", "mask"), "everywhere": (None,), "overlay": (None,)}
         if self.placement is not None and kind not in wanted[self.placement]:
             need = " or ".join(f"spatial kind {k}" if k else "no spatial constraint" for k in wanted[self.placement])
-            raise ValueError(f"placement {self.placement!r} needs {need}; got "
+            raise ValueError(f"[S5-placement-fits-spatial] placement {self.placement!r} needs {need}; got "
                              f"{'spatial kind ' + kind if kind else 'no spatial constraint'}")
         return self
 
@@ -564,7 +564,7 @@ class Optimizer(Strict):
         clash = {("scores", GradientSource.estimated_decisions), ("decisions", GradientSource.estimated_scores),
                  ("scores", GradientSource.analytic), ("decisions", GradientSource.analytic)}
         if (self.oracle, self.gradient_source) in clash:
-            raise ValueError(f"oracle {self.oracle!r} contradicts gradient_source "
+            raise ValueError(f"[S6-oracle-matches-gradient-source] oracle {self.oracle!r} contradicts gradient_source "
                              f"{self.gradient_source.value!r}; leave one of them out")  # type: ignore[union-attr]
         return self
 

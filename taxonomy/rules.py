@@ -477,6 +477,17 @@ _RULE_LIST: list[Rule] = [
        "full black-box one.",
        "Give a budget of at least 1 (100+ for a query attack, rule A21), or model_knowledge full_black_box.",
        f"{ILYAS}; {ATLAS} AML.T0043.002", level="schema"),
+    _r("S5-placement-fits-spatial", E,
+       "A placement states where the change sits: a patch needs a patch region, a box sticker a box or mask, and "
+       "a change everywhere or a lens overlay has no region.",
+       "Make capability.placement and capability.spatial agree, or leave placement out (it follows spatial).",
+       f"{PATCH}; {RP2}; {KURAKIN_PHYSICAL}; {LENS}", level="schema"),
+    _r("S6-oracle-matches-gradient-source", E,
+       "A score-based search reads scores and a decision-based walk reads decisions; a gradient estimated from "
+       "the other answer, or an analytic gradient, contradicts the oracle.",
+       "Leave out strategy.optimizer.oracle or gradient_source, or make them agree (estimated_scores with "
+       "scores, estimated_decisions with decisions).",
+       f"{BRENDEL}; Andriushchenko et al. 2020, Square attack, arXiv:1912.00049", level="schema"),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULE_LIST}

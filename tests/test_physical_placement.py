@@ -115,5 +115,5 @@ def test_physical_rules_by_placement() -> None:
 @pytest.mark.parametrize("capability", [{"placement": "box"}, {"placement": "everywhere",
                                                                "spatial": {"kind": "patch", "area_fraction": 0.1}}])
 def test_placement_must_fit_the_spatial_constraint(capability: dict[str, Any]) -> None:
-    with pytest.raises(SpecError, match="placement"):
+    with pytest.raises(SpecError, match="S5-placement-fits-spatial"):
         parse_spec(base(**capability))

@@ -542,7 +542,7 @@ def test_specific_edges() -> None:
     assert has("victim.gradient:analytic", "capability:gradients", "requires")
     assert has("knowledge:full_black_box", "basis:victim", "excludes")
     assert has("consequence:confusing_target", "task:segmentation", "requires")
-    assert has("feed:physical", "scope:individual", "excludes")
+    assert has("physical_artefact:shared", "scope:individual", "excludes")  # E3: patch, overlay or unstated
 
 
 def test_graph_with_catalogue_has_implementation_nodes() -> None:
@@ -577,7 +577,7 @@ def test_dot_output() -> None:
     assert dot.count("{") == dot.count("}")
     assert '"knowledge:white_box" [label=' in dot
     assert '"attack:toy_pgd" [label=' in dot
-    assert '"feed:physical" -> "scope:individual"' in dot
+    assert '"physical_artefact:shared" -> "scope:individual"' in dot
     edge_lines = [line for line in dot.splitlines() if " -> " in line]
     assert len(edge_lines) == g.number_of_edges()
     node_lines = [line for line in dot.splitlines() if line.strip().startswith('"') and " -> " not in line]

@@ -462,7 +462,7 @@ def validate_command(files: tuple[str, ...], fmt: str) -> None:
 
     \b
     Exit status (several files: the first that applies, in this order):
-      2  a file is missing, unreadable or breaks the schema (schema rules S1-S4 are named)
+      2  a file is missing, unreadable or breaks the schema (schema rules S1-S6 are named)
       1  a rule error makes a spec infeasible (or every attack realising it breaks one)
       3  gap: the spec is feasible but no implemented attack realises it
       0  every spec is feasible and runnable (warnings allowed)
