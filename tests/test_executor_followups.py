@@ -52,7 +52,7 @@ def test_detector_flags_count_as_failures_and_the_aware_attack_is_detected_less(
     assert plain.metrics["detected_rate"] > 0.5
     assert run.states[0].counts["detected"] > 0
     # no flagged candidate is a success: the kept successes, re-checked by the verifier's own detector
-    detector = run._verifying_detectors()[0]
+    detector = run.resources.detectors()[0]
     with np.load(tmp_path / "out" / "examples.npz") as examples:
         adversarial = torch.as_tensor(examples["adversarial"])
     assert len(adversarial) > 0 and not bool(detector.detect(adversarial).any())
@@ -95,14 +95,12 @@ def test_fixed_location_places_the_patch_at_its_top_left_corner(tmp_path):
     spatial = {"kind": "patch", "area_fraction": 0.1, "placement": "fixed", "location": [0.125, 0.125]}
     spec = spec_for([LINF], capability={"spatial": spatial})
     run = executor(tmp_path, spec, [pgd("pgd_linf")], limit=8)
-    run._load()
-    mask = run._mask(torch.arange(4))
+    mask = run.prepare().mask(torch.arange(4))
     rows, cols = mask[0, 0].nonzero(as_tuple=True)
     assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (2, 6, 2, 6)
     overhang = spec_for([LINF], capability={"spatial": {**spatial, "location": [1.0, 0.0]}})
     run = executor(tmp_path, overhang, [pgd("pgd_linf")], limit=8, folder="overhang")
-    run._load()
-    rows, cols = run._mask(torch.arange(1))[0, 0].nonzero(as_tuple=True)
+    rows, cols = run.prepare().mask(torch.arange(1))[0, 0].nonzero(as_tuple=True)
     assert (int(rows.min()), int(cols.min()), int(cols.max())) == (0, 11, 15)  # moved inside
     # the attack on its own puts the same square there; without a location it is centred
     x = torch.zeros(1, 1, 16, 16)

@@ -8,7 +8,9 @@ executor calls ``success`` on the re-run outputs of the clipped adversarial inpu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 
@@ -16,6 +18,8 @@ class Objective(ABC):
     """Per-batch objective; ``subset(rows)`` restricts it to some inputs (survivors-only execution)."""
 
     targeted: bool = False
+    applicable: Tensor | None = None
+    """Per input: False where the consequence cannot apply (a class map without the input's class); None: all."""
 
     @abstractmethod
     def loss(self, outputs: Tensor) -> Tensor:
@@ -44,4 +48,8 @@ class Objective(ABC):
 
     def metrics(self, clean_outputs: Tensor, adv_outputs: Tensor) -> dict[str, Tensor]:
         """Task-specific per-input figures (pixel agreement, removal rate...); none by default."""
+        return {}
+
+    def example_arrays(self, clean_outputs: Any, adv_outputs: Any) -> dict[str, np.ndarray]:
+        """Per-input arrays the report draws for kept examples (label maps, boxes); none by default."""
         return {}
