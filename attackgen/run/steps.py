@@ -22,7 +22,7 @@ from attackgen.run.attacks.base import Attack, AttackEnv, UniversalAttack
 from attackgen.run.context import RunContext, derive_seed
 from attackgen.run.items import RunError, Step
 from attackgen.run.objectives import build_objective
-from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.base import MissingCapability, Objective
 from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
 
@@ -195,6 +195,14 @@ class StepRunner:
                 spent += state.queries
         return spent
 
+    @staticmethod
+    def check_objective(step: Step, attack: Attack, objective: Objective) -> None:
+        """The objective offers what the attack needs (Attack.objective_needs), before the attack runs."""
+        try:
+            attack.check_objective(objective)
+        except MissingCapability as error:
+            raise RunError(f"items[{step.index}] ({step.attack}): {error}; choose an attack for this task.") from None
+
     def fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:
         """Fit a universal perturbation on the fitting rows (once: a resumed run reuses the saved one)."""
         ctx = self.ctx
@@ -210,6 +218,7 @@ class StepRunner:
         outputs = [ctx.forward(x[part.to(ctx.device)]) for part in torch.split(torch.arange(len(rows)), self.sub_batch)]
         clean = torch.cat(outputs) if isinstance(outputs[0], Tensor) else [o for out in outputs for o in out]
         objective = build_objective(ctx.spec, y, clean)
+        self.check_objective(step, attack, objective)
         access = self.resources.access(step, len(rows), None)
         started = time.perf_counter()
         torch.manual_seed(derive_seed(ctx.options.seed, step.index, 0xF17))
@@ -233,6 +242,7 @@ class StepRunner:
         x, y = ctx.inputs(rows)
         clean = ctx.forward(x)
         objective = build_objective(ctx.spec, y, clean)
+        self.check_objective(step, attack, objective)
         access = self.resources.access(step, len(rows), None if spent is None else spent[rows])
         before = access.queries.clone()
         budget = ctx.budget(step, rows)

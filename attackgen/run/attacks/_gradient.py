@@ -26,9 +26,8 @@ from taxonomy.errors import AttackgenError
 
 
 def on_device(objective: Objective, device: torch.device) -> Objective:
-    """The objective with its per-input tensors on device (objectives without ``to`` are returned as is)."""
-    move = getattr(objective, "to", None)
-    return move(device) if callable(move) else objective
+    """The objective with its per-input tensors on device."""
+    return objective.to(device)
 
 
 def step_size(params: dict[str, Any], epsilon: float, default_rel: float) -> float:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.base import Capability, MissingCapability, Objective
 
 
 @dataclass
@@ -71,10 +71,22 @@ class Attack(ABC):
     """Base of every attack. Subclasses set ``access`` and implement ``run``."""
 
     access: ClassVar[str]  # "gradients" | "scores" | "labels" | "surrogate"; must match the catalogue
+    objective_needs: ClassVar[frozenset[Capability]] = frozenset()
+    """What the attack asks of its objective beyond loss and success (checked before it runs)."""
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         self.seed = seed
         self.params = params
+
+    def check_objective(self, objective: Objective) -> None:
+        """Fail with one message when the objective lacks a capability this attack needs."""
+        missing = objective.missing(self.objective_needs)
+        if missing:
+            raise MissingCapability(
+                f"{type(self).__name__} needs an objective with {', '.join(missing)}; the "
+                f"{type(objective).__name__} objective offers "
+                f"{', '.join(sorted(c.value for c in objective.capabilities)) or 'none of them'}"
+            )
 
     def generator(self, device: torch.device) -> torch.Generator:
         """A seeded generator on the batch's device, so runs are reproducible."""

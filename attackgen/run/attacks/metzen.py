@@ -38,9 +38,8 @@ OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold", "fill_weight")
 
 def configured(objective: Objective, params: dict[str, Any]) -> Objective:
     """The objective with the attack's Metzen parameters applied (objectives without them: unchanged)."""
-    configure = getattr(objective, "configure", None)
     given = {k: params[k] for k in OBJECTIVE_PARAMS if k in params}
-    return configure(**given) if callable(configure) and given else objective
+    return objective.configure(**given) if given else objective
 
 
 def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budget, norm: str, epsilon: float,
@@ -131,8 +130,7 @@ class MetzenIterative(Attack):
 
 def _forward(access: Access, env: AttackEnv | None) -> Any:
     """The model the universal attack optimises against: the white-box access (or a surrogate's)."""
-    surrogate = getattr(access, "surrogate", None)
-    return surrogate if surrogate is not None else access
+    return access.surrogate if access.surrogate is not None else access
 
 
 class MetzenUniversal(UniversalAttack):

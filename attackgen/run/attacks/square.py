@@ -51,7 +51,7 @@ class _Square(Attack):
         eps = float(budget.epsilon)
         p_init = float(self.params.get("p_init", self.default_p_init))
         # the paper: margin loss untargeted, cross-entropy targeted
-        objective = with_loss(objective, "ce" if getattr(objective, "targeted", False) else "margin")
+        objective = with_loss(objective, "ce" if objective.targeted else "margin")
         gen = self.generator(x.device)
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
