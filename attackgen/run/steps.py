@@ -27,6 +27,8 @@ from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
 
 MAX_EXAMPLES = 8
+ROW_STREAM = 0x5EED
+"""Salt of the per-input seeds (derive_seed(seed, item, ROW_STREAM, index))."""
 
 
 @dataclass
@@ -246,6 +248,10 @@ class StepRunner:
         access = self.resources.access(step, len(rows), None if spent is None else spent[rows])
         before = access.queries.clone()
         budget = ctx.budget(step, rows)
+        # Each input draws from its own stream, seeded by (run seed, item, input index): its result does not
+        # depend on --batch-size or on which inputs survive with it (Attack.row_random). What an attack
+        # still draws per batch (attack.seed, the global generator) is seeded from the batch's first input.
+        attack.row_seeds = [derive_seed(ctx.options.seed, step.index, ROW_STREAM, i) for i in rows.tolist()]
         seed = derive_seed(ctx.options.seed, step.index, int(rows[0]))
         attack.seed = seed
         torch.manual_seed(seed)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from attackgen.run.access import Access, QueryBudgetExceeded
 from attackgen.run.attacks.base import AttackEnv
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
@@ -208,7 +209,7 @@ def decision_starts(
     x: Tensor,
     rows: Tensor,
     env: AttackEnv | None,
-    gen: torch.Generator,
+    gen: torch.Generator | RowRandom,
     bounds: tuple[float, float],
     noise_tries: int = 20,
     basis_tries: int = 20,
@@ -247,7 +248,8 @@ def decision_starts(
             if not bool(want.any()):
                 break
             idx = want.nonzero().squeeze(1)
-            noise = torch.rand(x[idx].shape, generator=gen, device=device) * (hi - lo) + lo
+            noise = (gen.subset(idx).rand(*x.shape[1:]) if isinstance(gen, RowRandom) else
+                     torch.rand(x[idx].shape, generator=gen, device=device)) * (hi - lo) + lo
             ok = decide(access, objective, noise, rows[idx])
             used[idx] += 1
             start[idx[ok]] = noise[ok]

@@ -30,6 +30,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm, step_size
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget, UniversalAttack
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
@@ -43,7 +44,7 @@ def configured(objective: Objective, params: dict[str, Any]) -> Objective:
 
 
 def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budget, norm: str, epsilon: float,
-                  steps: int, alpha: float, gen: torch.Generator, random_start: bool = False,
+                  steps: int, alpha: float, gen: torch.Generator | RowRandom, random_start: bool = False,
                   final_alpha: float | None = None) -> tuple[Tensor, dict[str, Any]]:
     """Sign (Linf) or normalised (L2) steps for ``steps`` iterations; each input's candidate is its *last*
     iterate that realised the consequence, else its iterate with the highest ``objective.progress``
@@ -122,7 +123,7 @@ class MetzenIterative(Attack):
         x_adv, info = dense_descent(
             access, x, configured(objective, self.params), budget, "inf", eps,
             steps=int(self.params.get("steps", 50)), alpha=step_size(self.params, eps, 0.05),
-            gen=self.generator(x.device), random_start=bool(self.params.get("random_start", False)),
+            gen=self.row_random(x), random_start=bool(self.params.get("random_start", False)),
             final_alpha=None if final is None else float(final),
         )
         return AttackOutput(x_adv, info)
