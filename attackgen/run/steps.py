@@ -179,7 +179,9 @@ class StepRunner:
             if chunk_id in state.done:
                 progress.advance(task, len(rows))
                 continue
-            survivors = rows[~broken[rows]]
+            # survivors not yet attacked: after an interrupt inside a chunk, its finished inputs are kept
+            # (each input's result is its own, see Attack.row_random), not attacked again
+            survivors = rows[~broken[rows] & ~state.attacked[rows]]
             started = time.perf_counter()
             self.in_sub_batches(survivors, lambda part: self.attack_rows(step, state, attack, env, part, spent))
             state.time_s += time.perf_counter() - started
@@ -271,15 +273,12 @@ class StepRunner:
 
     def record(self, state: StepState, rows: Tensor, x: Tensor, objective: Objective, clean: Any,
                verified: Verified, queries: Tensor) -> None:
-        """Write a verified batch into the step's state (counts last, so a batch retried after
-        out-of-memory counts once)."""
+        """Write a verified batch into the step's state; counts and ``attacked`` last, so a batch retried
+        after out-of-memory counts once and a resumed run skips only inputs recorded in full."""
         metrics = objective.metrics(clean, verified.outputs) or {}
-        for name, value in verified.counts.items():
-            state.count(name, value)
         cpu_rows = rows.cpu()
         for name, values in verified.metrics.items():
             state.column(name)[cpu_rows] = values.cpu()
-        state.attacked[cpu_rows] = True
         state.hit[cpu_rows] = verified.hit.cpu()
         state.within[cpu_rows] = verified.within.cpu()
         state.success[cpu_rows] = verified.success.cpu()
@@ -290,6 +289,9 @@ class StepRunner:
         for name, values in metrics.items():
             state.column(name)[cpu_rows] = torch.as_tensor(values).detach().double().cpu()
         self.keep_examples(state, cpu_rows, x, objective, clean, verified)
+        for name, value in verified.counts.items():
+            state.count(name, value)
+        state.attacked[cpu_rows] = True  # last: a resumed run skips only inputs recorded in full
 
     def keep_examples(self, state: StepState, rows: Tensor, x: Tensor, objective: Objective, clean: Any,
                       verified: Verified) -> None:
