@@ -6,7 +6,7 @@ Why: a refactoring of the executor must not change results. Record before and af
 
     python scripts/compare_runs.py record before.json
     python scripts/compare_runs.py record after.json [--batch-size 3] [--only digits-]
-    python scripts/compare_runs.py compare before.json after.json
+    python scripts/compare_runs.py compare before.json after.json [--outcomes]
 
 Each example's plan keeps all its items, with few steps and queries (QUICK), so all of them together run
 in minutes on one CPU thread. Specs that need the user's own model are skipped; a spec that does not run
@@ -114,8 +114,24 @@ def record(out: Path, batch_size: int | None, only: str | None) -> None:
     out.write_text(json.dumps(recorded, indent=1, sort_keys=True))
 
 
-def compare(before: Path, after: Path) -> int:
+OUTCOME = ("index", "clean_correct", "success", "within_budget", "adversarial_label")
+"""What --outcomes compares per input: the verdicts, not the last bits of norms and confidences (a forward
+pass over a batch of 3 and one over 8 round differently)."""
+
+
+def outcomes_only(run: dict[str, Any]) -> dict[str, Any]:
+    if "items" not in run:
+        return run
+    return {"clean_accuracy": run["clean_accuracy"], "robust_accuracy": run["robust_accuracy"],
+            "curve": run["curve"],
+            "items": [{"attack": item["attack"], "epsilon": item["epsilon"], "n_success": item["n_success"],
+                       "inputs": [{k: r[k] for k in OUTCOME} for r in item["inputs"]]} for item in run["items"]]}
+
+
+def compare(before: Path, after: Path, outcomes: bool = False) -> int:
     a, b = (json.loads(re.sub(r"/tmp/tmp\w+", "TMP", path.read_text())) for path in (before, after))
+    if outcomes:
+        a, b = ({name: outcomes_only(run) for name, run in side.items()} for side in (a, b))
     differ = 0
     for name in sorted(set(a) | set(b)):
         if a.get(name) == b.get(name):
@@ -146,11 +162,12 @@ def main() -> int:
     cmp = sub.add_parser("compare")
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
+    cmp.add_argument("--outcomes", action="store_true", help="compare per-input verdicts only (see OUTCOME)")
     args = parser.parse_args()
     if args.command == "record":
         record(args.out, args.batch_size, args.only)
         return 0
-    return compare(args.before, args.after)
+    return compare(args.before, args.after, args.outcomes)
 
 
 if __name__ == "__main__":
