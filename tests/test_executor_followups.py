@@ -59,9 +59,13 @@ def test_detector_flags_count_as_failures_and_the_aware_attack_is_detected_less(
     assert all(r.metrics.get("detected") == 0.0 for item in (plain, aware) for r in item.inputs if r.success)
     fooled = sum(1 for r in plain.inputs if r.metrics.get("detected") is not None)
     assert plain.n_success == fooled - run.states[0].counts["detected"]
-    assert aware.metrics["detected_rate"] < plain.metrics["detected_rate"]
-    assert aware.n_success > plain.n_success
     assert any(f.check == "verification.detected" for f in result.flags)
+    # On the same inputs (not only on plain PGD's survivors, a handful of hard inputs whose figures swing
+    # with the random starts), the aware attack is flagged less and succeeds more.
+    alone = executor(tmp_path, spec, items[1:], folder="aware").run().items[0]
+    assert alone.n_attacked == plain.n_attacked
+    assert alone.metrics["detected_rate"] < plain.metrics["detected_rate"] - 0.2
+    assert alone.n_success > plain.n_success
 
 
 def test_unknown_detector_names_the_field(tmp_path):

@@ -7,8 +7,11 @@ inputs are sharded over ranks. The step runner seeds ``Attack.row_seeds`` with
 tensors with leading dimension N from it. ``subset(rows)`` shares the streams, so an input's k-th draw
 is the same whichever subset it is drawn in.
 
-Cost: one generator call per input and draw (the draws are small: a start point, a square, a
-permutation), measured in bench/ as negligible next to the model's forward passes.
+Cost: one generator call per input and draw. Measured on this 2-core machine under load (load average
+15, one torch thread, ratios within one run): Square Linf's three draws per query for 256 inputs take
+47 ms against 175 ms for one forward pass of the digits CNN on them (about a quarter of a query's
+time on that tiny model, less on real ones); a PGD random start over 256 digits 17 ms against 3 ms from
+one batch generator. Batched per-input draws (a counter-based generator) would remove it.
 """
 
 from __future__ import annotations
