@@ -3,6 +3,9 @@
 Exit codes: 0 success (warnings allowed), 1 a spec is infeasible (a rule blocks it), 2 a file is missing,
 unreadable or breaks the schema (SpecError, reported as one clear message), 3 a gap (feasible, no implemented
 attack): see taxonomy.feasibility, the one answer validate, plan and audit share.
+
+Size (about 550 lines): one click command per verb with its text and JSON output; the logic lives
+in taxonomy and attackgen.plan, and what remains here is presentation that reads best next to its verb.
 """
 
 from __future__ import annotations
