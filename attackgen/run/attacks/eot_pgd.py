@@ -47,8 +47,8 @@ class EOTPGD(Attack):
         rows = torch.arange(n, device=x.device)
         many = rows.repeat(samples)
         sub = objective.subset(many)
-        if norm == "inf":
-            delta = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+        if norm == "inf":  # the random start from per-input streams; the transformations are drawn batch-wide
+            delta = (self.row_random(x).rand(*x.shape[1:], dtype=x.dtype) * 2 - 1) * eps
         else:
             delta = torch.zeros_like(x)
         x_adv = budget.project(x, x + delta)

@@ -43,10 +43,9 @@ class ZOONewton(Attack):
         default_cap = float(eps) if eps is not None and budget.norm == "inf" else 0.1
         max_step = float(self.params.get("max_step") or default_cap)
         objective = with_loss(objective, "margin")
-        gen = self.generator(x.device)
         rows = torch.arange(n, device=x.device)
         cap = query_budget(access, rows, self.params.get("max_queries", 5000))
-        orders = torch.stack([torch.randperm(dim, generator=gen, device=x.device) for _ in range(n)])
+        orders = self.row_random(x).randperm(dim)  # per-input streams: an input's order does not depend on its batch
 
         x_adv = x.clone()
         used = torch.zeros(n, dtype=torch.long, device=x.device)
