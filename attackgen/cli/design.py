@@ -22,6 +22,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from attackgen.plan.presets import PRESETS
 from taxonomy import axes
 from taxonomy.catalog import CATALOG, describe
 from taxonomy.errors import SpecError
@@ -61,6 +62,8 @@ VALUE_NOTES: dict[str, str] = {
     "gradient:estimated_decisions": "Sign estimates from label queries (HopSkipJump).",
 }
 """Descriptions for enum values, which carry no docstring of their own."""
+
+PRESET_NAMES = list(PRESETS)
 
 _ENUM_PREFIX = {"Task": "task", "DataKnowledge": "data", "OptimizerKind": "optimizer", "GradientSource": "gradient"}
 
@@ -413,8 +416,8 @@ def _violation_dict(violation: Any) -> dict[str, str]:
     }
 
 
-def check_file(path: str) -> dict[str, Any]:
-    """One file's verdict: ok / warnings / infeasible / invalid, with every finding."""
+def check_file(path: str, preset: str | None = None) -> dict[str, Any]:
+    """One file's verdict: ok / warnings / infeasible / invalid, with every finding (and the preset's)."""
     from taxonomy.graph import validate
 
     try:
@@ -422,6 +425,14 @@ def check_file(path: str) -> dict[str, Any]:
     except SpecError as error:
         return {"file": path, "verdict": "invalid", "exit": 2, "problems": error.problems, "violations": []}
     found = [_violation_dict(v) for v in validate(spec)]
+    if preset is not None:
+        from attackgen.plan.document import Infeasible
+        from attackgen.plan.presets import plan_preset
+
+        result = plan_preset(spec, preset)
+        notes = result.blocking + result.warnings if isinstance(result, Infeasible) else result.warnings
+        seen = {(v["id"], v["field"], v["detail"]) for v in found}
+        found += [n.model_dump() for n in notes if (n.id, n.field, n.detail) not in seen]
     found.sort(key=lambda v: (v["severity"] != "error", v["id"]))
     errors = [v for v in found if v["severity"] == "error"]
     verdict = "infeasible" if errors else ("ok, with warnings" if found else "ok")
@@ -450,15 +461,18 @@ def _expand_folders(files: Iterable[str]) -> list[str]:
 @click.command("validate")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def validate_command(files: tuple[str, ...], fmt: str) -> None:
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="Also check that the named protocol (e.g. autoattack-standard) fits each spec.")
+def validate_command(files: tuple[str, ...], fmt: str, preset: str | None) -> None:
     """Check specs against the schema and the rules: every violation with rule id, field, reason and fix.
 
-    FILES may include folders: every .yaml, .yml and .json file directly inside is checked.
+    FILES may include folders: every .yaml, .yml and .json file directly inside is checked. With --preset
+    the protocol's own fit (rule G3) and its attacks' rules (e.g. C18, DLR needs 3-4 classes) count too.
 
     Exit 0 when every file is coherent (warnings allowed), 1 when a rule error makes a spec infeasible,
     2 when a file is missing, unreadable or breaks the schema.
     """
-    results = [check_file(f) for f in _expand_folders(files)]
+    results = [check_file(f, preset) for f in _expand_folders(files)]
     if fmt == "json":
         click.echo(json.dumps(results, indent=2))
     else:
@@ -508,10 +522,12 @@ def _echo_plan(plan: Any, out: Any) -> None:
         echo(f"  ATLAS: {' '.join(plan.atlas)}")
 
 
-def _echo_infeasible(result: Any, out: Any) -> None:
-    out(f"'{result.spec_name}' is infeasible: no plan")
+def _echo_infeasible(result: Any, out: Any, preset: str | None = None) -> None:
+    out(f"'{result.spec_name}' is infeasible: no plan" + (f" with preset {preset}" if preset else ""))
     for note in result.blocking:
         out(f"  {note.line()}")
+    if preset:
+        return
     if result.nearest:
         out("nearest feasible specs (one axis changed):")
         for suggestion in result.nearest:
@@ -531,20 +547,26 @@ def _echo_infeasible(result: Any, out: Any) -> None:
               help="Plan file format (default: from the output extension, else yaml).")
 @click.option("--max-primary", type=click.IntRange(1, 20), default=4, show_default=True,
               help="Most attacks scheduled per evaluation (the gradient-free check comes on top).")
-def plan_command(file: str, output: str | None, fmt: str | None, max_primary: int) -> None:
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="A named protocol instead of the planner's choice: AutoAttack's attacks, order and parameters.")
+def plan_command(file: str, output: str | None, fmt: str | None, max_primary: int, preset: str | None) -> None:
     """Turn a spec into a ranked plan of concrete attacks with parameters and the reason for each.
+
+    With --preset the plan is that protocol's (e.g. autoattack-standard), refused by rule when the spec's
+    threat model is not the one the protocol was defined for.
 
     Exit 0 with a plan, 1 when the spec is infeasible (the blocking rules and the nearest feasible specs
     are printed), 2 when the file is missing or breaks the schema.
     """
     from attackgen.plan.document import Infeasible, plan_format, save_plan
     from attackgen.plan.planner import plan as make_plan
+    from attackgen.plan.presets import plan_preset
 
     spec = load_spec(file)
-    result = make_plan(spec, max_primary=max_primary)
+    result = plan_preset(spec, preset) if preset else make_plan(spec, max_primary=max_primary)
     say = click.echo if output else (lambda text: click.echo(text, err=True))
     if isinstance(result, Infeasible):
-        _echo_infeasible(result, say)
+        _echo_infeasible(result, say, preset)
         raise SystemExit(1)
     chosen = fmt or (plan_format(output) if output else "yaml")
     _echo_plan(result, say)
