@@ -67,7 +67,7 @@ class _Square(Attack):
         # (success, or its queries spent). Per iteration the loop then costs one proposal, one query
         # and a few element-wise updates, with no scatter back into the full batch.
         idx = rows[room > 0]
-        xs, best, sub = x[idx], x_best[idx], objective.subset(idx)
+        xs, best, sub, last = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1
         loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
         for it in range(n_iters):
@@ -85,13 +85,13 @@ class _Square(Attack):
             better = (loss < loss_best) | success
             best = torch.where(bview(better, best), x_new, best)
             loss_best = torch.where(better, loss, loss_best)
-            stop = success | (room[idx] <= it + 1)
+            stop = success | (last <= it)  # last: the iteration of an input's final query
             if bool(stop.any()):  # write the stopping inputs back and shrink the working set
                 x_best[idx] = best
                 used[idx] = it + 1
                 done[idx] |= success
                 keep = ~stop
-                idx, xs, best, loss_best = idx[keep], xs[keep], best[keep], loss_best[keep]
+                idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
                 if idx.numel():
                     sub = objective.subset(idx)
         if idx.numel():
