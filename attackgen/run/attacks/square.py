@@ -20,6 +20,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._query import as_outputs, bview, left, query_budget, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
@@ -52,7 +53,7 @@ class _Square(Attack):
         eps = float(budget.epsilon)
         p_init = float(self.params.get("p_init", self.default_p_init))
         # the paper: margin loss untargeted, cross-entropy targeted
-        objective = with_loss(objective, "ce" if getattr(objective, "targeted", False) else "margin")
+        objective = with_loss(objective, "ce" if objective.targeted else "margin")
         gen = self.generator(x.device)
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
@@ -60,14 +61,15 @@ class _Square(Attack):
         # queries each input may make: the oracle's budget left now, and the attack's own cap
         room = left(access, rows).clamp(max=n_iters)
 
-        x_best = budget.project(x, self._init(x, eps, gen, budget))
+        rng = self.row_random(x)  # per-input streams: an input's squares do not depend on its batch
+        x_best = budget.project(x, self._init(x, eps, gen, budget, rng))
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
         # The working set: the inputs still searching, gathered once and compacted only when one stops
         # (success, or its queries spent). Per iteration the loop then costs one proposal, one query
         # and a few element-wise updates, with no scatter back into the full batch.
         idx = rows[room > 0]
-        xs, best, sub, last = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1
+        xs, best, sub, last, rows_rng = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1, rng.subset(idx)
         loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
         for it in range(n_iters):
@@ -76,7 +78,7 @@ class _Square(Attack):
             if it == 0:
                 x_new = best
             else:
-                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), gen, budget)
+                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), gen, budget, rows_rng)
                 x_new = cand if skip_project else budget.project(xs, cand)
             # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
             outputs = as_outputs(access, access(x_new, idx), sub)
@@ -93,17 +95,18 @@ class _Square(Attack):
                 keep = ~stop
                 idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
                 if idx.numel():
-                    sub = objective.subset(idx)
+                    sub, rows_rng = objective.subset(idx), rows_rng.subset(keep.nonzero().squeeze(1))
         if idx.numel():
             x_best[idx] = best
             used[idx] = n_iters
         return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget) -> Tensor:
+    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
         raise NotImplementedError
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget) -> Tensor:
+                 budget: Budget, rng: RowRandom) -> Tensor:
+        """A proposal per input of x; ``gen`` is shared by the batch, ``rng`` has one stream per input."""
         raise NotImplementedError
 
 
@@ -113,21 +116,21 @@ class SquareLinf(_Square):
     norm = "inf"
     default_p_init = 0.05
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget) -> Tensor:
-        n, c, _, w = x.shape
-        signs = torch.randint(0, 2, (n, c, 1, w), generator=gen, device=x.device).to(x.dtype) * 2 - 1
+    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
+        _, c, _, w = x.shape
+        signs = rng.randint(0, 2, c, 1, w).to(x.dtype) * 2 - 1
         return x + eps * signs
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget) -> Tensor:
-        n, c, h, w = x.shape
+                 budget: Budget, rng: RowRandom) -> Tensor:
+        _, c, h, w = x.shape
         s = round(math.sqrt(p * h * w))
         s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
-        top = torch.randint(0, h - s + 1, (n,), generator=gen, device=x.device)
-        left = torch.randint(0, w - s + 1, (n,), generator=gen, device=x.device)
+        top = rng.randint(0, h - s + 1)
+        left = rng.randint(0, w - s + 1)
         # one row of a per-side table per input (one op each) instead of comparing index ranges
         window = _spans(h, s, x.device)[top][:, None, :, None] & _spans(w, s, x.device)[left][:, None, None, :]
-        signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen, device=x.device).to(x.dtype) * 2 - 1
+        signs = rng.randint(0, 2, c, 1, 1).to(x.dtype) * 2 - 1
         lo, hi = budget.bounds
         cand = torch.where(window, (x + eps * signs).clamp(lo, hi), x_best)
         # the reference redraws until the square changes something; flipping the signs always does
@@ -181,7 +184,9 @@ class SquareL2(_Square):
     norm = "2"
     default_p_init = 0.1
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget) -> Tensor:
+    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
+        # The L2 windows are drawn once per batch (as in the reference), so an input's L2 squares still
+        # depend on its batch: per-input windows are the remaining step for issue #12.
         n, c, h, w = x.shape
         s = max(h // 5, 1)
         delta = torch.zeros_like(x)
@@ -200,7 +205,7 @@ class SquareL2(_Square):
         return x + delta / bview(norms, x) * eps
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget) -> Tensor:
+                 budget: Budget, rng: RowRandom) -> Tensor:
         n, c, h, w = x.shape
         s = max(round(math.sqrt(p * h * w)), 3)
         if s % 2 == 0:
