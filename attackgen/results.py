@@ -56,6 +56,8 @@ class ItemResult(Record):
     transfer_estimate: bool = False  # full black-box: measured on a surrogate or a proxy, not the victim
     metrics: dict[str, float] = Field(default_factory=dict)
     inputs: list[InputResult] = Field(default_factory=list)
+    escalated_for: list[str] = Field(default_factory=list)  # flag checks this run-time item answers (escalation)
+    view: str | None = None  # escalation: the model view its gradients came from (victim, bpda, log_probabilities)
 
 
 class Flag(Record):
@@ -65,6 +67,32 @@ class Flag(Record):
     severity: Literal["info", "warning", "error"] = "warning"
     evidence: str
     fix: str
+    escalation: str | None = None  # what the run did about it: "escalated: ..." or "remains: ..."
+
+
+class EscalatedItem(Record):
+    """One escalation item as it ran (also in ``items``, with its per-input results)."""
+
+    attack: str
+    view: str  # victim, bpda (straight-through gradients) or log_probabilities: what the gradients came from
+    reasons: list[str]  # the flag checks that triggered it
+    why: str
+    epsilon: float | None = None
+    n_attacked: int
+    n_success: int
+
+
+class Escalation(Record):
+    """Adaptive escalation (attackgen.run.escalate): robust accuracy before and after, and why it ran."""
+
+    ran: bool
+    robust_accuracy_before: float  # the plan's items only
+    robust_accuracy_after: float  # with the escalation items (equals robust_accuracy)
+    items: list[EscalatedItem] = Field(default_factory=list)
+    located: list[str] = Field(default_factory=list)  # zero-gradient operations found in the model
+    remaining: list[str] = Field(default_factory=list)  # flag checks no counterpart answered, or still firing
+    notes: list[str] = Field(default_factory=list)
+    disabled: str | None = None  # why it did not run (--no-escalate, a preset plan)
 
 
 class RunResult(Record):
@@ -89,3 +117,4 @@ class RunResult(Record):
     items: list[ItemResult]
     flags: list[Flag] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
+    escalation: Escalation | None = None  # None: no soundness flag called for it

@@ -78,9 +78,18 @@ def print_summary(result: Any, out_dir: Path) -> None:
     console.print(table)
     for point in result.curve:
         console.print(f"  epsilon {point['epsilon']:g}: robust accuracy {100 * point['robust_accuracy']:.1f}%")
+    esc = getattr(result, "escalation", None)
+    if esc is not None and esc.ran:
+        console.print(f"  escalation: robust accuracy {100 * esc.robust_accuracy_before:.1f}% before, "
+                      f"{100 * esc.robust_accuracy_after:.1f}% after ({len(esc.items)} item(s) above the plan's)",
+                      soft_wrap=True)
+    elif esc is not None:
+        console.print(f"  escalation: {esc.disabled or 'no adaptive counterpart applies'}", soft_wrap=True)
     for flag in result.flags:
         if flag.severity != "info":
             console.print(f"  [yellow]{flag.severity}[/yellow] {flag.check}: {flag.evidence}", soft_wrap=True)
+            if flag.escalation:
+                console.print(f"      {flag.escalation}", soft_wrap=True)
     console.print(f"results: {out_dir / 'results.json'}")
     console.print(f"report:  {out_dir / 'report.html'} (and report.md)")
 
@@ -127,12 +136,16 @@ def _default_data(model: str, data: str | None) -> str:
               help="Data the attacker holds (the data basis) when it is not the built-in training split.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+@click.option("--escalate/--no-escalate", default=None,
+              help="Adaptive escalation: when a soundness check fires (masked, saturated or random gradients), "
+              "run its adaptive counterpart (DLR loss, BPDA, EOT) on the survivors. Default: on, except for "
+              "--preset plans, which run exactly as published.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
-                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
-                output: str | None) -> None:
+                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
+                escalate: bool | None, quiet: bool, output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
     from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
@@ -142,7 +155,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data)
+                         progress=not quiet, basis_data=basis_data, escalate=escalate)
     _stop_on_sigterm()
     try:
         result = execute(plan, model, _default_data(model, data), out, options, echo=_say)

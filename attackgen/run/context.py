@@ -36,6 +36,7 @@ class RunOptions:
     force: bool = False
     progress: bool = True
     basis_data: str | None = None
+    escalate: bool | None = None  # adaptive escalation: None = on, except for preset plans (attackgen.run.escalate)
 
 
 def pick_device(request: str) -> torch.device:

@@ -36,6 +36,7 @@ from attackgen.models.data import LabeledData
 from attackgen.results import Flag, RunResult
 from attackgen.run.assemble import assemble
 from attackgen.run.context import RunContext, RunOptions, load_context, patch_side, run_identity
+from attackgen.run.escalate import escalation_setting, mark_disabled, run_escalation
 from attackgen.run.folder import CHECKPOINT, OUTPUT_FILES, RESULTS, RunFolder
 from attackgen.run.items import RunError, Step, check_detector_names, resolve_steps
 from attackgen.run.resources import FlagLog, RunResources
@@ -133,9 +134,18 @@ class Executor:
                               self.states)
             raise
         result = assemble(ctx, clean, self.states, self.flags.items, started, True)
-        result.flags.extend(self._soundness(ctx, result))
+        sound = self._soundness(ctx, result)
         save(complete=True)
-        self.folder.write(result, ctx, clean, self.states)
+        disabled = escalation_setting(self.options, self.plan)
+        written_ctx, written = ctx, self.states
+        if disabled is None:
+            with self._progress() as progress:
+                written_ctx, written, result = run_escalation(ctx, self.resources, self.flags, clean, self.states,
+                                                              sound, result, started, progress, self.echo)
+        else:
+            mark_disabled(result, sound, disabled)
+        result.flags.extend(sound)
+        self.folder.write(result, written_ctx, clean, written)
         return result
 
     @contextmanager

@@ -47,6 +47,7 @@ class Step:
     query_budget: int | None
     extra_bounds: list[tuple[str, float]] = field(default_factory=list)  # further Lp bounds that also apply
     wasserstein_radius: float | None = None  # transport cost bound (attackgen.run.wasserstein), checked exactly
+    model_view: Any = None  # escalation only: the model its gradients come from (BPDA...); verification never uses it
 
     @property
     def universal(self) -> bool:

@@ -48,7 +48,7 @@ class RunResources:
         ctx = self.ctx
         knowledge = ctx.spec.threat.model_knowledge.model_dump()
         if step.access == "gradients":
-            return WhiteBoxAccess(ctx.model, n, ctx.device)
+            return WhiteBoxAccess(ctx.model if step.model_view is None else step.model_view, n, ctx.device)
         if step.access == "scores":
             access: Access = ScoreOracle(ctx.model, n, knowledge.get("granularity", "logits"), knowledge.get("k"),
                                          step.query_budget, ctx.device)
