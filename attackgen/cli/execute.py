@@ -83,6 +83,8 @@ def print_summary(result: Any, out_dir: Path) -> None:
         console.print(f"  escalation: robust accuracy {100 * esc.robust_accuracy_before:.1f}% before, "
                       f"{100 * esc.robust_accuracy_after:.1f}% after ({len(esc.items)} item(s) above the plan's)",
                       soft_wrap=True)
+        if esc.located:
+            console.print(f"  escalation located (BPDA): {', '.join(esc.located)}", soft_wrap=True)
     elif esc is not None:
         console.print(f"  escalation: {esc.disabled or 'no adaptive counterpart applies'}", soft_wrap=True)
     for flag in result.flags:

@@ -248,9 +248,13 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
     for panel in PANELS.get(result.task, []):
         out.extend(panel(result, out_dir))
 
+    esc = result.escalation
+    if esc is not None:
+        out.append(escalation_section(esc))
+
     if result.flags:
-        md, htm = table(["severity", "check", "evidence", "fix"],
-                        [[f.severity, f.check, f.evidence, f.fix] for f in result.flags])
+        md, htm = table(["severity", "check", "evidence", "fix", "escalation"],
+                        [[f.severity, f.check, f.evidence, f.fix, f.escalation or ""] for f in result.flags])
         out.append(Section("Soundness flags", md, htm))
     else:
         text = "No soundness flag was raised."
@@ -261,6 +265,28 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
             f"{result.started}, finished {result.finished or '(not finished)'}; {versions}.")
     out.append(Section("Reproducibility", text, f"<p>{html.escape(text)}</p>"))
     return out
+
+
+def escalation_section(esc: Any) -> Section:
+    """Robust accuracy before and after the adaptive escalation, each item with the flags it answers."""
+    if not esc.ran:
+        text = (f"Robust accuracy {pct(esc.robust_accuracy_before)}; escalation did not run: "
+                f"{esc.disabled or 'no adaptive counterpart applies'}. "
+                f"Flags left: {', '.join(esc.remaining) or 'none'}.")
+        return Section("Adaptive escalation", text, f"<p>{html.escape(text)}</p>")
+    lead = (f"Soundness flags fired, so the run added their adaptive counterparts on the inputs the plan left: "
+            f"robust accuracy {pct(esc.robust_accuracy_before)} before escalation (the plan's items), "
+            f"{pct(esc.robust_accuracy_after)} after. Every success was verified on the real model.")
+    if esc.located:
+        lead += f" Non-differentiable operations located (BPDA applied to them): {', '.join(esc.located)}."
+    if esc.remaining:
+        lead += f" Flags that remain: {', '.join(esc.remaining)}."
+    for note in esc.notes:
+        lead += f" Note: {note}."
+    md, htm = table(["attack", "view", "epsilon", "attacked", "broken", "why (flags)", "how"],
+                    [[i.attack, i.view, i.epsilon, i.n_attacked, i.n_success, ", ".join(i.reasons), i.why]
+                     for i in esc.items])
+    return Section("Adaptive escalation", f"{lead}\n\n{md}", f"<p>{html.escape(lead)}</p>{htm}")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}

@@ -37,6 +37,11 @@ RANDOM = ("randomized_output",)
 BLACK_BOX = ("black_box_beats_white_box",)
 TRIGGERS = MASKING + RANDOM + BLACK_BOX
 APGD_NORMS = ("inf", "2")
+STILL = {
+    "zero_gradients": "; the flag remains: gradients are zero even through BPDA (an operation it cannot locate)",
+    "black_box_beats_white_box": "; the flag remains for the plan's white-box items (the check compares the plan's "
+    "items; do not trust white-box results on this model without the escalation)",
+}
 
 # Operations whose gradient is zero almost everywhere (or undefined): BPDA replaces their backward pass.
 _ZERO_GRAD_NAMES = ("round", "floor", "ceil", "trunc", "sign")
@@ -65,11 +70,11 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the operation's exact value; backward: the gradient passes unchanged (identity)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, value: Tensor) -> Tensor:  # noqa: ARG004
+    def forward(ctx: Any, x: Tensor, value: Tensor) -> Tensor:
         return value.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ARG004
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         return grad, None
 
 
@@ -267,7 +272,7 @@ def summarise(choice: Choice, items: Sequence[tuple[EscalationItem, Any]], befor
         if flag.check in broke:
             status = f"escalated: {broke[flag.check]} more input(s) broken by its adaptive counterpart"
             if flag.check in still:
-                status += "; the flag remains on the attack's view of the model"
+                status += STILL.get(flag.check, "; the flag remains")
         else:
             status = "remains: no adaptive counterpart ran for it"
         flags[k] = flag.model_copy(update={"escalation": status})
