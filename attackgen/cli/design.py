@@ -418,7 +418,8 @@ def _violation_dict(violation: Any) -> dict[str, str]:
 
 
 def check_file(path: str, preset: str | None = None) -> dict[str, Any]:
-    """One file's verdict (the shared feasibility answer, and the preset's fit when one is named)."""
+    """One file's verdict (the shared feasibility answer): runnable / gap / infeasible / invalid. With a
+    preset, the preset's own fit (rule G3) and its attacks' rules (C18) count too."""
     from taxonomy.feasibility import EXIT_CODES, answer
 
     try:
@@ -430,21 +431,19 @@ def check_file(path: str, preset: str | None = None) -> dict[str, Any]:
     found = [_violation_dict(v) for v in result.findings]
     if result.verdict == "infeasible" and not any(v["severity"] == "error" for v in found):
         found = [_violation_dict(v) for v in result.blocking] + found  # every realising attack breaks these
-    preset_blocked = False
+    verdict, code = result.line(), result.exit_code
     if preset is not None:
         from attackgen.plan.document import Infeasible
         from attackgen.plan.presets import plan_preset
 
         planned = plan_preset(spec, preset)
-        preset_blocked = isinstance(planned, Infeasible)
         notes = planned.blocking + planned.warnings if isinstance(planned, Infeasible) else planned.warnings
         seen = {(v["id"], v["field"], v["detail"]) for v in found}
         found += [n.model_dump() for n in notes if (n.id, n.field, n.detail) not in seen]
+        if isinstance(planned, Infeasible):
+            verdict, code = f"infeasible with preset {preset}", EXIT_CODES["infeasible"]
     found.sort(key=lambda v: (v["severity"] != "error", v["id"]))
-    verdict, kind, code = result.line(), result.verdict, result.exit_code
-    if preset_blocked and kind != "infeasible":  # the preset does not fit: infeasible for this protocol
-        verdict, kind, code = f"infeasible with preset {preset}", "infeasible", EXIT_CODES["infeasible"]
-    return {"file": path, "name": spec.name, "verdict": verdict, "answer": kind,
+    return {"file": path, "name": spec.name, "verdict": verdict, "answer": result.verdict,
             "exit": code, "problems": [], "rules": [v["id"] for v in found if v["severity"] == "error"],
             "runnable_attacks": list(result.runnable), "catalogued_not_implemented": list(result.waiting),
             "violations": found}
