@@ -49,7 +49,8 @@ def main() -> None:
             flags = ", ".join(sorted({f.check for f in result.flags if f.severity != "info"})) or "none"
             esc_time = sum(i.time_s for i in result.items if i.escalated_for)
             rows.append(f"| {model} | {100 * result.clean_accuracy:.1f}% | {100 * before:.1f}% | "
-                        f"{100 * result.robust_accuracy:.1f}% | {flags} | {items or '-'} | {esc_time:.1f} | {wall:.1f} |")
+                        f"{100 * result.robust_accuracy:.1f}% | {flags} | {items or '-'} | {esc_time:.1f} | "
+                        f"{wall:.1f} |")
     print(f"digits, {args.limit} test inputs, Linf 0.1, default plan; load {os.getloadavg()[0]:.1f} at the end")
     print("| model | clean | robust before escalation | robust after | flags | escalation items (+broken) | "
           "escalation s | wall s |")

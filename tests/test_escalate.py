@@ -80,8 +80,8 @@ def test_eot_escalation_runs_on_the_randomised_model_and_reports_before_and_afte
     result = run(tmp_path, "digits-cnn-randomized", 12)
     esc = result.escalation
     assert esc is not None and esc.ran
-    assert {(i.attack, tuple(i.reasons)) for i in esc.items} == {("apgd_ce", ("randomized_output",)),
-                                                                  ("apgd_dlr", ("randomized_output",))}
+    assert {(i.attack, i.view, i.reasons[0]) for i in esc.items} == {("apgd_ce", "victim", "randomized_output"),
+                                                                      ("apgd_dlr", "victim", "randomized_output")}
     assert all(item.params.get("eot_iter") == 20 for item in result.items[1:])
     assert esc.robust_accuracy_after <= esc.robust_accuracy_before
     assert esc.robust_accuracy_after == result.robust_accuracy

@@ -239,10 +239,10 @@ def choose(flags: Sequence[Flag], budgets: Sequence[tuple[str, float]], located:
         if random:
             why = f"EOT: gradients averaged over {EOT_SAMPLES} passes of the randomised model (AutoAttack rand)"
             rview: View = view if masking else "victim"
-            choice.items.append(_apgd("apgd_ce", norm, eps, random + masking, rview, why, loss="ce",
-                                      eot_iter=EOT_SAMPLES))
+            reasons = random + masking + black  # on a random model, EOT is also the answer to Square winning
+            choice.items.append(_apgd("apgd_ce", norm, eps, reasons, rview, why, loss="ce", eot_iter=EOT_SAMPLES))
             if classes >= 3:
-                choice.items.append(_apgd("apgd_dlr", norm, eps, random + masking, rview, why, loss="dlr",
+                choice.items.append(_apgd("apgd_dlr", norm, eps, reasons, rview, why, loss="dlr",
                                           eot_iter=EOT_SAMPLES))
     ran = {(a, _key(p)) for a, p in done}
     choice.items = [i for i in choice.items if i.view != "victim" or (i.attack, _key(i.params)) not in ran]
