@@ -314,10 +314,14 @@ def run_escalation(ctx: Any, resources: Any, flag_log: Any, clean: Any, states: 
     from attackgen.run.steps import StepRunner, StepState
     from taxonomy.catalog import CATALOG
 
-    if ctx.spec.threat.model_knowledge.kind != "white_box" or ctx.task != "classification":
-        return ctx, states, before  # gradient counterparts need white-box access to a classifier
     fired = [f for f in flags if f.check in TRIGGERS]
     if not fired:
+        return ctx, states, before
+    threat = ctx.spec.threat
+    if (threat.model_knowledge.kind != "white_box" or ctx.task != "classification"
+            or threat.consequence.kind != "untargeted" or threat.scope.kind != "individual"):
+        mark_disabled(before, flags, "not available: its counterparts cover untargeted, individual, white-box "
+                      "classification")
         return ctx, states, before
     rows = ctx.eval_rows[:64]
     x, y = ctx.inputs(rows)

@@ -139,9 +139,16 @@ class Executor:
         disabled = escalation_setting(self.options, self.plan)
         written_ctx, written = ctx, self.states
         if disabled is None:
-            with self._progress() as progress:
-                written_ctx, written, result = run_escalation(ctx, self.resources, self.flags, clean, self.states,
-                                                              sound, result, started, progress, self.echo)
+            plan_only = result
+            try:
+                with self._progress() as progress:
+                    written_ctx, written, result = run_escalation(ctx, self.resources, self.flags, clean,
+                                                                  self.states, sound, result, started, progress,
+                                                                  self.echo)
+            except AttackgenError as error:  # the plan's verified result stands; say why nothing was added
+                self.echo(f"escalation failed: {error}")
+                written_ctx, written, result = ctx, self.states, plan_only
+                mark_disabled(result, sound, f"failed: {error}")
         else:
             mark_disabled(result, sound, disabled)
         result.flags.extend(sound)
