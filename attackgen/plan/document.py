@@ -98,6 +98,7 @@ class Plan(_Model):
     warnings: list[RuleNote] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     atlas: list[str] = Field(default_factory=list)
+    preset: str | None = Field(None, description="The named protocol this plan reproduces (--preset), if any.")
 
     @property
     def runnable(self) -> bool:
