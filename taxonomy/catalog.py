@@ -265,12 +265,13 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
-        defaults=_d(steps=100, restarts=1, rho=0.75, n_target_classes=9, loss="dlr-targeted"),
+        defaults=_d(steps=100, restarts=1, rho=0.75, n_target_classes=9, parallel_targets=True, loss="dlr-targeted"),
         strength=9,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
-        notes="Untargeted specs: targeted DLR towards each of the clean prediction's top-k other classes in turn, "
-        "each on the inputs still unbroken; targeted specs: towards their target. Needs 4 classes (rule C18).",
+        notes="Untargeted specs: targeted DLR towards the clean prediction's top-k other classes, side by side in "
+        "one batch (parallel_targets; false: one after the other as in AutoAttack), an input leaving at its first "
+        "success; targeted specs: towards their target. Needs 4 classes (rule C18).",
     ),
     # ------------------------------------------------------------------ white-box, minimal norm
     AttackDescriptor(

@@ -76,7 +76,8 @@ def _square(label: str = "Square") -> PresetItem:
     return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8}, label, "gradient_free_check")
 
 
-_APGD_T = PresetItem("apgd_t", {"steps": 100, "restarts": 1, "n_target_classes": 9}, "APGD-T")
+_APGD_T = PresetItem("apgd_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False},
+                     "APGD-T")
 _FAB_T = PresetItem("fmn_t", {"steps": 100, "n_target_classes": 9}, "FAB-T (as targeted FMN)")
 
 PRESETS: dict[str, Preset] = {

@@ -95,22 +95,26 @@ def _loss_and_grad(access: Access, xa: Tensor, rows: Tensor, objective: Objectiv
 
 
 def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
-             cfg: APGDConfig, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    """One APGD run on the inputs at batch rows ``rows``; returns (candidates, found).
+             cfg: APGDConfig, gen: torch.Generator, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One APGD run on the inputs at batch rows ``rows``; returns (candidates, found) per owner.
 
     ``objective`` gives the loss; ``success`` decides when an input is broken (they differ for APGD-T,
-    whose loss targets one class while any misclassification counts).
+    whose loss targets one class while any misclassification counts). ``owner`` maps each row to the
+    input it is a copy of (APGD-T with all targets in one batch): when one copy succeeds, every copy of
+    that input leaves the run. Without it each row is its own input.
     """
     x = ball.x
     n = x.shape[0]
+    owner = torch.arange(n, device=x.device) if owner is None else owner.to(x.device)
+    owners = int(owner.max()) + 1 if n else 0
     shape = (-1, *([1] * (x.dim() - 1)))
     noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1 if ball.norm == "inf"
              else torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
     if ball.mask is not None:
         noise = noise * ball.mask
     xa = ball.project(x + ball.epsilon * _unit(noise, ball.norm))
-    out = torch.empty_like(x)  # candidates, by position in this run
-    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    out = torch.empty((owners, *x.shape[1:]), device=x.device, dtype=x.dtype)  # candidates, per owner
+    found = torch.zeros(owners, dtype=torch.bool, device=x.device)
     pos = torch.arange(n, device=x.device)
 
     gain, grad, hit = _loss_and_grad(access, xa, rows, objective, success, cfg)
@@ -124,9 +128,9 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
         nonlocal pos, objective, success, ball
         if not bool(hit.any()):
             return False
-        out[pos[hit]] = s.xa[hit]
-        found[pos[hit]] = True
-        keep = (~hit).nonzero().squeeze(1)
+        out[owner[pos[hit]]] = s.xa[hit]
+        found[owner[pos[hit]]] = True
+        keep = (~found[owner[pos]]).nonzero().squeeze(1)
         pos = pos[keep]
         s.keep(keep)
         objective, success = objective.subset(keep), success.subset(keep)
@@ -169,15 +173,20 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
                 since_check = 0
         if retire(hit):
             return out, found
-    out[pos] = s.x_best
+    out[owner[pos]] = s.x_best
     return out, found
 
 
 def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: APGDConfig, norm: str,
-         epsilon: float, gen: torch.Generator, targets: int = 0) -> tuple[Tensor, dict[str, Any]]:
+         epsilon: float, gen: torch.Generator, targets: int = 0,
+         parallel: bool = False) -> tuple[Tensor, dict[str, Any]]:
     """APGD with restarts (``targets`` = 0), or APGD-T over the top ``targets`` other classes.
 
-    Every restart and every target runs only on the inputs not yet broken.
+    Every restart and every target runs only on the inputs not yet broken. ``parallel`` runs the
+    targets of APGD-T side by side in one batch (one copy per input and target, all copies of an input
+    leaving at its first success) instead of one after the other: the same passes or fewer per broken
+    input in far fewer, larger batches (wall time), at the price of running targets the reference would
+    have skipped for an input a previous target broke.
     """
     x = x.detach()
     objective = on_device(objective, x.device)
@@ -189,10 +198,17 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
     schedule: list[int | None] = [None] * cfg.restarts
     if targets:
         schedule = [t for t in range(targets) for _ in range(cfg.restarts)]
+    if targets and parallel:  # every target in one batch: one copy of each input per target
+        schedule = [None] * cfg.restarts
     for target_rank in schedule:
         todo = (~found).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
+        if targets and parallel:
+            cand, hit = _all_targets(access, x, todo, objective, ball, cfg, gen, targets)
+            best[todo], found[todo] = cand, hit
+            runs += 1
+            continue
         success = objective.subset(todo)
         loss_objective = success if target_rank is None else _targeted(access, x[todo], todo, success, target_rank)
         cand, hit = apgd_run(access, todo, loss_objective, success, ball.subset(todo), cfg, gen)
@@ -203,6 +219,28 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
                   "found_during_attack": int(found.sum())}
 
 
+def _all_targets(access: Access, x: Tensor, todo: Tensor, objective: Objective, ball: Ball, cfg: APGDConfig,
+                 gen: torch.Generator, targets: int) -> tuple[Tensor, Tensor]:
+    """APGD-T with all top-``targets`` classes at once on the inputs ``todo``; (candidates, found) per input."""
+    success = objective.subset(todo)
+    with torch.no_grad():
+        clean = access(x[todo], todo)
+    _need_four(clean)
+    k = min(targets, clean.shape[1] - 1)
+    order = clean.argsort(dim=1, descending=True)[:, 1:k + 1]
+    copy = torch.arange(todo.numel(), device=x.device).repeat_interleave(k)
+    copies = success.subset(copy)
+    loss = copies._copy(targets=order.reshape(-1), loss_kind="dlr")  # type: ignore[attr-defined]
+    return apgd_run(access, todo[copy], loss, copies, ball.subset(todo[copy]), cfg, gen, owner=copy)
+
+
+def _need_four(clean: Tensor) -> None:
+    if clean.shape[1] < 4:
+        raise AttackgenError(
+            "C18-dlr-needs-enough-classes: APGD-T's targeted DLR loss reads the 4 largest logits and the "
+            f"model has {clean.shape[1]} classes; use apgd_ce on this model")
+
+
 def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, rank: int) -> Objective:
     """The targeted-DLR objective towards each input's (rank+2)-th most likely clean class."""
     copy = getattr(objective, "_copy", None)
@@ -210,10 +248,7 @@ def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, ran
         raise AttackgenError("apgd_t sweeps target classes on an untargeted classification objective")
     with torch.no_grad():
         clean = access(x, rows)
-    if clean.shape[1] < 4:
-        raise AttackgenError(
-            "C18-dlr-needs-enough-classes: APGD-T's targeted DLR loss reads the 4 largest logits and the "
-            f"model has {clean.shape[1]} classes; use apgd_ce on this model")
+    _need_four(clean)
     order = clean.argsort(dim=1, descending=True)
     return copy(targets=order[:, rank + 1], loss_kind="dlr")
 
@@ -242,7 +277,8 @@ class _APGD(Attack):
                 raise AttackgenError(f"{name}: the {loss} loss needs a classification objective")
             if change is not None:
                 objective = change(loss)
-        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, self.generator(x.device), targets)
+        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, self.generator(x.device), targets,
+                           parallel=bool(self.params.get("parallel_targets", False)))
         info.update(norm=norm, loss="dlr-targeted" if targets else loss)
         return AttackOutput(x_adv, info)
 
