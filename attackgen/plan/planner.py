@@ -559,7 +559,7 @@ def _rationale(spec: AttackSpec, candidate: _Candidate, cost: Cost) -> str:
         head = f"gradient-free check against gradient masking (rule G2): {d.title} {_ACCESS_PHRASE[d.access]}"
         if candidate.params.get("n_queries") == CHECK_QUERIES:
             head += (f", on the inputs the gradient attacks left, {CHECK_QUERIES} queries each (the planner's "
-                     "choice: enough to expose masked gradients, a fifth of Square's default)")
+                     "choice: enough to expose masked gradients)")
     else:
         head = f"{d.title}: {_ACCESS_PHRASE[d.access]}"
     return f"{head}; realises {', '.join(what)} on {spec.task.value} (strength {d.strength}/10){price}"
