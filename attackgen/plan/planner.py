@@ -869,7 +869,10 @@ def plan_cell(cell: Any, catalog: Mapping[str, AttackDescriptor] | None = None,
               if fits_purpose(features, catalog[i])]
     runnable = [d for d in ranked if d.implemented]
     pool = ACCESS_POOLS[cell.knowledge]
-    chosen = ([d for d in runnable if d.access in pool] or runnable)[:max_primary]
+    eligible = [d for d in runnable if d.access in pool] or runnable
+    ids = {d.id for d in eligible}
+    core = [d for a in FAST_CORE for d in eligible if d.id == a] if ids.issuperset(FAST_CORE) else []
+    chosen = (core or eligible)[:max_primary]
     check = None
     if cell.knowledge == "white_box" and chosen and not any(d.access in ("scores", "labels") for d in chosen):
         free = [d for d in runnable if d.access == "scores"] or [d for d in runnable if d.access == "labels"]
