@@ -211,6 +211,8 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
             continue
         success = objective.subset(todo)
         loss_objective = success if target_rank is None else _targeted(access, x[todo], todo, success, target_rank)
+        if loss_objective is None:  # fewer classes than targets asked for
+            break
         cand, hit = apgd_run(access, todo, loss_objective, success, ball.subset(todo), cfg, gen)
         best[todo] = cand
         found[todo] = hit
@@ -241,14 +243,16 @@ def _need_four(clean: Tensor) -> None:
             f"model has {clean.shape[1]} classes; use apgd_ce on this model")
 
 
-def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, rank: int) -> Objective:
-    """The targeted-DLR objective towards each input's (rank+2)-th most likely clean class."""
+def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, rank: int) -> Objective | None:
+    """The targeted-DLR objective towards each input's (rank+2)-th most likely clean class (None: no such class)."""
     copy = getattr(objective, "_copy", None)
     if copy is None or getattr(objective, "targeted", False):
         raise AttackgenError("apgd_t sweeps target classes on an untargeted classification objective")
     with torch.no_grad():
         clean = access(x, rows)
     _need_four(clean)
+    if rank + 1 >= clean.shape[1]:
+        return None
     order = clean.argsort(dim=1, descending=True)
     return copy(targets=order[:, rank + 1], loss_kind="dlr")
 
