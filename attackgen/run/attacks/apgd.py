@@ -29,7 +29,9 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
-from attackgen.run.objectives.base import Objective
+from attackgen.run.attacks.randomness import RowRandom
+from attackgen.run.objectives.base import Capability, Objective
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
 
 ALPHA = 0.75
@@ -95,7 +97,7 @@ def _loss_and_grad(access: Access, xa: Tensor, rows: Tensor, objective: Objectiv
 
 
 def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
-             cfg: APGDConfig, gen: torch.Generator, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
+             cfg: APGDConfig, rng: RowRandom, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One APGD run on the inputs at batch rows ``rows``; returns (candidates, found) per owner.
 
     ``objective`` gives the loss; ``success`` decides when an input is broken (they differ for APGD-T,
@@ -108,8 +110,9 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
     owner = torch.arange(n, device=x.device) if owner is None else owner.to(x.device)
     owners = int(owner.max()) + 1 if n else 0
     shape = (-1, *([1] * (x.dim() - 1)))
-    noise = (torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1 if ball.norm == "inf"
-             else torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
+    # the start: one draw per input from its own stream, so it does not depend on the batch
+    noise = (rng.rand(*x.shape[1:], dtype=x.dtype) * 2 - 1 if ball.norm == "inf"
+             else rng.randn(*x.shape[1:], dtype=x.dtype))
     if ball.mask is not None:
         noise = noise * ball.mask
     xa = ball.project(x + ball.epsilon * _unit(noise, ball.norm))
@@ -178,7 +181,7 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
 
 
 def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: APGDConfig, norm: str,
-         epsilon: float, gen: torch.Generator, targets: int = 0,
+         epsilon: float, rng: RowRandom, targets: int = 0,
          parallel: bool = False) -> tuple[Tensor, dict[str, Any]]:
     """APGD with restarts (``targets`` = 0), or APGD-T over the top ``targets`` other classes.
 
@@ -205,7 +208,7 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
         if todo.numel() == 0:
             break
         if targets and parallel:
-            cand, hit = _all_targets(access, x, todo, objective, ball, cfg, gen, targets)
+            cand, hit = _all_targets(access, x, todo, objective, ball, cfg, rng, targets)
             best[todo], found[todo] = cand, hit
             runs += 1
             continue
@@ -213,7 +216,7 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
         loss_objective = success if target_rank is None else _targeted(access, x[todo], todo, success, target_rank)
         if loss_objective is None:  # fewer classes than targets asked for
             break
-        cand, hit = apgd_run(access, todo, loss_objective, success, ball.subset(todo), cfg, gen)
+        cand, hit = apgd_run(access, todo, loss_objective, success, ball.subset(todo), cfg, rng.subset(todo))
         best[todo] = cand
         found[todo] = hit
         runs += 1
@@ -222,7 +225,7 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
 
 
 def _all_targets(access: Access, x: Tensor, todo: Tensor, objective: Objective, ball: Ball, cfg: APGDConfig,
-                 gen: torch.Generator, targets: int) -> tuple[Tensor, Tensor]:
+                 rng: RowRandom, targets: int) -> tuple[Tensor, Tensor]:
     """APGD-T with all top-``targets`` classes at once on the inputs ``todo``; (candidates, found) per input."""
     success = objective.subset(todo)
     with torch.no_grad():
@@ -232,8 +235,16 @@ def _all_targets(access: Access, x: Tensor, todo: Tensor, objective: Objective, 
     order = clean.argsort(dim=1, descending=True)[:, 1:k + 1]
     copy = torch.arange(todo.numel(), device=x.device).repeat_interleave(k)
     copies = success.subset(copy)
-    loss = copies._copy(targets=order.reshape(-1), loss_kind="dlr")  # type: ignore[attr-defined]
-    return apgd_run(access, todo[copy], loss, copies, ball.subset(todo[copy]), cfg, gen, owner=copy)
+    loss = _sweepable(copies).towards(order.reshape(-1), "dlr")
+    return apgd_run(access, todo[copy], loss, copies, ball.subset(todo[copy]), cfg, rng.subset(todo[copy]),
+                    owner=copy)
+
+
+def _sweepable(objective: Objective) -> ClassificationObjective:
+    """The objective, when a target sweep can aim it at other classes (an untargeted classification one)."""
+    if not isinstance(objective, ClassificationObjective) or objective.targeted:
+        raise AttackgenError("apgd_t sweeps target classes on an untargeted classification objective")
+    return objective
 
 
 def _need_four(clean: Tensor) -> None:
@@ -245,16 +256,14 @@ def _need_four(clean: Tensor) -> None:
 
 def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, rank: int) -> Objective | None:
     """The targeted-DLR objective towards each input's (rank+2)-th most likely clean class (None: no such class)."""
-    copy = getattr(objective, "_copy", None)
-    if copy is None or getattr(objective, "targeted", False):
-        raise AttackgenError("apgd_t sweeps target classes on an untargeted classification objective")
+    sweep = _sweepable(objective)
     with torch.no_grad():
         clean = access(x, rows)
     _need_four(clean)
     if rank + 1 >= clean.shape[1]:
         return None
     order = clean.argsort(dim=1, descending=True)
-    return copy(targets=order[:, rank + 1], loss_kind="dlr")
+    return sweep.towards(order[:, rank + 1], "dlr")
 
 
 class _APGD(Attack):
@@ -265,23 +274,20 @@ class _APGD(Attack):
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         name = self.__class__.__name__.lower()
+        self.check_objective(objective)
         norm = require_norm(budget, ("inf", "2"), name)
         eps = require_epsilon(budget, name)
         cfg = APGDConfig(steps=int(self.params.get("steps", 100)), restarts=int(self.params.get("restarts", 1)),
                          rho=float(self.params.get("rho", 0.75)), eot_iter=int(self.params.get("eot_iter", 1)))
         loss = str(self.params.get("loss", self.loss))
         targets = 0
-        if self.targeted_sweep and not getattr(objective, "targeted", False):
+        if self.targeted_sweep and not objective.targeted:
             targets = int(self.params.get("n_target_classes", 9))
             if env is not None and env.num_classes is not None:
                 targets = min(targets, env.num_classes - 1)
         else:
-            change = getattr(objective, "with_loss", None)
-            if change is None and loss != "ce":
-                raise AttackgenError(f"{name}: the {loss} loss needs a classification objective")
-            if change is not None:
-                objective = change(loss)
-        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, self.generator(x.device), targets,
+            objective = objective.with_loss(loss)
+        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, self.row_random(x), targets,
                            parallel=bool(self.params.get("parallel_targets", False)))
         info.update(norm=norm, loss="dlr-targeted" if targets else loss)
         return AttackOutput(x_adv, info)
@@ -297,6 +303,7 @@ class APGDDLR(_APGD):
     """APGD on the DLR loss (scale-free; AutoAttack plus and rand)."""
 
     loss = "dlr"
+    objective_needs = frozenset({Capability.LOSS_CHOICE})
 
 
 class APGDT(_APGD):
@@ -304,6 +311,7 @@ class APGDT(_APGD):
 
     loss = "dlr"
     targeted_sweep = True
+    objective_needs = frozenset({Capability.GOAL, Capability.LOSS_CHOICE})
 
 
 __all__ = ["APGDCE", "APGDDLR", "APGDT", "APGDConfig", "apgd", "apgd_run"]

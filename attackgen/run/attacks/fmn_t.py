@@ -22,15 +22,18 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.fmn import FMN
-from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.base import Capability, Objective
+from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
 
 
-class _Rows:
+class _Rows(Access):
     """The access seen through a subset of the batch: queries are charged to the original rows."""
 
     def __init__(self, access: Access, rows: Tensor) -> None:
+        super().__init__(rows.numel(), None, rows.device)
         self.access, self.rows = access, rows
+        self.granularity = access.granularity
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         if rows is None:
@@ -40,11 +43,13 @@ class _Rows:
 
 class TargetedFMNSweep(Attack):
     access = "gradients"
+    objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("inf", "2", "1"), "fmn_t")
-        if not hasattr(objective, "_copy"):
+        self.check_objective(objective)
+        if not isinstance(objective, ClassificationObjective):
             raise AttackgenError("fmn_t needs a classification objective (a class per input)")
         x = x.detach()
         objective = on_device(objective, x.device)
@@ -53,7 +58,7 @@ class TargetedFMNSweep(Attack):
         best = x.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         # a targeted spec: its own target, one run; else the top-k other classes in turn
-        schedule: list[int | None] = [None] if getattr(objective, "targeted", False) else list(range(targets))
+        schedule: list[int | None] = [None] if objective.targeted else list(range(targets))
         runs = 0
         for rank in schedule:
             todo = (~found).nonzero().squeeze(1)
@@ -66,7 +71,7 @@ class TargetedFMNSweep(Attack):
             if rank is not None:
                 if rank + 1 >= clean.shape[1]:
                     break
-                part_loss = part._copy(targets=clean.argsort(dim=1, descending=True)[:, rank + 1])  # type: ignore[attr-defined]
+                part_loss = part.towards(clean.argsort(dim=1, descending=True)[:, rank + 1])
             else:
                 part_loss = part
             sub_budget = Budget(bounds=budget.bounds, norm=budget.norm, epsilon=budget.epsilon,

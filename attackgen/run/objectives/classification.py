@@ -73,6 +73,11 @@ class ClassificationObjective(Objective):
         """The same objective with another loss ("ce", "margin" or "dlr")."""
         return self if loss_kind == self.loss_kind else self._copy(loss_kind=loss_kind)
 
+    def towards(self, targets: Tensor, loss_kind: str | None = None) -> ClassificationObjective:
+        """The same inputs and labels aimed at ``targets`` (one class per input): the sub-objective of a
+        target sweep (APGD-T, the targeted FMN sweep), whose success the caller still judges untargeted."""
+        return self._copy(targets=targets, loss_kind=loss_kind or self.loss_kind)
+
     def for_outputs(self, output_kind: str) -> ClassificationObjective:
         """The same objective reading "logits" or "probabilities"."""
         return self if output_kind == self.output_kind else self._copy(output_kind=output_kind)
