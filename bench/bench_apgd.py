@@ -8,6 +8,9 @@ The reference is imported from ``.venv-aa/site`` (``pip install --no-deps --targ
 pyautoattack``): it is never a dependency. Rows: APGD-CE (100 steps, 1 restart), APGD-DLR, APGD-T (9
 targets, 100 steps), each ours and the reference's, on the inputs the model classifies correctly; the
 table gives robust accuracy (over all n inputs, re-measured by running the model on the clipped output),
+"reference's starts" rows draw the random starts as the reference does (``batch_start``), so they
+must match it exactly; the plain rows use per-input streams (independent of the batch) and differ by
+the starts only;
 the largest perturbation, wall time, and our forward passes. One torch thread.
 
 ``--survivors`` runs the default white-box plan's gradient part (APGD-CE, then APGD-T with the 9 targets
@@ -185,7 +188,14 @@ def main() -> None:
     rows: list[tuple[str, str, Callable[[], tuple[torch.Tensor, int | None]]]] = [
         ("APGD-CE", "ours", lambda: ours(APGDCE, model, xc, yc, budget, steps=args.steps)),
         ("APGD-DLR", "ours", lambda: ours(APGDDLR, model, xc, yc, budget, steps=args.steps)),
-        ("APGD-T", "ours", lambda: ours(APGDT, model, xc, yc, budget, steps=args.steps)),
+        ("APGD-T", "ours", lambda: ours(APGDT, model, xc, yc, budget, steps=args.steps, parallel_targets=False)),
+        ("APGD-T", "ours, parallel targets", lambda: ours(APGDT, model, xc, yc, budget, steps=args.steps)),
+        ("APGD-CE", "ours, reference's starts", lambda: ours(APGDCE, model, xc, yc, budget, steps=args.steps,
+                                                            batch_start=True)),
+        ("APGD-DLR", "ours, reference's starts", lambda: ours(APGDDLR, model, xc, yc, budget, steps=args.steps,
+                                                             batch_start=True)),
+        ("APGD-T", "ours, reference's starts", lambda: ours(APGDT, model, xc, yc, budget, steps=args.steps,
+                                                           parallel_targets=False, batch_start=True)),
     ]
     if ref is not None:
         from importlib import import_module

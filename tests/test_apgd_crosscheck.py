@@ -22,7 +22,8 @@ from attackgen.run.objectives.classification import ClassificationObjective
 
 LOCAL = Path(__file__).resolve().parents[1] / ".venv-aa" / "site"
 EPS, N = 0.1, 256
-TOLERANCE = 1.0  # points of robust accuracy: random starts differ, the algorithm does not
+TOLERANCE = 0.5  # points of robust accuracy (one input in 256): with batch_start the random starts are the
+# reference's own draws, so only floating-point order can differ
 
 
 def reference() -> ModuleType | None:
@@ -45,12 +46,12 @@ def test_apgd_matches_the_reference_robust_accuracy(victim, test_set, attack: st
     x, y = test_set[0][:N], test_set[1][:N]
     if attack == "apgd-ce":
         ref = base.APGDAttack(victim, n_iter=100, norm="Linf", eps=EPS, seed=0, loss="ce", device="cpu")
-        ours = APGDCE(seed=0, steps=100)
+        ours = APGDCE(seed=0, steps=100, batch_start=True)
     else:
         ref = base.APGDAttack_targeted(victim, n_iter=100, norm="Linf", eps=EPS, seed=0, n_target_classes=9,
                                        device="cpu")
-        ours = APGDT(seed=0, steps=100)
-    theirs = ref.perturb(x.clone(), y.clone()).detach()
+        ours = APGDT(seed=0, steps=100, parallel_targets=False, batch_start=True)
+    theirs = ref.perturb(x.clone(), y.clone()).detach()  # seeds torch's global generator with 0, as ours
     mine = ours.run(WhiteBoxAccess(victim, N), x, ClassificationObjective(y), Budget(norm="inf", epsilon=EPS)).x_adv
     with torch.no_grad():
         robust_ref = float((victim(theirs.clamp(0, 1)).argmax(1) == y).float().mean()) * 100

@@ -58,6 +58,28 @@ class APGDConfig:
         return max(int(0.03 * self.steps), 1)
 
 
+class BatchStream:
+    """One generator for the whole batch, drawn as the reference code draws its random starts
+    (``torch.rand(x.shape)`` per run on the inputs still unbroken): with ``batch_start`` and the same seed
+    the starts, and so the results, match fra31/auto-attack's exactly (tests/test_apgd_crosscheck.py).
+    Not the default: a draw then depends on the batch, which per-input streams (row_random) avoid."""
+
+    def __init__(self, gen: torch.Generator, n: int) -> None:
+        self.gen, self.n = gen, n
+
+    def subset(self, rows: Tensor) -> BatchStream:
+        return BatchStream(self.gen, rows.numel())
+
+    def rand(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.rand((self.n, *shape), generator=self.gen, device=self.gen.device, dtype=dtype)
+
+    def randn(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.randn((self.n, *shape), generator=self.gen, device=self.gen.device, dtype=dtype)
+
+
+Stream = RowRandom | BatchStream
+
+
 def _unit(t: Tensor, norm: str) -> Tensor:
     """t scaled to unit Linf or L2 norm per input."""
     flat = t.flatten(1)
@@ -97,7 +119,7 @@ def _loss_and_grad(access: Access, xa: Tensor, rows: Tensor, objective: Objectiv
 
 
 def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
-             cfg: APGDConfig, rng: RowRandom, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
+             cfg: APGDConfig, rng: Stream, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One APGD run on the inputs at batch rows ``rows``; returns (candidates, found) per owner.
 
     ``objective`` gives the loss; ``success`` decides when an input is broken (they differ for APGD-T,
@@ -181,7 +203,7 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
 
 
 def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: APGDConfig, norm: str,
-         epsilon: float, rng: RowRandom, targets: int = 0,
+         epsilon: float, rng: Stream, targets: int = 0,
          parallel: bool = False) -> tuple[Tensor, dict[str, Any]]:
     """APGD with restarts (``targets`` = 0), or APGD-T over the top ``targets`` other classes.
 
@@ -225,7 +247,7 @@ def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: A
 
 
 def _all_targets(access: Access, x: Tensor, todo: Tensor, objective: Objective, ball: Ball, cfg: APGDConfig,
-                 rng: RowRandom, targets: int) -> tuple[Tensor, Tensor]:
+                 rng: Stream, targets: int) -> tuple[Tensor, Tensor]:
     """APGD-T with all top-``targets`` classes at once on the inputs ``todo``; (candidates, found) per input."""
     success = objective.subset(todo)
     with torch.no_grad():
@@ -287,7 +309,9 @@ class _APGD(Attack):
                 targets = min(targets, env.num_classes - 1)
         else:
             objective = objective.with_loss(loss)
-        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, self.row_random(x), targets,
+        rng: Stream = (BatchStream(self.generator(x.device), x.shape[0]) if self.params.get("batch_start")
+                       else self.row_random(x))
+        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, rng, targets,
                            parallel=bool(self.params.get("parallel_targets", False)))
         info.update(norm=norm, loss="dlr-targeted" if targets else loss)
         return AttackOutput(x_adv, info)
