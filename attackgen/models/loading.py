@@ -20,6 +20,7 @@ CLI exits 2 with one paragraph.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attackgen.models import saved, trust
 from attackgen.models.data import LabeledData
 from taxonomy.errors import AttackgenError, did_you_mean
 from taxonomy.spec import AttackSpec
@@ -70,27 +72,35 @@ def load_model(ref: str, layout: str = "NCHW", field: str = "--model") -> nn.Mod
     """The model named by ``ref`` in eval mode, on the CPU (the executor moves it).
 
     ``layout`` is the spec's input_space.layout: a user's NHWC model is wrapped to take NCHW inputs.
-    ``field`` is where the reference came from, for the messages (a surrogate comes from the spec).
+    ``field`` is where the reference came from, for the messages: ``--model`` is the user's own choice;
+    any other field is a file (a spec's surrogate), whose entry points and TorchScript files run only
+    as the command line allows (attackgen.models.trust).
     """
     try:
-        return _load_model(ref, layout)
+        return _load_model(ref, layout, field)
     except ModelLoadError as error:
         if field == "--model":
             raise
         raise ModelLoadError(str(error).replace("--model", field, 1)) from None
 
 
-def _load_model(ref: str, layout: str) -> nn.Module:
+def _load_model(ref: str, layout: str, field: str) -> nn.Module:
     builtins = _builtin_models()
     if ref in builtins:
         from attackgen.models.zoo import load_builtin_model
 
         return load_builtin_model(ref).eval()  # built-in models take NCHW
-    if Path(ref).suffix.lower() == EXPORT_SUFFIX:
-        model = _load_exported(Path(ref))
-    elif Path(ref).suffix.lower() in TORCHSCRIPT_SUFFIXES or Path(ref).exists():
-        model = _load_torchscript(Path(ref))
+    from_file = field != "--model"
+    suffix = Path(ref).suffix.lower()
+    if suffix == EXPORT_SUFFIX:
+        model = _saved(lambda: saved.load_exported(Path(ref), ref, trust.policy().allow_code))
+    elif suffix in TORCHSCRIPT_SUFFIXES or Path(ref).exists():
+        if from_file:
+            trust.require_permission(ref, field, "a TorchScript program")
+        model = _saved(lambda: saved.load_torchscript(Path(ref), ref))
     elif ":" in ref:
+        if from_file:
+            trust.require_permission(ref, field, "a Python entry point")
         model = _load_entry_point(ref)
     else:
         known = ", ".join(sorted(builtins)) or "none installed"
@@ -103,7 +113,15 @@ def _load_model(ref: str, layout: str) -> nn.Module:
             f"--model {ref!r}: expected a torch.nn.Module, got {type(model).__name__}. An entry point must "
             "return the model itself (with its weights loaded), not a class or a state dict."
         )
+    model = saved.runnable(model)  # an entry point may return a ScriptModule or an exported module too
     return (ChannelsLast(model) if layout == "NHWC" else model).eval()
+
+
+def _saved(load: Callable[[], nn.Module]) -> nn.Module:
+    try:
+        return load()
+    except saved.SavedModelError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _load_entry_point(ref: str) -> nn.Module:
@@ -111,11 +129,11 @@ def _load_entry_point(ref: str) -> nn.Module:
     if not module_name or not attr:
         raise ModelLoadError(f"--model {ref!r}: an entry point reads 'package.module:function'.")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_cwd(module_name)
     except Exception as error:  # any import-time failure is the user's module, not ours
         raise ModelLoadError(
             f"--model {ref!r}: module {module_name!r} fails to import ({type(error).__name__}: {error}). "
-            "Check that it is installed or on PYTHONPATH (run from the folder that holds it) and that "
+            f"Check that it is installed, on PYTHONPATH or in the current folder ({Path.cwd()}), and that "
             "it imports on its own."
         ) from None
     factory = getattr(module, attr, None)
@@ -137,29 +155,18 @@ def _load_entry_point(ref: str) -> nn.Module:
         ) from None
 
 
-def _load_torchscript(path: Path) -> nn.Module:
-    if not path.exists():
-        raise ModelLoadError(f"--model {path}: file not found.")
+def _import_from_cwd(module_name: str) -> Any:
+    """Import a user's module, looking in the current folder too (a console script does not put it on
+    sys.path, although ``python -m`` would)."""
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
-        return torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:
-        raise ModelLoadError(
-            f"--model {path}: not a TorchScript archive ({str(error).splitlines()[0][:160]}). Save the model "
-            "with torch.jit.script(model).save(path) (or torch.jit.trace), or give a 'package.module:function' "
-            "entry point that builds it; a bare state dict has no architecture to load into."
-        ) from None
-
-
-def _load_exported(path: Path) -> nn.Module:
-    if not path.exists():
-        raise ModelLoadError(f"--model {path}: file not found.")
-    try:
-        return torch.export.load(str(path)).module()
-    except Exception as error:
-        raise ModelLoadError(
-            f"--model {path}: not a torch.export archive ({str(error).splitlines()[0][:160]}); save it with "
-            "torch.export.save(torch.export.export(model, (example,)), path)."
-        ) from None
+        return importlib.import_module(module_name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 # Task -> check of the model's outputs on a few inputs; other tasks register theirs here.

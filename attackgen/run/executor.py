@@ -479,11 +479,13 @@ class Executor:
     def _load(self) -> None:
         from attackgen.models.adapters import adapt
         from attackgen.models.loading import check_labels_against_model, check_model, load_data, load_model
+        from attackgen.models.saved import runnable
 
         self.device = pick_device(self.options.device)
         model = self._model_given
         if model is None:
             model = load_model(self.model_ref, self.spec.input_space.layout)
+        model = runnable(model)  # ScriptModules and exported modules refuse requires_grad_ / eval()
         self.model = adapt(model, self.task).eval().to(self.device)
         self.model.requires_grad_(False)
         data = self._data_given if self._data_given is not None else load_data(self.data_ref, self.spec)
