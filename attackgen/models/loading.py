@@ -442,8 +442,36 @@ def validate_data(data: LabeledData, spec: AttackSpec, ref: str, scale_bytes: bo
     if scale_bytes and byte_data:
         x = x / 255.0 * (high - low) + low  # image bytes are 0..255 by definition: map them onto the bounds
     _check_bounds(x, low, high, ref)
-    y = _check_labels(data.y, len(x), spec, ref)
-    return LabeledData(data.name or Path(ref).name, x.contiguous(), y, list(data.classes), dict(data.metadata))
+    y, classes = data.y, list(data.classes)
+    if spec.task.value == "classification" and spec.classes is not None and classes:
+        y, classes = _align_classes(torch.as_tensor(y), classes, list(spec.classes), ref)
+    y = _check_labels(y, len(x), spec, ref)
+    return LabeledData(data.name or Path(ref).name, x.contiguous(), y, classes, dict(data.metadata))
+
+
+def _align_classes(y: Tensor, classes: list[str], wanted: list[str], ref: str) -> tuple[Tensor, list[str]]:
+    """Labels re-indexed from the data's class names to the spec's order, which is the model's output order.
+
+    An image folder's classes come in alphabetical folder order and a data file may list them in any
+    order; the names decide, never the positions. Names the spec does not list are an error.
+    """
+    if classes == wanted:
+        return y, classes
+    unknown = [c for c in classes if c not in wanted]
+    if unknown or len(set(classes)) != len(classes):
+        what = f"class names {unknown} that" if unknown else "repeated class names that"
+        raise DataLoadError(
+            f"--data {ref}: has {what} the spec's 'classes' field does not list. Data classes: {classes}; "
+            f"spec classes: {wanted}. Name the data's classes (folder names, or the 'classes' array of a data "
+            "file) exactly as the spec does, in any order, or correct the spec."
+        )
+    if y.dim() != 1 or y.is_floating_point() or (len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes))):
+        raise DataLoadError(
+            f"--data {ref}: labels must be class indices 0..{len(classes) - 1} into the data's {len(classes)} "
+            f"class names {classes}."
+        )
+    index = torch.tensor([wanted.index(c) for c in classes], dtype=torch.long)
+    return index[y.long()], list(wanted)
 
 
 def _to_nchw(x: Tensor, layout: str, ref: str) -> Tensor:
