@@ -133,12 +133,16 @@ def _default_data(model: str, data: str | None) -> str:
 @click.option("--allow-code", is_flag=True,
               help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
               "load .pt2 archives that unpickle. Off by default: a file handed over by others is code.")
+@click.option("--onnx-to-torch", is_flag=True,
+              help="Convert an .onnx model to torch with onnx2torch (white-box specs); by default ONNX Runtime "
+              "answers queries (black-box specs only).")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
                 seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
-                allow_code: bool, output: str | None) -> None:
+                allow_code: bool, onnx_to_torch: bool, output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
+    from attackgen.models.options import LoadOptions, loading_with
     from attackgen.models.trust import trusting
     from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
@@ -151,7 +155,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
                          progress=not quiet, basis_data=basis_data)
     _stop_on_sigterm()
     try:
-        with trusting(allow_code, given=(model,)):
+        with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
             result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
         if (out / "results.json").exists():

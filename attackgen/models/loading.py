@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attackgen.models import saved, trust
+from attackgen.models import options, saved, trust
 from attackgen.models.data import LabeledData
 from taxonomy.errors import AttackgenError, did_you_mean
 from taxonomy.spec import AttackSpec
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".pth", ".jit")
 EXPORT_SUFFIX = ".pt2"  # torch.export archives
+ONNX_SUFFIX = ".onnx"  # run by ONNX Runtime (attackgen.models.onnx)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _BYTES_TOL = 1e-6
 
@@ -92,7 +93,14 @@ def _load_model(ref: str, layout: str, field: str) -> nn.Module:
         return load_builtin_model(ref).eval()  # built-in models take NCHW
     from_file = field != "--model"
     suffix = Path(ref).suffix.lower()
-    if suffix == EXPORT_SUFFIX:
+    if suffix == ONNX_SUFFIX:
+        from attackgen.models.onnx import OnnxLoadError, load_onnx
+
+        try:
+            model = load_onnx(Path(ref), ref, options.current().onnx_to_torch)
+        except OnnxLoadError as error:
+            raise ModelLoadError(str(error)) from None
+    elif suffix == EXPORT_SUFFIX:
         model = _saved(lambda: saved.load_exported(Path(ref), ref, trust.policy().allow_code))
     elif suffix in TORCHSCRIPT_SUFFIXES or Path(ref).exists():
         if from_file:
@@ -208,6 +216,7 @@ register_output_check("classification", _check_classifier_output)
 
 def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str, device: torch.device) -> int | None:
     """Run the model on a few inputs; returns the number of classes (None for tasks without one)."""
+    check_access(model, spec, ref)
     n = min(4, len(data))
     probe = data.x[:n].to(device)
     try:
@@ -223,6 +232,15 @@ def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str,
         ) from None
     check = OUTPUT_CHECKS.get(spec.task.value)
     return check(outputs, n, spec, ref) if check else None
+
+
+def check_access(model: nn.Module, spec: AttackSpec, ref: str) -> None:
+    """A model that answers queries only (ONNX Runtime, an endpoint) cannot serve a white-box spec."""
+    from attackgen.models.onnx import find_oracle_only, white_box_refusal
+
+    oracle = find_oracle_only(model)
+    if oracle is not None and getattr(spec.threat.model_knowledge, "kind", "") == "white_box":
+        raise ModelLoadError(f"--model {ref}: {white_box_refusal(oracle, 'white_box')}")
 
 
 # --------------------------------------------------------------------------- data
