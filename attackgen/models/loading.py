@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attackgen.models import options, saved, trust
+from attackgen.models import options, remote, saved, trust
 from attackgen.models.data import LabeledData
 from taxonomy.errors import AttackgenError, did_you_mean
 from taxonomy.spec import AttackSpec
@@ -93,7 +93,12 @@ def _load_model(ref: str, layout: str, field: str) -> nn.Module:
         return load_builtin_model(ref).eval()  # built-in models take NCHW
     from_file = field != "--model"
     suffix = Path(ref).suffix.lower()
-    if suffix == ONNX_SUFFIX:
+    if remote.is_endpoint_ref(ref):
+        try:
+            model = remote.load_endpoint(ref, options.current().run_dir, options.current().resume)
+        except remote.EndpointError as error:
+            raise ModelLoadError(str(error)) from None
+    elif suffix == ONNX_SUFFIX:
         from attackgen.models.onnx import OnnxLoadError, load_onnx
 
         try:

@@ -4,6 +4,10 @@ White-box access hands over the module. Score and label oracles answer queries a
 input; a query on an input whose budget is spent raises QueryBudgetExceeded instead of answering, so
 no attack can go over budget by mistake. A label oracle keeps the model in a closure and has no method
 that returns scores. NoAccess holds only a surrogate: the victim is out of reach.
+
+A model behind an endpoint (attackgen.models.remote) is one more model here: the budget is charged
+before the oracle calls it, so no request leaves for an input whose budget is spent, and the oracle
+tells it which data indices it is querying for its query log.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from attackgen.models.remote import querying
 
 
 class QueryBudgetExceeded(RuntimeError):
@@ -26,6 +32,12 @@ class Access:
     def __init__(self, n_inputs: int, budget: int | None, device: torch.device | str = "cpu") -> None:
         self.budget = budget
         self.queries = torch.zeros(n_inputs, dtype=torch.long, device=device)
+        self.input_ids: Tensor | None = None  # the data indices of the batch rows (the executor sets them)
+
+    def _ids(self, rows: Tensor | None, n: int) -> list[int]:
+        """The data indices of the inputs in one query, for a remote model's query log."""
+        local = torch.arange(n) if rows is None else rows.detach().cpu()
+        return (self.input_ids.cpu()[local] if self.input_ids is not None else local).tolist()
 
     def remaining(self, rows: Tensor | None = None) -> Tensor:
         """Queries left per input (a large number when unbudgeted)."""
@@ -95,8 +107,9 @@ class ScoreOracle(Access):
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         """Scores for x; rows are the batch indices of the inputs being queried (default: all, in order)."""
-        self._charge(rows, x.shape[0])
-        logits = self._answer(x)
+        self._charge(rows, x.shape[0])  # the budget is spent before anything is asked of the model
+        with querying(self._ids(rows, x.shape[0])):
+            logits = self._answer(x)
         if self.granularity == "logits" or not isinstance(logits, Tensor):
             return logits  # a detector's scored boxes are its score-level answer, whatever the granularity
         probs = logits.softmax(dim=1)
@@ -132,7 +145,8 @@ class LabelOracle(Access):
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         self._charge(rows, x.shape[0])
-        return self._answer(x)
+        with querying(self._ids(rows, x.shape[0])):
+            return self._answer(x)
 
 
 class NoAccess(Access):

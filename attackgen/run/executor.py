@@ -829,6 +829,7 @@ class Executor:
         clean = torch.cat(outputs) if isinstance(outputs[0], Tensor) else [o for out in outputs for o in out]
         objective = build_objective(self.spec, y, clean)
         access = self._make_access(step, len(rows), None)
+        access.input_ids = rows
         started = time.perf_counter()
         torch.manual_seed(derive_seed(self.options.seed, step.index, 0xF17))
         try:
@@ -853,6 +854,7 @@ class Executor:
         clean = self._forward(x)
         objective = build_objective(self.spec, y, clean)
         access = self._make_access(step, len(rows), None if spent is None else spent[rows])
+        access.input_ids = rows
         before = access.queries.clone()
         budget = self._budget(step, rows)
         seed = derive_seed(self.options.seed, step.index, int(rows[0]))
