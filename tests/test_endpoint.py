@@ -234,3 +234,51 @@ def test_killed_run_resumes_without_sending_a_query_twice(tmp_path):
     b = RunResult.model_validate_json((out / "results.json").read_text())
     assert b.complete and [(i.n_success, [r.queries for r in i.inputs]) for i in b.items] == \
         [(i.n_success, [r.queries for r in i.inputs]) for i in a.items]
+
+
+def test_generic_json_endpoint_described_by_a_mapping(tmp_path):
+    """A plain JSON service ({"instances": [...]} in, {"result": {"labels": [...]}} out), described by the
+    endpoint file's request template and response path; labels only, so a label-only spec runs on it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from attackgen.models.zoo import load_builtin_model
+
+    net = load_builtin_model("digits-cnn").eval()
+    seen = {"rows": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            x = torch.tensor(body["instances"], dtype=torch.float32)
+            seen["rows"] += len(x)
+            with torch.no_grad():
+                labels = net(x).argmax(1).tolist()
+            raw = json.dumps({"result": {"labels": labels}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        endpoint = tmp_path / "service.yaml"
+        endpoint.write_text(yaml.safe_dump({"endpoint": {
+            "protocol": "json", "url": f"http://127.0.0.1:{httpd.server_port}/predict",
+            "request": {"instances": "$inputs", "version": 2}, "response": "result.labels",
+            "returns": "labels", "num_classes": 10}}))
+        plan = _plan(tmp_path, "json-hsj", *HSJ)
+        out = tmp_path / "run"
+        assert cli("run", plan, "--model", endpoint, "--data", "digits", "--limit", "4", "-q", "-o", out) == 0
+        result = RunResult.model_validate_json((out / "results.json").read_text())
+        assert result.clean_accuracy == 1.0 and sum(i.n_success for i in result.items) > 0
+        assert seen["rows"] == len(_log(out))
+        square = _plan(tmp_path, "json-square", *SQUARE)  # scores from a labels-only service: refused by rule
+        assert cli("run", square, "--model", endpoint, "--data", "digits", "--limit", "4", "-q",
+                   "-o", tmp_path / "refused") == 2
+    finally:
+        httpd.shutdown()

@@ -244,8 +244,16 @@ def check_access(model: nn.Module, spec: AttackSpec, ref: str) -> None:
     from attackgen.models.onnx import find_oracle_only, white_box_refusal
 
     oracle = find_oracle_only(model)
-    if oracle is not None and getattr(spec.threat.model_knowledge, "kind", "") == "white_box":
+    kind = getattr(spec.threat.model_knowledge, "kind", "")
+    if oracle is not None and kind == "white_box":
         raise ModelLoadError(f"--model {ref}: {white_box_refusal(oracle, 'white_box')}")
+    if kind in ("output_transparent", "query_limited") and getattr(getattr(oracle, "config", None), "returns",
+                                                                   "") == "labels":
+        raise ModelLoadError(
+            f"--model {ref}: the spec grants model_knowledge {kind} (score queries), but the endpoint returns "
+            "labels only (endpoint.returns: labels); make the spec label_only, or read the scores the endpoint "
+            "gives (endpoint.response)."
+        )
 
 
 # --------------------------------------------------------------------------- data
