@@ -277,6 +277,10 @@ def test_generic_json_endpoint_described_by_a_mapping(tmp_path):
         result = RunResult.model_validate_json((out / "results.json").read_text())
         assert result.clean_accuracy == 1.0 and sum(i.n_success for i in result.items) > 0
         assert seen["rows"] == len(_log(out))
+        assert cli("audit", out, "--format", "json", "-o", tmp_path / "audit") == 0  # the log is counted, not choked on
+        sources = json.loads((tmp_path / "audit" / "coverage.json").read_text())["sources"]
+        note = next(s for s in sources if s["path"].endswith("queries.jsonl"))
+        assert note["kind"] == "queries" and note["records"] == len(_log(out))
         square = _plan(tmp_path, "json-square", *SQUARE)  # scores from a labels-only service: refused by rule
         assert cli("run", square, "--model", endpoint, "--data", "digits", "--limit", "4", "-q",
                    "-o", tmp_path / "refused") == 2
