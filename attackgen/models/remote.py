@@ -207,12 +207,14 @@ class RemoteModel(OracleOnlyModel):
         return f"{path}/v2/models/{self.config.model_name}/infer"
 
     def _body(self, array: np.ndarray) -> bytes:
+        if self.config.datatype == "FP64":
+            array = array.astype(np.float64)
         if self.config.protocol == "oip":
             payload: Any = {"inputs": [{"name": self.config.input_name, "shape": list(array.shape),
-                                        "datatype": self.config.datatype, "data": array.ravel().tolist()}]}
+                                        "datatype": self.config.datatype, "data": array.ravel()}]}
         else:
-            payload = _substitute(self.config.request, array.tolist())
-        return json.dumps(payload, separators=(",", ":")).encode()
+            payload = _substitute(self.config.request, array)
+        return _dumps(payload)
 
     def _parse(self, data: Any, n: int) -> np.ndarray:
         if self.config.protocol == "oip":
@@ -297,7 +299,7 @@ class RemoteModel(OracleOnlyModel):
                 raise EndpointError(f"--model {self.ref}: the endpoint answered HTTP {response.status} "
                                     f"({raw[:200].decode(errors='replace')}).")
             try:
-                answer = self._parse(json.loads(raw), len(array))
+                answer = self._parse(_loads(raw), len(array))
             except ValueError:
                 raise self._bad("a JSON answer") from None
             with self.lock:
@@ -373,6 +375,24 @@ class RemoteModel(OracleOnlyModel):
     def __del__(self) -> None:
         with suppress(Exception):
             self.close()
+
+
+def _dumps(payload: Any) -> bytes:
+    """JSON with the arrays in it: orjson (with the [serve] extra) writes a batch of 64 16x16 images in about
+    2 ms where the json module, going through Python floats, takes about 20 times longer."""
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps(payload, separators=(",", ":"), default=lambda a: a.tolist()).encode()
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        import orjson
+    except ImportError:
+        return json.loads(raw)
+    return orjson.loads(raw)
 
 
 def _substitute(template: Any, inputs: Any) -> Any:
