@@ -191,3 +191,33 @@ def test_entry_point_named_by_a_spec_needs_allow_code(user_module, tmp_path, cap
     assert marker.exists()
     saved_plan = yaml.safe_load(plan.read_text())
     assert saved_plan  # the plan itself is unchanged data; only the command line decides
+
+
+def _rewrite(source: Path, target: Path, change) -> None:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for info in src.infolist():
+            name, data = change(info.filename, src.read(info))
+            if name is not None:
+                dst.writestr(name, data)
+
+
+@pytest.mark.parametrize("what,change", [
+    ("stores", lambda n, d: (n, d.replace(b'"use_pickle": false', b'"use_pickle": true', 1))
+     if n.endswith("model_weights_config.json") else (n, d)),
+    ("AOTInductor", lambda n, d: (n, d) if not n.endswith("archive_format")
+     else (n.rsplit("/", 1)[0] + "/data/aotinductor/model/lib.so", b"\x7fELF")),
+    ("names the Python module 'os'", lambda n, d: (n, d.replace(b'"fqn": ""', b'"fqn": "os:system"', 1))
+     if n.endswith("models/model.json") else (n, d)),
+])
+def test_archives_that_would_run_code_are_refused(saved, tmp_path, what, change):
+    from attackgen.models.saved import SavedModelError, check_export_archive
+
+    crafted = tmp_path / "crafted.pt2"
+    _rewrite(saved / "dynamic.pt2", crafted, change)
+    if what == "AOTInductor":  # keep archive_format, add the library beside it
+        with zipfile.ZipFile(saved / "dynamic.pt2") as src, zipfile.ZipFile(crafted, "a") as dst:
+            name = next(n for n in src.namelist() if n.endswith("archive_format"))
+            dst.writestr(name, src.read(name))
+    with pytest.raises(SavedModelError, match=what):
+        check_export_archive(crafted, "crafted.pt2")
+    check_export_archive(saved / "dynamic.pt2", "dynamic.pt2")  # the untouched archive passes
