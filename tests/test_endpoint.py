@@ -149,15 +149,15 @@ def test_label_only_attack_gets_labels_from_a_scoring_endpoint(server):
 
 
 def test_rate_limit_holds_within_five_percent(server):
-    rate = 40.0
+    rate = 20.0  # well below what the server answers on a loaded 2-core machine, so the limiter decides
     model = RemoteModel(EndpointConfig(url=server.url, input_name="x", rate_limit=rate, concurrency=4,
                                        max_batch=1), server.url)
-    x = load_builtin_data("digits").x[:60]
+    x = load_builtin_data("digits").x[:80]
     start = len(server.stats()["starts"])
     model(x[:20])
     model(x[20:])
     starts = server.stats()["starts"][start:]
-    assert len(starts) == 60
+    assert len(starts) == 80
     measured = (len(starts) - 1) / (starts[-1] - starts[0])
     assert abs(measured - rate) / rate <= 0.05, f"{measured:.1f} queries/s against a limit of {rate}"
 
