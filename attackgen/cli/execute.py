@@ -112,7 +112,9 @@ def _default_data(model: str, data: str | None) -> str:
 @click.command("run")
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--model", "-m", "model", required=True,
-              help="A built-in model, a 'package.module:function' entry point, or a TorchScript file.")
+              help="A built-in model, a 'package.module:function' entry point (imported from the current "
+              "folder too), a TorchScript file (.pt/.ts/.pth/.jit) or a torch.export archive (.pt2). Entry "
+              "points and TorchScript are code: give only what you trust.")
 @click.option("--data", "-d", "data", default=None,
               help="A built-in data set, a .pt/.npz file, an IDX images file or an image folder "
               "(default for a built-in model: its own test data).")
@@ -128,12 +130,20 @@ def _default_data(model: str, data: str | None) -> str:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--allow-code", is_flag=True,
+              help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
+              "load .pt2 archives that unpickle. Off by default: a file handed over by others is code.")
+@click.option("--onnx-to-torch", is_flag=True,
+              help="Convert an .onnx model to torch with onnx2torch (white-box specs); by default ONNX Runtime "
+              "answers queries (black-box specs only).")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
                 seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
-                output: str | None) -> None:
+                allow_code: bool, onnx_to_torch: bool, output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
+    from attackgen.models.options import LoadOptions, loading_with
+    from attackgen.models.trust import trusting
     from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
     from attackgen.run.executor import RunOptions, execute
@@ -145,7 +155,8 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
                          progress=not quiet, basis_data=basis_data)
     _stop_on_sigterm()
     try:
-        result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+        with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
+            result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
         if (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")
