@@ -415,6 +415,7 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
 def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), console: Any = None) -> None:
     """The summary in the terminal (rich)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -427,9 +428,9 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
         f"axis-value pairs {s['pairs_covered']}/{s['pairs_feasible']}"
     )
     for note in report.notes + report.outside:
-        console.print(f"[cyan]note:[/cyan] {note}", highlight=False)
+        console.print(f"[cyan]note:[/cyan] {escape(note)}", highlight=False)
     for problem in report.suite.problems:
-        console.print(f"[red]problem:[/red] {problem.path}: {problem.message}", highlight=False)
+        console.print(f"[red]problem:[/red] {escape(problem.path)}: {escape(problem.message)}", highlight=False)
     table = Table(title="Coverage by axis value", show_lines=False)
     for name in ("axis", "value", "covered/feasible", "share", "with results"):
         table.add_column(name)
@@ -437,7 +438,8 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
         for n, v in enumerate(values):
             share = v["covered"] / v["feasible"] if v["feasible"] else 0.0
             style = "green" if share > 0 else ("dim" if not v["feasible"] else "yellow")
-            table.add_row(title(axis) if n == 0 else "", value_label(v["value"]), f"{v['covered']}/{v['feasible']}",
+            table.add_row(title(axis) if n == 0 else "", escape(value_label(v["value"])),
+                          f"{v['covered']}/{v['feasible']}",
                           f"[{style}]{_pct(v['covered'], v['feasible'])}[/{style}]", str(v["tested"]))
     console.print(table)
     weakest = report.weakest(5)
@@ -447,15 +449,16 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
             table.add_column(name)
         for c in weakest:
             run = report.suite.runs[c.weakest_run].label if c.weakest_run is not None else "-"
-            table.add_row(report.space.label(c.row), _weakest_ra(report, c), run)
+            table.add_row(escape(report.space.label(c.row)), _weakest_ra(report, c), escape(run))
         console.print(table)
     if report.flags:
         table = Table(title="Soundness flags")
         for name in ("severity", "check", "evidence", "fix"):
             table.add_column(name, overflow="fold")
         for f in report.flags:
-            table.add_row(f"[{f.flag.severity if f.flag.severity != 'info' else 'dim'}]{f.flag.severity}",
-                          f.flag.check, f.flag.evidence, f.flag.fix)
+            style = {"error": "red", "warning": "yellow"}.get(str(f.flag.severity), "dim")
+            table.add_row(f"[{style}]{escape(str(f.flag.severity))}",
+                          escape(f.flag.check), escape(f.flag.evidence), escape(f.flag.fix))
         console.print(table)
     else:
         console.print("Soundness flags: none.")
@@ -464,6 +467,6 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
         for name in ("spec", "cell", "new pairs", "runnable"):
             table.add_column(name)
         for x in suggestions:
-            table.add_row(x.spec.name, report.space.label(x.row), str(x.new_pairs),
+            table.add_row(escape(x.spec.name), escape(report.space.label(x.row)), str(x.new_pairs),
                           {True: "yes", False: "no", None: "?"}[x.runnable])
         console.print(table)

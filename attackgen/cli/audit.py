@@ -64,11 +64,12 @@ def audit_command(paths: tuple[Path, ...], out_dir: Path | None, fmt: str, n_sug
 
     if fmt == "table" or out_dir is not None:
         from rich.console import Console
+        from rich.markup import escape
 
         console = Console(stderr=fmt != "table")
         render.print_table(report, suggestions, console)
         for path in written:
-            console.print(f"wrote {path}", highlight=False)
+            console.print(f"wrote {escape(str(path))}", highlight=False)
     if fmt != "table":
         if out_dir is None:
             for line in report.notes + report.outside + [f"{p.path}: {p.message}" for p in suite.problems]:

@@ -60,19 +60,22 @@ def print_summary(result: Any, out_dir: Path) -> None:
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     headline = result.metrics.get("headline_epsilon")
     at = f" at epsilon {headline:g}" if headline else ""
-    console.print(f"[bold]{result.spec.get('name', 'run')}[/bold]: {result.n_inputs} inputs, clean accuracy "
+    name = escape(str(result.spec.get("name", "run")))
+    console.print(f"[bold]{name}[/bold]: {result.n_inputs} inputs, clean accuracy "
                   f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%"
                   + ("" if result.complete else " [red](incomplete)[/red]"))
     table = Table(show_edge=False)
     for column in ("#", "attack", "eps", "attacked", "broken", "robust after", "queries", "time"):
         table.add_column(column, justify="left" if column == "attack" else "right", no_wrap=True)
     for n, item in enumerate(result.items, 1):
-        table.add_row(str(n), item.attack, "–" if item.epsilon is None else f"{item.epsilon:g}", str(item.n_attacked),
+        table.add_row(str(n), escape(item.attack), "–" if item.epsilon is None else f"{item.epsilon:g}",
+                      str(item.n_attacked),
                       str(item.n_success), f"{100 * item.robust_accuracy_after:.1f}%",
                       "–" if item.median_queries is None else f"{item.median_queries:g}", f"{item.time_s:.2f}s")
     console.print(table)
@@ -80,9 +83,10 @@ def print_summary(result: Any, out_dir: Path) -> None:
         console.print(f"  epsilon {point['epsilon']:g}: robust accuracy {100 * point['robust_accuracy']:.1f}%")
     for flag in result.flags:
         if flag.severity != "info":
-            console.print(f"  [yellow]{flag.severity}[/yellow] {flag.check}: {flag.evidence}", soft_wrap=True)
-    console.print(f"results: {out_dir / 'results.json'}")
-    console.print(f"report:  {out_dir / 'report.html'} (and report.md)")
+            console.print(f"  [yellow]{escape(flag.severity)}[/yellow] {escape(flag.check)}: {escape(flag.evidence)}",
+                          soft_wrap=True)
+    console.print(f"results: {escape(str(out_dir / 'results.json'))}")
+    console.print(f"report:  {escape(str(out_dir / 'report.html'))} (and report.md)")
 
 
 def _set_threads(threads: int | None, default: int | None) -> None:

@@ -91,6 +91,12 @@ def pct(value: float | None) -> str:
 # --------------------------------------------------------------------------- pictures
 
 
+def mpl_text(text: object) -> str:
+    """Text from a file (class, attack, spec names) as matplotlib shows it literally: a ``$`` would
+    start mathtext, and a name like ``$\\undefinedcmd$`` would stop the whole report."""
+    return str(text).replace("$", r"\$")
+
+
 def _png(fig: Any) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -150,7 +156,7 @@ def image_grid(examples: dict[str, np.ndarray]) -> Figure:
             ax = fig.add_subplot(3, n, i * n + j + 1)
             shown, cmap = _to_image(img, span)
             ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=7)
+            ax.set_title(mpl_text(title), fontsize=7)
             ax.axis("off")
     return Figure("examples", _png(fig), "Clean input, verified adversarial input, and the perturbation amplified "
                   "to the full range (grey = unchanged).")
