@@ -16,7 +16,10 @@ FORMATS = ("table", "md", "html", "json", "atlas")
 FILES = {"md": "coverage.md", "html": "coverage.html", "json": "coverage.json", "atlas": "atlas-layer.json"}
 
 
-@click.command("audit")
+@click.command("audit", epilog="""\b
+Exit codes:
+  0    audited (files that could not be read are listed and skipped)
+  2    nothing in PATHS could be read, or a bad option""")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write every format here: coverage.md, coverage.html, coverage.json, atlas-layer.json.")

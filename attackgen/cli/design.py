@@ -332,7 +332,8 @@ def _abbrev(values: Iterable[str], table: dict[str, str]) -> str:
 
 @click.command("catalog")
 @click.option("--gaps", is_flag=True, help="List feasible threat cells that no implemented attack realises.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: a summary for the terminal; json: every field of every attack.")
 def catalog_command(gaps: bool, fmt: str) -> None:
     """Every attack implementation, the taxonomy cells it realises, its cost and ATLAS techniques."""
     if gaps:

@@ -174,6 +174,14 @@ def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> P
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "an empty document"
         raise SpecError(source, [f"expected a plan mapping (from `attackgen plan`); got {kind}"])
+    if "threat" in data and "items" not in data and "spec" not in data:
+        raise SpecError(source, [
+            "this is a spec (a threat model), not a plan. Make the plan first: `attackgen plan "
+            f"{source} -o plan.yaml`, then run that plan (`attackgen run plan.yaml --model ...`)"])
+    if "blocking" in data and "items" not in data:
+        raise SpecError(source, [
+            "this is an infeasible plan: no attack can run under the spec it was made from (see its 'blocking' "
+            "rules and 'nearest' specs); change the spec and run `attackgen plan` again"])
     try:
         plan = Plan.model_validate(data)
     except ValidationError as error:
