@@ -37,7 +37,7 @@ from attackgen.audit.atlas import TECHNIQUES, TechniqueCoverage, techniques_for
 from attackgen.audit.soundness import plan_kind, run_flags, suite_flags
 from attackgen.results import RESULTS_VERSION, Flag
 from taxonomy.errors import AttackgenError, SpecError
-from taxonomy.spec import AttackSpec, dump_spec, parse_spec
+from taxonomy.spec import AttackSpec, dump_spec, load_yaml_text, parse_spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 DATA_SUFFIXES = (".json", ".jsonl")
@@ -631,12 +631,11 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
             suite.sources.append(SourceNote(str(path), "results", 1))
             return
         text = raw.decode("utf-8")
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        # YAML is read bounded (depth, integer size, aliases, duplicate keys)
+        data = json.loads(text) if suffix == ".json" else load_yaml_text(text, str(path))
+    except SpecError as error:
+        suite.sources.append(SourceNote(str(path), "error", 0, f"{error}; skipped".removeprefix(f"{path}: ")))
+        return
     except json.JSONDecodeError as error:
         text = text or raw.decode("utf-8")
         suite.sources.append(SourceNote(str(path), "error", 0, _json_problem(error, text) + "; skipped"))
