@@ -225,9 +225,11 @@ def check_plan_text(text: str, folder: Path) -> None:
             load_plan(path)
 
 
-def check_audit_text(text: str, folder: Path, name: str) -> None:
-    """The audit over a suite holding one mutated file, every output rendered: nothing may raise."""
+def check_audit_text(text: str, folder: Path, name: str, recheck: bool = False) -> None:
+    """The audit over a suite holding one mutated file and an intact copy of the example run (so the checks
+    across runs have two runs to compare), every output rendered: nothing may raise."""
     import io
+    import shutil
 
     from rich.console import Console
 
@@ -235,9 +237,11 @@ def check_audit_text(text: str, folder: Path, name: str) -> None:
     from attackgen.audit.coverage import audit, read_suite
 
     for old in folder.iterdir():
-        old.unlink()
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     (folder / name).write_text(text, encoding="utf-8", errors="surrogatepass")
-    suite = read_suite([folder])
+    (folder / "intact").mkdir()
+    shutil.copy(RESULTS_FILES[0], folder / "intact" / "results.json")
+    suite = read_suite([folder], recheck=recheck)
     if suite.empty:
         return
     report = audit(suite)

@@ -190,7 +190,7 @@ def _weakest_ra(report: AuditReport, cov: CellCoverage) -> str:
     text = _ra(cov.robust_accuracy)
     if cov.weakest_run is not None:
         eps = report.suite.runs[cov.weakest_run].metrics.get("headline_epsilon")
-        if eps is not None:
+        if isinstance(eps, (int, float)) and not isinstance(eps, bool):
             text += f" at ε {eps:.4g}"
     return text
 
