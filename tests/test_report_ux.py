@@ -125,3 +125,20 @@ def test_suite_example_results_still_render(tmp_path: Path) -> None:
     shutil.copy(RESULTS, tmp_path / "results.json")
     md, _ = write_report(tmp_path)
     assert "No input was broken" in md.read_text(encoding="utf-8")
+
+
+def test_audit_suggest_writes_specs_with_the_suites_classes_and_input_space(tmp_path: Path) -> None:
+    import yaml
+
+    assert run_in_process("audit", ROOT / "examples" / "suite", "-o", tmp_path, "--suggest", "2",
+                          "--format", "json") == 0
+    written = sorted((tmp_path / "suggested").glob("*.yaml"))
+    assert len(written) == 2
+    digits = [str(i) for i in range(10)]
+    for path in written:
+        text = path.read_text(encoding="utf-8")
+        spec = yaml.safe_load(text)
+        assert spec["classes"] == digits  # before: Fashion-MNIST names (t-shirt, ..., bag) on a digits suite
+        assert "bag" not in text and "coat" not in text
+        assert "--model digits-cnn --data digits" in text
+        assert spec["input_space"]["bounds"] == [0.0, 1.0]

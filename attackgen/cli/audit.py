@@ -72,7 +72,7 @@ def audit_command(paths: tuple[Path, ...], out_dir: Path | None, fmt: str, n_sug
         console = Console(stderr=fmt != "table")
         render.print_table(report, suggestions, console)
         for path in written:
-            console.print(f"wrote {escape(str(path))}", highlight=False)
+            console.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
     if fmt != "table":
         if out_dir is None:
             for line in report.notes + report.outside + [f"{p.path}: {p.message}" for p in suite.problems]:
