@@ -142,3 +142,20 @@ def test_audit_suggest_writes_specs_with_the_suites_classes_and_input_space(tmp_
         assert "bag" not in text and "coat" not in text
         assert "--model digits-cnn --data digits" in text
         assert spec["input_space"]["bounds"] == [0.0, 1.0]
+
+
+def test_audit_page_leads_with_its_answer(tmp_path: Path) -> None:
+    from attackgen.audit import render
+    from attackgen.audit.coverage import audit, read_suite
+
+    report = audit(read_suite([ROOT / "examples" / "suite"]))
+    md = render.to_markdown(report)
+    answer = md.index("## Answer")
+    assert answer < md.index("## Coverage by axis value") < md.index("## Pairwise coverage")
+    assert "- Covered: 7 of" in md and "- Gaps: " in md and "- Infeasible: " in md
+    heatmap, render.heatmap_png = render.heatmap_png, lambda pair: ""  # type: ignore[assignment]
+    try:
+        page = render.to_html(report)
+    finally:
+        render.heatmap_png = heatmap  # type: ignore[assignment]
+    assert page.index("<h2>Answer</h2>") < page.index("<h2>Coverage by axis value</h2>") < page.index("<img")

@@ -199,9 +199,30 @@ def _ra(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def answer(report: AuditReport) -> list[str]:
+    """The audit's answer in a few sentences, before any table: what is covered, the gaps, what is infeasible."""
+    s = summary(report)
+    lines = [
+        f"Covered: {s['covered']} of {s['feasible']} feasible cells ({_pct(s['covered'], s['feasible'])}), "
+        f"{s['tested']} of them with run results; {s['pairs_covered']} of {s['pairs_feasible']} axis-value pairs.",
+    ]
+    missing = [f"{title(axis)} {value_label(v['value'])}" for axis, values in report.per_value().items()
+               for v in values if v["feasible"] and not v["covered"]]
+    gap = f"Gaps: {s['gaps']} feasible cells no spec or run covers"
+    more = f" and {len(missing) - 12} more axis values" if len(missing) > 12 else ""
+    lines.append(gap + (f"; no covered cell has {', '.join(missing[:12])}{more}" if missing else "") + ".")
+    rules = sorted(report.rules().items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{rule} ({n})" for rule, n in rules[:3])
+    lines.append(f"Infeasible: {s['infeasible']} cells break a rule" + (f", most often {top}" if top else "") + ".")
+    if s["flags"]:
+        lines.append(f"Soundness: {s['flags']} flag(s) raised; see Soundness flags before trusting the numbers.")
+    return lines
+
+
 def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> str:
     s = summary(report)
     out = ["# Threat coverage audit", ""]
+    out += ["## Answer", ""] + [f"- {line}" for line in answer(report)] + ["", "## In numbers", ""]
     out += [
         f"- Threat space: **{s['cells']}** cells ({', '.join(report.tasks) or 'all tasks'}), "
         f"**{s['feasible']}** feasible under the rules",
@@ -228,19 +249,6 @@ def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) 
             rows.append([title(axis), value_label(v["value"]), f"{v['covered']}/{v['feasible']}",
                          _pct(v["covered"], v["feasible"]), v["tested"], v["cells"]])
     out += _md_table(["axis", "value", "covered/feasible", "share", "with results", "cells"], rows)
-    out += ["## Pairwise coverage", "", "Covered value pairs out of the feasible ones, for every pair of axes.", ""]
-    out += _md_table(
-        ["axes", "covered pairs", "feasible pairs", "share"],
-        [[f"{title(p.axes[0])} × {title(p.axes[1])}", p.pairs_covered, p.pairs_feasible,
-          _pct(p.pairs_covered, p.pairs_feasible)] for p in report.pairs],
-    )
-    out += ["<details><summary>Pair matrices (covered/feasible cells; ✗ no feasible cell)</summary>", ""]
-    for p in report.pairs:
-        out += [f"**{title(p.axes[0])} × {title(p.axes[1])}**", ""]
-        out += _md_table([f"{title(p.axes[0])} \\ {title(p.axes[1])}", *[value_label(c) for c in p.cols]],
-                         [[value_label(r), *[_pair_text(p, i, j) for j in range(len(p.cols))]]
-                          for i, r in enumerate(p.rows) if p.cells[i].sum()])
-    out += ["</details>", ""]
     out += ["## Weakest covered cells", ""]
     weakest = report.weakest()
     if weakest:
@@ -269,6 +277,19 @@ def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) 
         out += [f"... and {len(covered) - MAX_CELLS_MD} more covered cells (all in the JSON output).", ""]
     out += ["## Infeasible cells by rule", ""]
     out += _md_table(["rule", "cells blocked"], list(report.rules().items())) if report.rules() else ["None.", ""]
+    out += ["## Pairwise coverage", "", "Covered value pairs out of the feasible ones, for every pair of axes.", ""]
+    out += _md_table(
+        ["axes", "covered pairs", "feasible pairs", "share"],
+        [[f"{title(p.axes[0])} × {title(p.axes[1])}", p.pairs_covered, p.pairs_feasible,
+          _pct(p.pairs_covered, p.pairs_feasible)] for p in report.pairs],
+    )
+    out += ["<details><summary>Pair matrices (covered/feasible cells; ✗ no feasible cell)</summary>", ""]
+    for p in report.pairs:
+        out += [f"**{title(p.axes[0])} × {title(p.axes[1])}**", ""]
+        out += _md_table([f"{title(p.axes[0])} \\ {title(p.axes[1])}", *[value_label(c) for c in p.cols]],
+                         [[value_label(r), *[_pair_text(p, i, j) for j in range(len(p.cols))]]
+                          for i, r in enumerate(p.rows) if p.cells[i].sum()])
+    out += ["</details>", ""]
     if suggestions:
         out += ["## Suggested specs", "", "Greedy cover: each adds the most uncovered feasible cells and pairs.", ""]
         out += _md_table(["spec", "cell", "new pairs", "runnable now"],
@@ -358,18 +379,11 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
             ("pairs covered", f"{s['pairs_covered']}/{s['pairs_feasible']}"), ("flags", s["flags"])]
     parts.append("<div class='kpi'>" + "".join(f"<div><b>{html.escape(str(v))}</b>{k}</div>" for k, v in kpis)
                  + "</div>")
+    parts.append("<h2>Answer</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in answer(report)) + "</ul>")
     notes = report.notes + report.outside + [f"{p.path}: {p.message}" for p in report.suite.problems]
     if notes:
         parts.append("<h2>Notes and problems</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    parts.append("<h2>Pairwise coverage</h2><p>For every pair of axes: green, a value pair some covered cell has "
-                 "(deeper with the share of its feasible cells covered); orange, a feasible pair no covered cell "
-                 "has (a gap); grey ✗, no feasible cell has the pair. Each entry reads covered/feasible cells."
-                 "</p><div class='grid'>")
-    for p in report.pairs:
-        caption = f"{title(p.axes[0])} × {title(p.axes[1])}: {p.pairs_covered}/{p.pairs_feasible} pairs"
-        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{heatmap_png(p)}'>"
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.append("</div><h2>Coverage by axis value</h2>")
+    parts.append("<h2>Coverage by axis value</h2>")
     rows = [[title(axis), value_label(v["value"]), f"{v['covered']}/{v['feasible']}", _pct(v["covered"], v["feasible"]),
              v["tested"], v["cells"]] for axis, values in report.per_value().items() for v in values]
     parts.append(_html_table(["axis", "value", "covered/feasible", "share", "with results", "cells"], rows))
@@ -401,6 +415,15 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
             ["spec", "cell", "new pairs", "runnable now"],
             [[x.spec.name, report.space.label(x.row), x.new_pairs, {True: "yes", False: "no", None: "?"}[x.runnable]]
              for x in suggestions]))
+    parts.append("<h2>Pairwise coverage</h2><p>For every pair of axes: green, a value pair some covered cell has "
+                 "(deeper with the share of its feasible cells covered); orange, a feasible pair no covered cell "
+                 "has (a gap); grey ✗, no feasible cell has the pair. Each entry reads covered/feasible cells."
+                 "</p><div class='grid'>")
+    for p in report.pairs:
+        caption = f"{title(p.axes[0])} × {title(p.axes[1])}: {p.pairs_covered}/{p.pairs_feasible} pairs"
+        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{heatmap_png(p)}'>"
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</div>")
     parts.append("<h2>MITRE ATLAS techniques</h2>" + _html_table(
         ["technique", "name", "score", "covered/feasible cells", "runs"],
         [[t.id, TECHNIQUES[t.id].name if t.id in TECHNIQUES else "", t.score, f"{t.covered}/{t.feasible}", t.runs]
