@@ -214,8 +214,10 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     if isinstance(plan, Infeasible):
         raise AttackgenError(f"{source}: the planner found no plan: " + "; ".join(n.line() for n in plan.blocking))
     for item in plan.items:
-        if int(item.params.get("n_queries", 0)) > DEMO_QUERIES:
+        planned = int(item.params.get("n_queries", 0))
+        if planned > DEMO_QUERIES:
             item.params["n_queries"] = DEMO_QUERIES
+            item.rationale = item.rationale.replace(f"~{planned} victim queries", f"~{DEMO_QUERIES} victim queries")
     force = _previous_demo(out, spec.spec_hash())
     if not force:
         raise AttackgenError(f"-o {out}: holds another run, not an earlier demo; choose another output folder.")
