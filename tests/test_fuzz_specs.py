@@ -166,9 +166,19 @@ def test_mutated_specs_raise_only_spec_errors(tmp_path: Path, seed: int, source:
     assert time.perf_counter() - started < 10
 
 
-@FUZZ
+@settings(FUZZ, max_examples=20)  # each case checks a plan's items against the rules twice (YAML and JSON)
 @given(seed=st.integers(0, 2**32 - 1), source=st.sampled_from(fuzzing.PLAN_FILES))
 def test_mutated_plans_raise_only_spec_errors(tmp_path: Path, seed: int, source: Path) -> None:
     text = fuzzing.mutate(source.read_text(encoding="utf-8"), random.Random(seed))
     error = fuzzing.first_failure(lambda: fuzzing.check_plan_text(text, tmp_path))
     assert error is None, f"{type(error).__name__}: {error}\n--- input ---\n{text[:2000]}"
+
+
+def test_json_is_read_as_json_with_the_same_bounds() -> None:
+    assert load_yaml_text('{"a": 1e-05, "b": [1, 2]}', "f.json") == {"a": 1e-05, "b": [1, 2]}  # YAML: '1e-05'
+    refused('{"a": 1, "a": 2}', "duplicate key 'a'")
+    refused('{"a": ' + "9" * 5000 + "}", "5000 digits")
+    refused("[" * 70 + "]" * 70, "nested deeper")
+    started = time.perf_counter()
+    load_yaml_text(json.dumps([spec_data()] * 50), "f.json")  # PyYAML needed seconds for this under load
+    assert time.perf_counter() - started < 0.5
