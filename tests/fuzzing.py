@@ -194,7 +194,7 @@ def check_spec_text(text: str, folder: Path) -> None:
     from attackgen.plan.document import Infeasible, load_plan, save_plan
     from attackgen.plan.planner import plan
     from taxonomy.errors import AttackgenError
-    from taxonomy.rules import validate
+    from taxonomy.graph import validate
     from taxonomy.spec import load_spec
 
     path = folder / "spec.yaml"
