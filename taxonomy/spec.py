@@ -79,7 +79,7 @@ class AttackSpec(Strict):
             return ref
         if self.classes and ref in self.classes:
             return self.classes.index(ref)
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit() and len(ref) <= 18:  # longer: a name, not an index
             return int(ref)
         return None
 
