@@ -99,6 +99,15 @@ def _set_threads(threads: int | None, default: int | None) -> None:
     torch.set_num_threads(threads if threads is not None else default)
 
 
+def _torchrun_launch() -> Any:
+    """The rank torchrun started this process as (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    from attackgen.run.distributed import Launch
+
+    return Launch.from_env()
+
+
 def _default_data(model: str, data: str | None) -> str:
     if data is not None:
         return data
@@ -144,8 +153,17 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
                          progress=not quiet, basis_data=basis_data)
     _stop_on_sigterm()
+    launch = _torchrun_launch()
     try:
-        result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+        if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
+            from attackgen.run.distributed import run_distributed
+
+            options.progress = False
+            result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
+            if result is None:
+                return
+        else:
+            result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
         if (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")

@@ -777,10 +777,7 @@ class Executor:
         return list(torch.split(self.eval_rows, self.chunk_size))
 
     def _run_step(self, step: Step, state: StepState, progress: Any) -> None:
-        attack = step.cls(seed=derive_seed(self.options.seed, step.index), **step.attack_params)
-        env = self._env(step)
-        if step.universal:
-            self._fit(step, state, attack, env)
+        attack, env = self.step_setup(step, state)
         broken = self._broken_for(step, step.index) | ~self.applicable
         spent = self._group_spent(step)
         task = progress.add_task(f"{step.index + 1}/{len(self.steps)} {step.attack}"
@@ -790,13 +787,31 @@ class Executor:
             if chunk_id in state.done:
                 progress.advance(task, len(rows))
                 continue
-            survivors = rows[~broken[rows]]
-            started = time.perf_counter()
-            self._in_sub_batches(survivors, lambda part: self._attack_rows(step, state, attack, env, part, spent))
-            state.time_s += time.perf_counter() - started
+            self._attack_survivors(step, state, attack, env, rows[~broken[rows]], spent)
             state.done.append(chunk_id)
             self._checkpoint()
             progress.advance(task, len(rows))
+
+    def _attack_survivors(self, step: Step, state: StepState, attack: Attack, env: AttackEnv, survivors: Tensor,
+                          spent: Tensor | None) -> None:
+        started = time.perf_counter()
+        self._in_sub_batches(survivors, lambda part: self._attack_rows(step, state, attack, env, part, spent))
+        state.time_s += time.perf_counter() - started
+
+    def step_setup(self, step: Step, state: StepState) -> tuple[Attack, AttackEnv]:
+        """The attack and environment of one item, fitted first when it is universal."""
+        attack = step.cls(seed=derive_seed(self.options.seed, step.index), **step.attack_params)
+        env = self._env(step)
+        if step.universal:
+            self._fit(step, state, attack, env)  # type: ignore[arg-type]
+        return attack, env
+
+    def attack_rows(self, rows: Tensor, setups: list[tuple[Attack, AttackEnv]]) -> None:
+        """Every item over these inputs, in plan order, survivors only (a chunk one rank claimed). Per input
+        this is what ``run`` does item by item, so the outcomes are the same at the same batch size."""
+        for step, state, (attack, env) in zip(self.steps, self.states, setups, strict=True):
+            broken = self._broken_for(step, step.index) | ~self.applicable
+            self._attack_survivors(step, state, attack, env, rows[~broken[rows]], self._group_spent(step))
 
     def _group_spent(self, step: Step) -> Tensor | None:
         """Queries the earlier items of this step's epsilon group spent per input (budgets are per group)."""
@@ -986,6 +1001,24 @@ class Executor:
 
     def run(self) -> RunResult:
         checkpoint = self._claim_output()
+        self.prepare(checkpoint)
+        try:
+            with self._progress() as progress:
+                for step, state in zip(self.steps, self.states, strict=True):
+                    self._run_step(step, state, progress)
+        except (KeyboardInterrupt, AttackgenError):
+            self._checkpoint()
+            self._write(self._assemble(complete=False))
+            raise
+        result = self._assemble(complete=True)
+        result.flags.extend(self._soundness(result))
+        self._checkpoint(complete=True)
+        self._write(result)
+        return result
+
+    def prepare(self, checkpoint: Mapping[str, Any] | None = None) -> None:
+        """Load, split, size the batches and run the clean pass; the output folder is not touched here
+        (attackgen.run.distributed calls this on every rank, then ``attack_rows`` per claimed chunk)."""
         self._load()
         self._split()
         for step in self.steps:  # a missing surrogate is a bad input: say so before any attack runs
@@ -1001,19 +1034,6 @@ class Executor:
             self.sub_batch = min(self.sub_batch, self.chunk_size)
         torch.manual_seed(self.options.seed)
         self._clean_pass()
-        try:
-            with self._progress() as progress:
-                for step, state in zip(self.steps, self.states, strict=True):
-                    self._run_step(step, state, progress)
-        except (KeyboardInterrupt, AttackgenError):
-            self._checkpoint()
-            self._write(self._assemble(complete=False))
-            raise
-        result = self._assemble(complete=True)
-        result.flags.extend(self._soundness(result))
-        self._checkpoint(complete=True)
-        self._write(result)
-        return result
 
     @contextmanager
     def _progress(self) -> Iterator[Any]:
@@ -1246,6 +1266,19 @@ def execute(
     echo: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Load a plan file and run it; the entry point of `attackgen run`."""
+    return build_executor(plan_path, model_ref, data_ref, out_dir, options, echo).run()
+
+
+def build_executor(
+    plan_path: str | Path,
+    model_ref: str,
+    data_ref: str,
+    out_dir: str | Path,
+    options: RunOptions | None = None,
+    echo: Callable[[str], None] | None = None,
+    cls: type[Executor] | None = None,
+) -> Executor:
+    """Load and check a plan file; ``cls`` is the executor class (a distributed rank passes its own)."""
     from attackgen.plan.document import load_plan
     from taxonomy.graph import validate
 
@@ -1258,5 +1291,4 @@ def execute(
             + "; ".join(f"{v.id} at {v.field}: {v.reason} ({v.detail}) Fix: {v.fix}" for v in broken)
         )
     plan = load_plan(plan_path)
-    executor = Executor(plan, model_ref, data_ref, out_dir, options, plan_source=str(plan_path), echo=echo)
-    return executor.run()
+    return (cls or Executor)(plan, model_ref, data_ref, out_dir, options, plan_source=str(plan_path), echo=echo)
