@@ -165,7 +165,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
         else:
             result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
-        if (out / "results.json").exists():
+        if launch is None and (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")
         raise
     write_report(out)
