@@ -153,7 +153,7 @@ def test_folder_lock_names_its_holder_and_takes_over_dead_ones(tmp_path):
 
 def test_folder_of_another_run_is_refused(tmp_path):
     identity = {"plan_hash": "a", "spec_hash": "s", "model": "m", "data": "d", "seed": 0, "limit": 8,
-                "batch_size": 4, "device_type": "cpu"}
+                "batch_size": 4, "device_type": "cpu", "autocast": None}
     assert claim_folder(tmp_path, identity, RunOptions()) == (set(), "")
     with pytest.raises(RunError, match="pass --resume"):
         claim_folder(tmp_path, identity, RunOptions())

@@ -136,12 +136,16 @@ def _default_data(model: str, data: str | None) -> str:
               help="Data the attacker holds (the data basis) when it is not the built-in training split.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+@click.option("--autocast", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
+              "in float32.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
-                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
-                output: str | None) -> None:
+                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
+                autocast: str | None, compile_model: bool, quiet: bool, output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
     from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
@@ -151,7 +155,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data)
+                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model)
     _stop_on_sigterm()
     launch = _torchrun_launch()
     try:

@@ -190,10 +190,11 @@ def _identity(executor: Executor, launch: Launch) -> dict[str, Any]:
     return {"plan_hash": executor.plan_hash, "spec_hash": executor.spec_hash, "model": executor.model_ref,
             "data": executor.data_ref, "seed": options.seed, "limit": options.limit, "batch_size": options.batch_size,
             "device_type": "cuda" if options.device.startswith("cuda") else options.device,
-            "resume": options.resume, "force": options.force, "attackgen": __version__, "world_size": launch.world_size}
+            "autocast": options.autocast, "compile": options.compile, "resume": options.resume, "force": options.force,
+            "attackgen": __version__, "world_size": launch.world_size}
 
 
-RESUME_KEYS = ("plan_hash", "spec_hash", "model", "data", "seed", "limit", "batch_size", "device_type")
+RESUME_KEYS = ("plan_hash", "spec_hash", "model", "data", "seed", "limit", "batch_size", "device_type", "autocast")
 
 
 def claim_folder(out: Path, identity: Mapping[str, Any], options: RunOptions) -> tuple[set[int], str]:

@@ -77,6 +77,8 @@ class RunOptions:
     force: bool = False
     progress: bool = True
     basis_data: str | None = None
+    autocast: str | None = None  # "bf16" or "fp16": attacks take their gradient steps in it; verification stays float32
+    compile: bool = False  # torch.compile the model (attacks and verification run the compiled model)
 
 
 @dataclass
@@ -415,7 +417,8 @@ class Executor:
 
     def _identity(self) -> dict[str, Any]:
         return {"spec_hash": self.spec_hash, "plan_hash": self.plan_hash, "model": self.model_ref,
-                "data": self.data_ref, "limit": self.options.limit, "seed": self.options.seed}
+                "data": self.data_ref, "limit": self.options.limit, "seed": self.options.seed,
+                "autocast": self.options.autocast}
 
     def _existing_identity(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         checkpoint = None
@@ -486,6 +489,8 @@ class Executor:
             model = load_model(self.model_ref, self.spec.input_space.layout)
         self.model = adapt(model, self.task).eval().to(self.device)
         self.model.requires_grad_(False)
+        if self.options.compile:
+            self.model = torch.compile(self.model)  # type: ignore[assignment]
         data = self._data_given if self._data_given is not None else load_data(self.data_ref, self.spec)
         limit = self.options.limit
         if limit is not None:
@@ -872,13 +877,33 @@ class Executor:
         attack.seed = seed
         torch.manual_seed(seed)
         try:
-            candidate = attack.run(access, x, objective, budget, env).x_adv
+            with self._autocast():
+                candidate = attack.run(access, x, objective, budget, env).x_adv
         except QueryBudgetExceeded as error:
             candidate = None
             self._flag("access.budget_exceeded", "error", f"{step.attack}: {error}",
                        "the attack must check access.remaining() before querying; its inputs count as failures")
         queries = (access.queries - before).cpu()
         self._verify(step, state, rows, x, candidate, objective, clean, budget, queries)
+
+    def _autocast(self) -> Any:
+        """--autocast: the attack's forward and backward passes in bf16/fp16; _verify re-runs in float32."""
+        from contextlib import nullcontext
+
+        if self.options.autocast is None:
+            return nullcontext()
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if self.options.autocast not in dtypes:
+            raise RunError(f"--autocast {self.options.autocast}: expected bf16 or fp16.")
+        return torch.autocast(self.device.type, dtype=dtypes[self.options.autocast])
+
+    def _precision(self) -> dict[str, str]:
+        out = {}
+        if self.options.autocast:
+            out["autocast"] = f"{self.options.autocast} (attack steps; every success re-verified in float32)"
+        if self.options.compile:
+            out["compile"] = "torch.compile"
+        return out
 
     # ------------------------------------------------------------------ verification
 
@@ -1101,7 +1126,7 @@ class Executor:
             data=self.data_ref,
             device=str(self.device),
             seed=self.options.seed,
-            versions=package_versions(self.device),
+            versions={**package_versions(self.device), **self._precision()},
             started=self.started,
             finished=datetime.now(timezone.utc).isoformat(timespec="seconds") if complete else None,
             complete=complete,

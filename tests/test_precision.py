@@ -1,0 +1,74 @@
+"""--autocast and --compile on CPU: attacks step in bf16, every success is still verified in float32;
+a compiled model runs the same plan. (The GPU figures are in bench/bench_scale.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from attackgen.cli.main import run_in_process as cli
+from attackgen.plan.document import save_plan
+from attackgen.plan.planner import plan as make_plan
+from attackgen.run.executor import RunOptions, build_executor
+from taxonomy.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "examples" / "specs" / "digits-whitebox-linf.yaml"
+
+
+@pytest.fixture(scope="module")
+def pgd_plan(tmp_path_factory):
+    """The PGD items of the demo plan only (10 steps): the gradient path that autocast and compile speed up."""
+    plan = make_plan(load_spec(SPEC), max_primary=1)
+    plan.items = [item for item in plan.items if item.attack == "pgd_linf"]
+    for item in plan.items:
+        item.params.update(steps=10, restarts=1)
+    return save_plan(plan, tmp_path_factory.mktemp("plan") / "plan.yaml")
+
+
+def run(plan: Path, out: Path, *extra: str) -> dict:
+    assert cli("run", plan, "--model", "digits-cnn", "--limit", "48", "-q", "-o", out, *extra) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def test_autocast_context_is_bf16_and_rejects_other_names(pgd_plan, tmp_path):
+    executor = build_executor(pgd_plan, "digits-cnn", "digits", tmp_path, RunOptions(device="cpu", autocast="bf16"))
+    executor.device = torch.device("cpu")
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with executor._autocast():
+        assert conv(torch.rand(1, 1, 5, 5)).dtype == torch.bfloat16
+    assert conv(torch.rand(1, 1, 5, 5)).dtype == torch.float32  # verification runs outside it
+    executor.options.autocast = "fp8"
+    with pytest.raises(Exception, match="--autocast fp8: expected bf16 or fp16"):
+        executor._autocast()
+
+
+def test_bf16_attack_steps_are_verified_in_float32(pgd_plan, tmp_path):
+    full = run(pgd_plan, tmp_path / "fp32")
+    half = run(pgd_plan, tmp_path / "bf16", "--autocast", "bf16")
+    assert "autocast" in half["versions"] and "autocast" not in full["versions"]
+    assert abs(half["robust_accuracy"] - full["robust_accuracy"]) <= 0.1  # 48 inputs: within 5 of them
+    for item in half["items"]:  # what is claimed holds in float32: re-run label differs, norm within budget
+        for record in item["inputs"]:
+            if record["success"]:
+                assert record["adversarial_label"] != record["label"]
+                assert record["norms"]["linf"] <= item["epsilon"] + 1e-6
+    # a bf16 run is another run: the folder of the float32 run is not resumed with it
+    shutil.rmtree(tmp_path / "bf16")
+    assert cli("run", pgd_plan, "--model", "digits-cnn", "--limit", "48", "-q", "-o", tmp_path / "fp32",
+               "--autocast", "bf16", "--resume") == 2
+
+
+@pytest.mark.slow
+def test_compiled_model_gives_the_same_outcomes(pgd_plan, tmp_path):
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("torch.compile on CPU needs a C compiler (inductor); none on PATH")
+    plain = run(pgd_plan, tmp_path / "plain", "--limit", "16")
+    compiled = run(pgd_plan, tmp_path / "compiled", "--limit", "16", "--compile")
+    assert compiled["versions"]["compile"] == "torch.compile"
+    assert [[r["success"] for r in i["inputs"]] for i in compiled["items"]] == \
+        [[r["success"] for r in i["inputs"]] for i in plain["items"]]
