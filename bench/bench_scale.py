@@ -166,8 +166,9 @@ def time_case(model, x, y, budget, dtype: str, args: argparse.Namespace) -> tupl
             torch.cuda.synchronize()
             samples.append(time.perf_counter() - started)
         times[label] = sorted(samples)[len(samples) // 2]
+    candidate = pgd().float()
     with torch.no_grad():  # verification in float32, as the executor does
-        verdict = model(pgd().float()).argmax(1) != y
+        verdict = model(candidate).argmax(1) != y
     return times, verdict
 
 
