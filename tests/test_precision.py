@@ -98,3 +98,29 @@ def test_looking_every_8_steps_gives_the_same_candidates(decay):
     assert torch.equal(runs[1][0], runs[8][0])
     assert runs[1][1] == runs[8][1] > 10
     assert runs[8][2] > runs[1][2]  # finished rows ran up to 7 more steps before they were dropped
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_run_verifies_in_float32(pgd_plan, tmp_path):
+    full = run(pgd_plan, tmp_path / "fp32", "--device", "cuda")
+    half = run(pgd_plan, tmp_path / "bf16", "--device", "cuda", "--autocast", "bf16")
+    assert full["device"].startswith("cuda") and "autocast" in half["versions"]
+    assert abs(half["robust_accuracy"] - full["robust_accuracy"]) <= 0.1
+
+
+@pytest.mark.gpu
+def test_two_gpu_ranks_complete_the_run(pgd_plan, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA devices")
+    out = tmp_path / "two"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "attackgen", "run", str(pgd_plan), "--model", "digits-cnn", "--limit", "48", "-b", "8", "-q", "-o",
+               str(out)]
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["complete"] and result["device"] == "cuda:0" and result["n_inputs"] == 48

@@ -162,7 +162,6 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
         if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
             from attackgen.run.distributed import run_distributed
 
-            options.progress = False
             result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
             if result is None:
                 return

@@ -329,6 +329,9 @@ def run_distributed(
             executor.attack_rows(chunks[chunk], setups)
             executor.write_part(chunk, chunks[chunk])
             mine += 1
+            finished = store.add("finished", 1)
+            if options.progress:
+                say(f"{finished} of {len(todo)} chunks done")
         dist.barrier()
         if launch.rank != 0:
             return None
