@@ -337,7 +337,7 @@ def run_distributed(
             return None
         return _merge(executor, len(chunks), launch, complete=True)
     except KeyboardInterrupt:
-        if launch.rank == 0 and "executor" in locals() and hasattr(executor, "eval_rows"):
+        if launch.rank == 0 and "executor" in locals() and hasattr(executor, "clean_correct"):
             _merge(executor, len(executor._chunks()), launch, complete=False)
         raise
     finally:
