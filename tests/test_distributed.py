@@ -98,8 +98,8 @@ def test_a_killed_rank_resumes_without_redoing_finished_inputs(plan_file, one_pr
 
 
 @pytest.mark.slow
-def test_universal_fit_is_shared_by_the_ranks(tmp_path):
-    """Rank 0 fits the universal perturbation and the others receive it: the same outcomes as one process."""
+def test_universal_plan_on_two_ranks_gives_the_outcomes_of_one_process(tmp_path):
+    """The universal perturbation is fitted data-parallel over the 2 ranks: the same outcomes as one process."""
     plan = quick(make_plan(load_spec(SPECS / "digits-universal-training.yaml"), max_primary=1))
     plan_path = save_plan(plan, tmp_path / "plan.yaml")
     single = tmp_path / "single"
@@ -166,3 +166,55 @@ def test_folder_of_another_run_is_refused(tmp_path):
     (plain / "results.json").write_text("{}")
     with pytest.raises(RunError, match="holds a single-process run"):
         claim_folder(plain, identity, RunOptions(resume=True))
+
+
+FIT_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.base import AttackEnv, Budget, Shard
+from attackgen.run.attacks.universal import UniversalPerturbation
+from attackgen.run.distributed import all_reduce_sum
+from attackgen.run.objectives.classification import ClassificationObjective
+
+dist.init_process_group("gloo")
+model = load_builtin_model("digits-cnn").eval().requires_grad_(False)
+data = load_builtin_data("digits").take(slice(0, 150))
+attack = UniversalPerturbation(seed=5, epochs=3, batch_size=32, min_steps=10)
+shard = Shard(dist.get_rank(), dist.get_world_size(), all_reduce_sum)
+fitted = attack.fit(WhiteBoxAccess(model, len(data)), data.x, ClassificationObjective(data.y),
+                    Budget(norm="inf", epsilon=0.2), AttackEnv(shard=shard))
+torch.save({"fitted": fitted, "rate": attack.fit_rate}, sys.argv[1] + f"-{dist.get_rank()}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_data_parallel_universal_fit_equals_the_one_process_fit(tmp_path):
+    """2 gloo ranks, each with its share of every batch and the updates summed: the one-process fit."""
+    import torch
+
+    from attackgen.models.zoo import load_builtin_data, load_builtin_model
+    from attackgen.run.access import WhiteBoxAccess
+    from attackgen.run.attacks.base import Budget
+    from attackgen.run.attacks.universal import UniversalPerturbation
+    from attackgen.run.objectives.classification import ClassificationObjective
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    ranks = [subprocess.Popen([sys.executable, "-c", FIT_SCRIPT, str(tmp_path / "fit")], env={**env, "RANK": str(r)},
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for rank in ranks:
+        _, err = rank.communicate(timeout=300)
+        assert rank.returncode == 0, err[-3000:]
+    model = load_builtin_model("digits-cnn").eval().requires_grad_(False)
+    data = load_builtin_data("digits").take(slice(0, 150))
+    attack = UniversalPerturbation(seed=5, epochs=3, batch_size=32, min_steps=10)
+    single = attack.fit(WhiteBoxAccess(model, len(data)), data.x, ClassificationObjective(data.y),
+                        Budget(norm="inf", epsilon=0.2))
+    parts = [torch.load(tmp_path / f"fit-{r}.pt") for r in range(2)]
+    assert torch.equal(parts[0]["fitted"], parts[1]["fitted"])  # the ranks hold one perturbation
+    assert torch.allclose(parts[0]["fitted"], single, atol=1e-5)
+    assert parts[0]["rate"] == pytest.approx(attack.fit_rate) and attack.fit_rate > 0.1  # it fools some inputs

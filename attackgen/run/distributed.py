@@ -14,9 +14,12 @@ Why it looks like this:
   sub-batch derives from (seed, item, first input of the sub-batch). So outcomes do not depend on the
   number of ranks or on which rank took a chunk.
 - No collective call inside an attack: the only collectives are at the start (do all ranks run the same
-  plan, seed, model, data?), after fitting a universal perturbation (rank 0 fits it, the others receive
-  it; a data-parallel fit is not implemented) and at the end (a barrier before rank 0 merges). AutoAttack's
-  DDP runs time out on collectives inside long attack phases (fra31/auto-attack #84).
+  plan, seed, model, data?), while fitting a universal perturbation, and at the end (a barrier before
+  rank 0 merges). AutoAttack's DDP runs time out on collectives inside long attack phases
+  (fra31/auto-attack #84). A fit whose attack supports it (``data_parallel_fit``: the universal
+  perturbation) is data-parallel: each rank takes its share of every batch and the updates are summed
+  over the ranks, so the fit equals the one-process fit up to the order of float additions; other fits
+  (Metzen's, the patch) run on rank 0 and the result is sent to the others.
 - Every finished chunk is a file, ``parts/chunk-NNNNNN.pt``, written atomically by its rank. A run that
   is stopped (a rank killed, a node lost, Ctrl-C) resumes with ``--resume`` on any number of ranks: the
   chunks on disk are kept, the others are handed out again, and the merge reads the files. The output
@@ -41,7 +44,7 @@ import torch
 from torch import Tensor
 
 from attackgen.results import RunResult
-from attackgen.run.attacks.base import Attack, AttackEnv, UniversalAttack
+from attackgen.run.attacks.base import Attack, AttackEnv, Shard, UniversalAttack
 from attackgen.run.executor import (
     CHECKPOINT,
     OUTPUT_FILES,
@@ -114,24 +117,32 @@ class RankExecutor(Executor):
         """Nothing: a rank's finished work is its chunk files (``write_part``)."""
 
     def _fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:
+        """A data-parallel fit where the attack supports one (each rank a share of every batch, updates
+        summed over the ranks); otherwise rank 0 fits and sends the perturbation to the others."""
         import torch.distributed as dist
 
         saved = self.parts / f"fitted-{step.index}.pt"
-        payload: list[Any] = [None]
-        if self.launch.rank == 0:
-            if state.fitted is None and saved.exists():  # a resumed run does not fit again
-                kept = torch.load(saved, map_location="cpu", weights_only=True)
-                state.fitted, state.fit_queries = kept["fitted"], int(kept["fit_queries"])
-            had = state.fitted is not None
-            super()._fit(step, state, attack, env)
-            if not had:
-                _atomic_write(saved, lambda tmp: torch.save({"fitted": state.fitted,
-                                                              "fit_queries": state.fit_queries}, tmp))
-            payload = [(state.fitted, state.fit_queries)]
-        dist.broadcast_object_list(payload, src=0)
-        if self.launch.rank != 0:
-            state.fitted, state.fit_queries = payload[0]
-            super()._fit(step, state, attack, env)  # takes the fitted perturbation, fits nothing
+        if state.fitted is None and saved.exists():  # a resumed run does not fit again
+            kept = torch.load(saved, map_location="cpu", weights_only=True)
+            state.fitted, state.fit_queries = kept["fitted"], int(kept["fit_queries"])
+        fresh = state.fitted is None
+        if type(attack).data_parallel_fit or not fresh:
+            shard = Shard(self.launch.rank, self.launch.world_size, all_reduce_sum)
+            super()._fit(step, state, attack, dataclasses.replace(env, shard=shard))
+            if fresh:
+                state.fit_queries = int(all_reduce_sum(torch.tensor(state.fit_queries)))
+        else:
+            payload: list[Any] = [None]
+            if self.launch.rank == 0:
+                super()._fit(step, state, attack, env)
+                payload = [(state.fitted, state.fit_queries)]
+            dist.broadcast_object_list(payload, src=0)
+            if self.launch.rank != 0:
+                state.fitted, state.fit_queries = payload[0]
+                super()._fit(step, state, attack, env)  # takes the fitted perturbation, fits nothing
+        if fresh and self.launch.rank == 0:
+            kept = {"fitted": state.fitted, "fit_queries": state.fit_queries}
+            _atomic_write(saved, lambda tmp: torch.save(kept, tmp))
 
     def fresh_states(self) -> None:
         """Empty states before a chunk (the fitted perturbations are kept), so a part holds one chunk only."""
@@ -175,6 +186,15 @@ class RankExecutor(Executor):
         for state in self.states:
             state.examples = state.examples[:MAX_EXAMPLES]
         return [c for c in range(n_chunks) if c not in found]
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """The sum of ``t`` over the ranks (through the CPU: the process group is gloo on every device)."""
+    import torch.distributed as dist
+
+    total = t.detach().cpu().clone()
+    dist.all_reduce(total)
+    return total.to(t.device)
 
 
 def done_chunks(parts: Path) -> set[int]:
