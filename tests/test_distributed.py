@@ -111,6 +111,21 @@ def test_universal_plan_on_two_ranks_gives_the_outcomes_of_one_process(tmp_path)
     assert any(p.name.startswith("fitted-") for p in (out / PARTS).iterdir())
 
 
+@pytest.mark.slow
+def test_patch_fitted_on_rank_0_gives_the_outcomes_of_one_process(tmp_path):
+    """The patch fit is not data-parallel: rank 0 fits it and sends it to the other rank."""
+    plan = make_plan(load_spec(SPECS / "cls-physical-patch.yaml"), max_primary=1)
+    for item in plan.items:
+        item.params.update(steps=20, fit_size=64)
+    plan_path = save_plan(plan, tmp_path / "plan.yaml")
+    single = tmp_path / "single"
+    assert cli("run", plan_path, "--model", "digits-cnn", "--limit", "40", "-b", BATCH, "-q", "-o", single) == 0
+    out = tmp_path / "two"
+    done = torchrun(plan_path, out, limit="40")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert outcomes(out) == outcomes(single)
+
+
 def test_more_ranks_than_inputs_is_refused(plan_file, tmp_path):
     done = torchrun(plan_file, tmp_path / "tiny", limit="1")
     assert done.returncode != 0
