@@ -17,9 +17,9 @@ Why it looks like this:
   plan, seed, model, data?), while fitting a universal perturbation, and at the end (a barrier before
   rank 0 merges). AutoAttack's DDP runs time out on collectives inside long attack phases
   (fra31/auto-attack #84). A fit whose attack supports it (``data_parallel_fit``: the universal
-  perturbation) is data-parallel: each rank takes its share of every batch and the updates are summed
-  over the ranks, so the fit equals the one-process fit up to the order of float additions; other fits
-  (Metzen's, the patch) run on rank 0 and the result is sent to the others.
+  perturbation and Metzen's) is data-parallel: each rank takes its share of every batch and the updates
+  are summed over the ranks, so the fit equals the one-process fit up to the order of float additions;
+  other fits (the patches) run on rank 0 and the result is sent to the others.
 - Every finished chunk is a file, ``parts/chunk-NNNNNN.pt``, written atomically by its rank. A run that
   is stopped (a rank killed, a node lost, Ctrl-C) resumes with ``--resume`` on any number of ranks: the
   chunks on disk are kept, the others are handed out again, and the merge reads the files. The output
