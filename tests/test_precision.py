@@ -64,6 +64,7 @@ def test_bf16_attack_steps_are_verified_in_float32(pgd_plan, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own use of torch.jit
 def test_compiled_model_gives_the_same_outcomes(pgd_plan, tmp_path):
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("torch.compile on CPU needs a C compiler (inductor); none on PATH")
