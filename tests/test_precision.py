@@ -13,7 +13,7 @@ import torch
 from attackgen.cli.main import run_in_process as cli
 from attackgen.plan.document import save_plan
 from attackgen.plan.planner import plan as make_plan
-from attackgen.run.executor import RunOptions, build_executor
+from attackgen.run.executor import RunOptions
 from taxonomy.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +35,19 @@ def run(plan: Path, out: Path, *extra: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def test_autocast_context_is_bf16_and_rejects_other_names(pgd_plan, tmp_path):
-    executor = build_executor(pgd_plan, "digits-cnn", "digits", tmp_path, RunOptions(device="cpu", autocast="bf16"))
-    executor.device = torch.device("cpu")
+def test_autocast_context_is_bf16_and_rejects_other_names():
+    from types import SimpleNamespace
+
+    from attackgen.run.steps import StepRunner
+
+    runner = SimpleNamespace(ctx=SimpleNamespace(options=RunOptions(autocast="bf16"), device=torch.device("cpu")))
     conv = torch.nn.Conv2d(1, 2, 3)
-    with executor._autocast():
+    with StepRunner.autocast(runner):  # type: ignore[arg-type]
         assert conv(torch.rand(1, 1, 5, 5)).dtype == torch.bfloat16
     assert conv(torch.rand(1, 1, 5, 5)).dtype == torch.float32  # verification runs outside it
-    executor.options.autocast = "fp8"
+    runner.ctx.options.autocast = "fp8"
     with pytest.raises(Exception, match="--autocast fp8: expected bf16 or fp16"):
-        executor._autocast()
+        StepRunner.autocast(runner)  # type: ignore[arg-type]
 
 
 def test_bf16_attack_steps_are_verified_in_float32(pgd_plan, tmp_path):

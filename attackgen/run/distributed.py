@@ -36,7 +36,7 @@ import re
 import socket
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +44,14 @@ import torch
 from torch import Tensor
 
 from attackgen.results import RunResult
+from attackgen.run.assemble import assemble
 from attackgen.run.attacks.base import Attack, AttackEnv, Shard, UniversalAttack
-from attackgen.run.executor import (
-    CHECKPOINT,
-    OUTPUT_FILES,
-    RESULTS,
-    Executor,
-    RunError,
-    RunOptions,
-    Step,
-    StepState,
-    _atomic_write,
-    build_executor,
-)
+from attackgen.run.context import RunContext, RunOptions
+from attackgen.run.executor import Executor, build_executor
+from attackgen.run.folder import CHECKPOINT, OUTPUT_FILES, RESULTS, atomic_write
+from attackgen.run.items import RunError, Step
 from attackgen.run.lock import FolderLock
+from attackgen.run.steps import MAX_EXAMPLES, CleanPass, StepRunner, StepState
 from taxonomy.errors import AttackgenError
 
 PARTS = "parts"
@@ -107,16 +101,13 @@ def identity_mismatch(identities: Sequence[Mapping[str, Any]]) -> str | None:
     return "; ".join(lines) or None
 
 
-class RankExecutor(Executor):
-    """The executor of one rank: chunks are written as parts, a universal fit comes from rank 0."""
+class RankRunner(StepRunner):
+    """The step runner of one rank: a universal fit is data-parallel or comes from rank 0."""
 
     launch: Launch
     parts: Path
 
-    def _checkpoint(self, complete: bool = False) -> None:
-        """Nothing: a rank's finished work is its chunk files (``write_part``)."""
-
-    def _fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:
+    def fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:
         """A data-parallel fit where the attack supports one (each rank a share of every batch, updates
         summed over the ranks); otherwise rank 0 fits and sends the perturbation to the others."""
         import torch.distributed as dist
@@ -128,64 +119,66 @@ class RankExecutor(Executor):
         fresh = state.fitted is None
         if type(attack).data_parallel_fit or not fresh:
             shard = Shard(self.launch.rank, self.launch.world_size, all_reduce_sum)
-            super()._fit(step, state, attack, dataclasses.replace(env, shard=shard))
+            super().fit(step, state, attack, dataclasses.replace(env, shard=shard))
             if fresh:
                 state.fit_queries = int(all_reduce_sum(torch.tensor(state.fit_queries)))
         else:
             payload: list[Any] = [None]
             if self.launch.rank == 0:
-                super()._fit(step, state, attack, env)
+                super().fit(step, state, attack, env)
                 payload = [(state.fitted, state.fit_queries)]
             dist.broadcast_object_list(payload, src=0)
             if self.launch.rank != 0:
                 state.fitted, state.fit_queries = payload[0]
-                super()._fit(step, state, attack, env)  # takes the fitted perturbation, fits nothing
+                super().fit(step, state, attack, env)  # takes the fitted perturbation, fits nothing
         if fresh and self.launch.rank == 0:
-            kept = {"fitted": state.fitted, "fit_queries": state.fit_queries}
-            _atomic_write(saved, lambda tmp: torch.save(kept, tmp))
+            record = {"fitted": state.fitted, "fit_queries": state.fit_queries}
+            atomic_write(saved, lambda tmp: torch.save(record, tmp))
 
-    def fresh_states(self) -> None:
-        """Empty states before a chunk (the fitted perturbations are kept), so a part holds one chunk only."""
-        kept = [(s.fitted, s.fit_queries) for s in self.states]
-        self.states = [StepState.empty(self.n) for _ in self.steps]
-        for state, (fitted, fit_queries) in zip(self.states, kept, strict=True):
-            state.fitted, state.fit_queries = fitted, fit_queries
 
-    def write_part(self, chunk: int, rows: Tensor) -> None:
-        steps = []
-        for state in self.states:
-            sliced = {name: getattr(state, name)[rows].clone() for name in SLICED}
-            sliced["metrics"] = {name: column[rows].clone() for name, column in state.metrics.items()}
-            sliced.update(counts=dict(state.counts), time_s=state.time_s, examples=list(state.examples))
-            steps.append(sliced)
-        payload = {"version": PART_VERSION, "chunk": chunk, "rows": rows.clone(), "rank": self.launch.rank,
-                   "host": socket.gethostname(), "steps": steps, "flags": [f.model_dump() for f in self.flags]}
-        _atomic_write(self.parts / CHUNK_FILE.format(chunk), lambda tmp: torch.save(payload, tmp))
+def fresh_states(states: Sequence[StepState], n: int) -> list[StepState]:
+    """Empty states (the fitted perturbations kept), so a chunk file holds one chunk only."""
+    out = [StepState.empty(n) for _ in states]
+    for new, old in zip(out, states, strict=True):
+        new.fitted, new.fit_queries = old.fitted, old.fit_queries
+    return out
 
-    def merge_parts(self, n_chunks: int) -> list[int]:
-        """Fill the states from every chunk file; returns the chunks that are missing."""
-        self.fresh_states()
-        found = done_chunks(self.parts)
-        for chunk in sorted(found):
-            part = torch.load(self.parts / CHUNK_FILE.format(chunk), map_location="cpu", weights_only=True)
-            rows = part["rows"]
-            for state, sliced in zip(self.states, part["steps"], strict=True):
-                for name in SLICED:
-                    getattr(state, name)[rows] = sliced[name]
-                for name, values in sliced["metrics"].items():
-                    column = state.metrics.setdefault(name, torch.full((self.n,), float("nan"), dtype=torch.float64))
-                    column[rows] = values
-                for name, value in sliced["counts"].items():
-                    state.count(name, value)
-                state.time_s += float(sliced["time_s"])
-                state.examples.extend(sliced["examples"])
-            for flag in part["flags"]:
-                self._flag(flag["check"], flag["severity"], flag["evidence"], flag["fix"])
-        from attackgen.run.executor import MAX_EXAMPLES
 
-        for state in self.states:
-            state.examples = state.examples[:MAX_EXAMPLES]
-        return [c for c in range(n_chunks) if c not in found]
+def write_part(parts: Path, chunk: int, rows: Tensor, states: Sequence[StepState], flags: Sequence[Any],
+               rank: int) -> None:
+    steps = []
+    for state in states:
+        sliced: dict[str, Any] = {name: getattr(state, name)[rows].clone() for name in SLICED}
+        sliced["metrics"] = {name: column[rows].clone() for name, column in state.metrics.items()}
+        sliced.update(counts=dict(state.counts), time_s=state.time_s, examples=list(state.examples))
+        steps.append(sliced)
+    payload = {"version": PART_VERSION, "chunk": chunk, "rows": rows.clone(), "rank": rank,
+               "host": socket.gethostname(), "steps": steps, "flags": [f.model_dump() for f in flags]}
+    atomic_write(parts / CHUNK_FILE.format(chunk), lambda tmp: torch.save(payload, tmp))
+
+
+def merge_parts(parts: Path, states: list[StepState], n: int, n_chunks: int, flags: Any) -> tuple[list[StepState],
+                                                                                                   list[int]]:
+    """States filled from every chunk file (fits kept from ``states``) and the chunks that are missing."""
+    merged = fresh_states(states, n)
+    found = done_chunks(parts)
+    for chunk in sorted(found):
+        part = torch.load(parts / CHUNK_FILE.format(chunk), map_location="cpu", weights_only=True)
+        rows = part["rows"]
+        for state, sliced in zip(merged, part["steps"], strict=True):
+            for name in SLICED:
+                getattr(state, name)[rows] = sliced[name]
+            for name, values in sliced["metrics"].items():
+                state.column(name)[rows] = values
+            for name, value in sliced["counts"].items():
+                state.count(name, value)
+            state.time_s += float(sliced["time_s"])
+            state.examples.extend(sliced["examples"])
+        for flag in part["flags"]:
+            flags.add(flag["check"], flag["severity"], flag["evidence"], flag["fix"])
+    for state in merged:
+        state.examples = state.examples[:MAX_EXAMPLES]
+    return merged, [c for c in range(n_chunks) if c not in found]
 
 
 def all_reduce_sum(t: Tensor) -> Tensor:
@@ -205,9 +198,11 @@ def done_chunks(parts: Path) -> set[int]:
 
 def _identity(executor: Executor, launch: Launch) -> dict[str, Any]:
     from attackgen import __version__
+    from attackgen.run.context import run_identity
 
     options = executor.options
-    return {"plan_hash": executor.plan_hash, "spec_hash": executor.spec_hash, "model": executor.model_ref,
+    base = run_identity(executor.plan, executor.model_ref, executor.data_ref, options)
+    return {"plan_hash": base["plan_hash"], "spec_hash": base["spec_hash"], "model": executor.model_ref,
             "data": executor.data_ref, "seed": options.seed, "limit": options.limit, "batch_size": options.batch_size,
             "device_type": "cuda" if options.device.startswith("cuda") else options.device,
             "autocast": options.autocast, "compile": options.compile, "resume": options.resume, "force": options.force,
@@ -290,10 +285,10 @@ def run_distributed(
     # Object collectives only (hashes, the fitted perturbation, a barrier): gloo serves them on every device.
     dist.init_process_group("gloo", timeout=timeout)
     lock: FolderLock | None = None
+    ctx: RunContext | None = None
     try:
-        executor = build_executor(plan_path, model_ref, data_ref, out, options, say, cls=RankExecutor)
-        assert isinstance(executor, RankExecutor)
-        executor.launch, executor.parts = launch, out / PARTS
+        executor = build_executor(plan_path, model_ref, data_ref, out, options, say)
+        parts = out / PARTS
         identity = _identity(executor, launch)
         gathered: list[Any] = [None] * launch.world_size
         dist.all_gather_object(gathered, identity)
@@ -302,8 +297,8 @@ def run_distributed(
             raise RunError(f"the {launch.world_size} ranks of this torchrun launch do not run the same thing: "
                            f"{problem}. Give every node the same command line, plan file and attackgen version.")
 
-        executor.prepare()
-        n_inputs = len(executor.eval_rows)
+        ctx = executor.prepare()
+        n_inputs = len(ctx.eval_rows)
         if launch.world_size > n_inputs:
             raise RunError(f"torchrun started {launch.world_size} ranks for {n_inputs} inputs to attack: every rank "
                            "needs at least one input. Use --nproc-per-node (times --nnodes) of at most "
@@ -328,12 +323,20 @@ def run_distributed(
         if decision[0]["note"]:
             say(decision[0]["note"])
 
-        chunks = executor._chunks()
+        for step in ctx.steps:  # a missing surrogate is a bad input: say so before any attack runs
+            if step.access == "surrogate":
+                executor.resources.surrogate(step)
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        runner = RankRunner(ctx, executor.resources, executor.flags, lambda: None, say)
+        runner.launch, runner.parts = launch, parts
+        torch.manual_seed(options.seed)
+        clean = runner.clean_pass()
+        states = [StepState.empty(ctx.n) for _ in ctx.steps]
+        chunks = list(torch.split(ctx.eval_rows, ctx.chunk_size))
         if len(chunks) < 2 * launch.world_size:
-            say(f"note: {len(chunks)} chunks of {executor.chunk_size} inputs for {launch.world_size} ranks; a smaller "
+            say(f"note: {len(chunks)} chunks of {ctx.chunk_size} inputs for {launch.world_size} ranks; a smaller "
                 "--batch-size balances the ranks better")
-        setups: list[tuple[Attack, AttackEnv]] = [executor.step_setup(step, state)
-                                                   for step, state in zip(executor.steps, executor.states, strict=True)]
+        setups: list[tuple[Attack, AttackEnv]] = [runner.setup(step, states) for step in ctx.steps]
         todo = [c for c in range(len(chunks)) if c not in set(decision[0]["done"])]
         store = _work_store(decision[0]["nonce"], timeout)
         crash_after = _crash_point(launch)
@@ -345,9 +348,9 @@ def run_distributed(
             if crash_after is not None and mine >= crash_after:
                 os._exit(17)  # fault injection (tests): die holding a claimed, unfinished chunk
             chunk = todo[claim]
-            executor.fresh_states()
-            executor.attack_rows(chunks[chunk], setups)
-            executor.write_part(chunk, chunks[chunk])
+            states = fresh_states(states, ctx.n)
+            runner.run_rows(chunks[chunk], states, clean, setups)
+            write_part(parts, chunk, chunks[chunk], states, executor.flags.items, launch.rank)
             mine += 1
             finished = store.add("finished", 1)
             if options.progress:
@@ -355,10 +358,11 @@ def run_distributed(
         dist.barrier()
         if launch.rank != 0:
             return None
-        return _merge(executor, len(chunks), launch, complete=True)
+        return _merge(executor, ctx, clean, states, started, len(chunks), launch, complete=True)
     except KeyboardInterrupt:
-        if launch.rank == 0 and "executor" in locals() and hasattr(executor, "clean_correct"):
-            _merge(executor, len(executor._chunks()), launch, complete=False)
+        if launch.rank == 0 and "clean" in locals() and "states" in locals() and ctx is not None:
+            _merge(executor, ctx, clean, states, started, len(torch.split(ctx.eval_rows, ctx.chunk_size)), launch,
+                   complete=False)
         raise
     finally:
         if lock is not None:
@@ -377,20 +381,21 @@ def _work_store(nonce: str, timeout: timedelta) -> Any:
     return dist.PrefixStore(f"attackgen/{nonce}/", store)
 
 
-def _merge(executor: RankExecutor, n_chunks: int, launch: Launch, complete: bool) -> RunResult:
-    missing = executor.merge_parts(n_chunks)
+def _merge(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[StepState], started: str,
+           n_chunks: int, launch: Launch, complete: bool) -> RunResult:
+    parts = Path(executor.folder.out) / PARTS
+    merged, missing = merge_parts(parts, states, ctx.n, n_chunks, executor.flags)
     if missing and complete:
-        raise RunError(f"-o {executor.out}: after all ranks finished, {len(missing)} of {n_chunks} chunk files are "
-                       f"missing from {executor.parts} (first: chunk {missing[0]}); the output folder must be on a "
+        raise RunError(f"-o {executor.folder.out}: after all ranks finished, {len(missing)} of {n_chunks} chunk files "
+                       f"are missing from {parts} (first: chunk {missing[0]}); the output folder must be on a "
                        "filesystem every node sees. Run again with --resume on a shared folder.")
-    result = executor._assemble(complete=complete and not missing)
+    result = assemble(ctx, clean, merged, executor.flags.items, started, complete and not missing)
     if result.complete:
-        result.flags.extend(executor._soundness(result))
+        result.flags.extend(executor._soundness(ctx, result))
     result.metrics["world_size"] = float(launch.world_size)
     result.metrics["chunks_done"] = float(n_chunks - len(missing))
-    executor._write(result)
+    executor.folder.write(result, ctx, clean, merged)
     if not result.complete:
-        executor.echo(f"stopped: {n_chunks - len(missing)} of {n_chunks} chunks are saved in {executor.parts}; "
+        executor.echo(f"stopped: {n_chunks - len(missing)} of {n_chunks} chunks are saved in {parts}; "
                       "continue with --resume")
     return result
-

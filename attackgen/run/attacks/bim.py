@@ -40,7 +40,7 @@ class BIM(Attack):
             early_stop=bool(self.params.get("early_stop", True)),
         )
         objective = self._objective(access, x, on_device(objective, x.device))
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)
 
 

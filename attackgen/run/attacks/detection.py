@@ -44,7 +44,7 @@ class DetectionPGD(Attack):
         final = self.params.get("final_step_size")
         x_adv, info = dense_descent(
             access, x, objective, budget, norm, eps, steps=int(self.params.get("steps", 50)),
-            alpha=step_size(self.params, eps, 0.05 if norm == "inf" else 0.1), gen=self.generator(x.device),
+            alpha=step_size(self.params, eps, 0.05 if norm == "inf" else 0.1), gen=self.row_random(x),
             random_start=bool(self.params.get("random_start", False)),
             final_alpha=None if final is None else float(final),
         )

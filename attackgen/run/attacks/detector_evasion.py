@@ -74,7 +74,7 @@ class DetectorAwarePGD(Attack):
         view = (-1,) + (1,) * (x.dim() - 1)
 
         ball = Ball(x, budget, budget.norm, budget.epsilon)
-        x_adv = ball.random_start(self.generator(x.device)) if self.params.get("random_start") else x.clone()
+        x_adv = ball.random_start(self.row_random(x)) if self.params.get("random_start") else x.clone()
         live = rows  # inputs without an undetected success yet
         for step in range(steps + 1):
             xa = x_adv[live].requires_grad_(True)

@@ -22,5 +22,5 @@ class FGSM(Attack):
         random_start = bool(self.params.get("random_start", False))
         cfg = LoopConfig(steps=1, step_size=float(self.params.get("step_size") or eps), norm=norm,
                          random_start=random_start)
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)

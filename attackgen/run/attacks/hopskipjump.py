@@ -66,7 +66,7 @@ class HopSkipJump(Attack):
         allowance = Allowance(access, rows, None if cap is None else int(cap))
         spent, room = allowance.spent, allowance.room
 
-        start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
+        start, found = decision_starts(access, objective, x, rows, env, self.row_random(x), budget.bounds,
                                        noise_tries=int(self.params.get("init_tries", 20)), room=room())
         best = start.clone()
         dist = torch.full((n,), float("inf"), device=x.device)

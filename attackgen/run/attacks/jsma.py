@@ -20,8 +20,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
-from attackgen.run.objectives.base import Objective
-from taxonomy.errors import AttackgenError
+from attackgen.run.objectives.base import Capability, Objective
 
 PAIR_CHUNK = 1 << 24  # pair-score elements per chunk (64 MB in float32)
 
@@ -58,12 +57,12 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
 
 class JSMA(Attack):
     access = "gradients"
+    objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("0",), "jsma")
-        if not hasattr(objective, "goal"):
-            raise AttackgenError("jsma needs a classification objective (a class per input)")
+        self.check_objective(objective)
         theta = float(self.params.get("theta", 1.0))
         max_iter = int(self.params.get("max_iter", 50))
         x = x.detach()

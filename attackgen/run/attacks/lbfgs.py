@@ -50,8 +50,7 @@ class LBFGS(Attack):
         # The batch is one joint problem, so no input's loss may run off to -infinity (an untargeted
         # cross-entropy does, and then drags the shared line search along): use the logit margin,
         # floored at -confidence, as C&W do, where the objective offers it.
-        if hasattr(objective, "with_loss"):
-            objective = objective.with_loss("margin")  # type: ignore[attr-defined]
+        objective = objective.with_loss("margin")  # unchanged where the objective offers no loss choice
         objective = on_device(objective, x.device)
         searches = int(self.params.get("binary_search_steps", 5))
         max_iter = int(self.params.get("max_iter", 100))

@@ -30,6 +30,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm, step_size
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget, UniversalAttack
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
@@ -38,13 +39,12 @@ OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold", "fill_weight")
 
 def configured(objective: Objective, params: dict[str, Any]) -> Objective:
     """The objective with the attack's Metzen parameters applied (objectives without them: unchanged)."""
-    configure = getattr(objective, "configure", None)
     given = {k: params[k] for k in OBJECTIVE_PARAMS if k in params}
-    return configure(**given) if callable(configure) and given else objective
+    return objective.configure(**given) if given else objective
 
 
 def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budget, norm: str, epsilon: float,
-                  steps: int, alpha: float, gen: torch.Generator, random_start: bool = False,
+                  steps: int, alpha: float, gen: torch.Generator | RowRandom, random_start: bool = False,
                   final_alpha: float | None = None) -> tuple[Tensor, dict[str, Any]]:
     """Sign (Linf) or normalised (L2) steps for ``steps`` iterations; each input's candidate is its *last*
     iterate that realised the consequence, else its iterate with the highest ``objective.progress``
@@ -123,7 +123,7 @@ class MetzenIterative(Attack):
         x_adv, info = dense_descent(
             access, x, configured(objective, self.params), budget, "inf", eps,
             steps=int(self.params.get("steps", 50)), alpha=step_size(self.params, eps, 0.05),
-            gen=self.generator(x.device), random_start=bool(self.params.get("random_start", False)),
+            gen=self.row_random(x), random_start=bool(self.params.get("random_start", False)),
             final_alpha=None if final is None else float(final),
         )
         return AttackOutput(x_adv, info)
@@ -131,8 +131,7 @@ class MetzenIterative(Attack):
 
 def _forward(access: Access, env: AttackEnv | None) -> Any:
     """The model the universal attack optimises against: the white-box access (or a surrogate's)."""
-    surrogate = getattr(access, "surrogate", None)
-    return surrogate if surrogate is not None else access
+    return access.surrogate if access.surrogate is not None else access
 
 
 class MetzenUniversal(UniversalAttack):

@@ -30,5 +30,5 @@ class MIFGSM(Attack):
             decay=float(self.params.get("decay", 1.0)),
             early_stop=bool(self.params.get("early_stop", True)),
         )
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)

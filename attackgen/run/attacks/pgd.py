@@ -39,7 +39,7 @@ class _PGD(Attack):
             restarts=int(self.params.get("restarts", 1)),
             early_stop=bool(self.params.get("early_stop", True)),
         )
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)
 
 
