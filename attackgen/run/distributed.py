@@ -10,9 +10,10 @@ Why it looks like this:
   ranks finish within one chunk of each other and every input is attacked and counted exactly once
   (no padding, no duplicates).
 - Per input the work is what a plain ``attackgen run`` does with the same ``--batch-size`` and seed:
-  the chunks are the plain run's chunks, the survivors of a chunk are the same, and the random seed of a
-  sub-batch derives from (seed, item, first input of the sub-batch). So outcomes do not depend on the
-  number of ranks or on which rank took a chunk.
+  the chunks are the plain run's chunks, the survivors of a chunk are the same, each input draws from
+  its own stream seeded by (seed, item, input index) and what an attack still draws per batch is seeded
+  by the batch's first input. So outcomes do not depend on the number of ranks or on which rank took a
+  chunk.
 - No collective call inside an attack: the only collectives are at the start (do all ranks run the same
   plan, seed, model, data?), while fitting a universal perturbation, and at the end (a barrier before
   rank 0 merges). AutoAttack's DDP runs time out on collectives inside long attack phases
