@@ -321,6 +321,31 @@ _ENTRIES: list[AttackDescriptor] = [
         "bisection on c; its exact bounds hold the input box, a mask and a fixed Linf ball.",
     ),
     AttackDescriptor(
+        id="lbfgs_ssim",
+        title="L-BFGS in penalty form under an SSIM floor",
+        implementation="attackgen.run.attacks.lbfgs:SSIMLBFGS",
+        reference="Szegedy et al. 2014, arXiv:1312.6199; Wang, Bovik, Sheikh, Simoncelli 2004 (SSIM)",
+        tasks=CLS,
+        consequences=frozenset({"static_target", "dynamic_target", "untargeted"}),
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"perceptual:ssim", "lp:2", "lp:inf"}),
+        budget_modes=MINIMAL_FIRST,
+        access="gradients",
+        optimizer="second_order",
+        gradient_source="analytic",
+        data_bases=ANY_DATA,
+        cost=lambda params: Cost(
+            forward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100) + 1,
+            backward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100),
+        ),
+        defaults=_d(binary_search_steps=5, max_iter=100, initial_const=0.01, ssim_penalty=100.0, margin=0.005),
+        strength=3,
+        atlas=WHITE_BOX_ATLAS,
+        notes="The lbfgs inner problem plus ssim_penalty * max(0, floor + margin - SSIM) (SSIM has no projection, "
+        "rule D3: penalty form); a candidate counts only when its re-measured SSIM meets the floor. Digits CNN, 8 "
+        "inputs, SSIM floor 0.97: 7 fooled within the floor (plain lbfgs: 3).",
+    ),
+    AttackDescriptor(
         id="newtonfool",
         title="NewtonFool",
         implementation="attackgen.run.attacks.newtonfool:NewtonFool",
@@ -358,6 +383,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=_queries("n_queries", 5000),
         defaults=_d(n_queries=5000, p_init=0.05),
+        min_queries=100,
         strength=7,
         atlas=BLACK_BOX_ATLAS,
         notes="Random search over square updates on the objective's score; the gradient-free check of "
@@ -379,6 +405,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=_queries("n_queries", 5000),
         defaults=_d(n_queries=5000, p_init=0.1),
+        min_queries=100,
         strength=6,
         atlas=BLACK_BOX_ATLAS,
     ),
@@ -398,11 +425,36 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=_queries("max_queries", 10000),
         defaults=_d(max_queries=10000, basis="dct", rel_stepsize=0.1),
+        min_queries=100,
         strength=5,
         atlas=BLACK_BOX_ATLAS,
         notes="Tries +-step along one basis vector per iteration (at most two queries), step = rel_stepsize * "
         "epsilon; candidates leaving the Lp ball are projected back. DCT: low frequencies first (freq_dims, "
         "default a quarter of the side).",
+    ),
+    AttackDescriptor(
+        id="zoo_newton",
+        title="ZOO-Newton (zeroth-order coordinate-wise Newton from scores)",
+        implementation="attackgen.run.attacks.zoo_newton:ZOONewton",
+        reference="Chen, Zhang, Sharma, Yi, Hsieh 2017, ZOO, arXiv:1708.03999",
+        tasks=CLS,
+        consequences=GENERIC_TARGETS,
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        budget_modes=FIXED,
+        access="scores",
+        optimizer="second_order",
+        gradient_source="estimated_scores",
+        data_bases=ANY_DATA,
+        cost=_queries("max_queries", 2000),
+        defaults=_d(max_queries=2000, coordinates=16, fd_step=1e-3, lr=1.0),
+        min_queries=100,
+        strength=4,
+        atlas=BLACK_BOX_ATLAS,
+        notes="Symmetric finite differences give each chosen coordinate's first and second derivative of the margin "
+        "loss (2 queries per coordinate, 16 coordinates per step, one query to score the step); Newton step "
+        "-g/h where h > 0, else -g, clipped and projected. The second-order optimiser from scores of rule A10. "
+        "Digits CNN, 16 inputs: Linf 0.2 fools 16/16 within 400 queries, L2 1.5 fools 15/16 with 1000.",
     ),
     AttackDescriptor(
         id="differential_evolution",
@@ -420,6 +472,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         cost=lambda params: Cost(queries=_p(params, "popsize", 20) * (_p(params, "maxiter", 150) + 1)),
         defaults=_d(popsize=20, maxiter=150, pixels=1),
+        min_queries=500,
         strength=3,
         atlas=BLACK_BOX_ATLAS,
         notes="Evolves (row, column, value) of a few pixels (DE/rand/1, F 0.5, no crossover). An L0 epsilon "
@@ -443,6 +496,7 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=False,
         cost=lambda params: Cost(queries=_p(params, "population", 32) * (_p(params, "generations", 100) + 1)),
         defaults=_d(population=32, generations=100, confidence=0.99),
+        min_queries=500,
         strength=2,
         atlas=BLACK_BOX_ATLAS,
         notes="Synthesises images (no source input, no perturbation bound) that the model labels as the target "
@@ -466,6 +520,7 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=False,
         cost=_queries("max_queries", 10000),
         defaults=_d(max_queries=10000, spherical_step=0.01, source_step=0.01, step_adaptation=1.5),
+        min_queries=1000,
         strength=4,
         atlas=BLACK_BOX_ATLAS,
         notes="Random walk along the decision boundary from an adversarial start; targeted needs a start "
@@ -488,6 +543,7 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=False,
         cost=_queries("max_queries", 5000),
         defaults=_d(max_queries=5000, steps=25, initial_num_evals=100, max_num_evals=1000, gamma=1.0),
+        min_queries=200,
         strength=7,
         atlas=BLACK_BOX_ATLAS,
         notes="Estimates the boundary gradient's sign from label queries; targeted needs a target-class start.",
@@ -513,6 +569,7 @@ _ENTRIES: list[AttackDescriptor] = [
             queries=_p(params, "verify_queries", 1),
         ),
         defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, verify_queries=1),
+        min_queries=1,
         strength=5,
         atlas=TRANSFER_ATLAS,
         implemented=True,
@@ -540,6 +597,7 @@ _ENTRIES: list[AttackDescriptor] = [
             queries=_p(params, "verify_queries", 1),
         ),
         defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, diversity_prob=0.5, resize_rate=0.9, verify_queries=1),
+        min_queries=1,
         strength=6,
         atlas=TRANSFER_ATLAS,
         implemented=True,
@@ -569,6 +627,57 @@ _ENTRIES: list[AttackDescriptor] = [
         notes="Moosavi-Dezfooli's loop with a projected sign-gradient inner step over batches of the data basis, "
         "only on inputs not yet fooled; targeted with a static target. Cost is per fitting input (one pass per "
         "epoch, plus the checks); applying it costs one pass. Digits CNN, Linf 0.2: 0.84 of held-out inputs fooled.",
+    ),
+    AttackDescriptor(
+        id="transfer_uap",
+        title="Universal perturbation fitted on a surrogate, evaluated by transfer",
+        implementation="attackgen.run.attacks.universal:TransferUniversalPerturbation",
+        reference="Moosavi-Dezfooli, Fawzi, Fawzi, Frossard 2017, arXiv:1610.08401 (cross-model transfer); "
+        "Papernot et al. 2017, arXiv:1602.02697",
+        tasks=CLS,
+        consequences=frozenset({"untargeted", "static_target"}),
+        scopes=IMAGE_AGNOSTIC,
+        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        budget_modes=FIXED,
+        access="surrogate",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=WITH_DATA,
+        cost=lambda params: Cost(forward=_p(params, "epochs", 5) + 3, backward=_p(params, "epochs", 5)),
+        defaults=_d(epochs=5, batch_size=64, rel_stepsize=0.1, fit_size=2000),
+        strength=4,
+        atlas=TRANSFER_ATLAS,
+        notes="The uap fit on the surrogate the model basis names (trained on the data basis, distilled or "
+        "pretrained); no victim query while fitting. digits-mlp -> digits-cnn, 1000 fitting digits: Linf 0.2 fools "
+        "0.71 of held-out digits (random stripes 0.03), 0.46 at 0.15.",
+    ),
+    AttackDescriptor(
+        id="score_uap",
+        title="Universal perturbation by random search from scores",
+        implementation="attackgen.run.attacks.score_universal:ScoreUniversal",
+        reference="Co, Munoz-Gonzalez, de Maupeou, Lupu 2019, Procedural noise UAPs, arXiv:1810.00470; "
+        "Andriushchenko et al. 2020, Square attack, arXiv:1912.00049",
+        tasks=CLS,
+        consequences=frozenset({"untargeted", "static_target"}),
+        scopes=IMAGE_AGNOSTIC,
+        imperceptibility=frozenset({"lp:inf"}),
+        budget_modes=FIXED,
+        access="scores",
+        optimizer="evolution",
+        gradient_source=None,
+        data_bases=WITH_DATA,
+        cost=lambda params: Cost(
+            queries=2 * _p(params, "iterations", 300) * _p(params, "batch_size", 32)
+            / max(_p(params, "fit_size", 500), 1.0)
+        ),
+        defaults=_d(iterations=300, batch_size=32, p_init=0.1, fit_size=500),
+        min_queries=20,
+        strength=4,
+        atlas=BLACK_BOX_ATLAS,
+        notes="One Linf delta shared by all inputs, improved by Square-style window re-draws that are kept when the "
+        "mean margin loss over a batch of fitting inputs drops (2 score queries per batch input); cost is per "
+        "fitting input. Digits CNN, 300 fitting inputs, 100 queries each: Linf 0.2 fools 0.84 of held-out digits "
+        "(random stripes: 0.03).",
     ),
     AttackDescriptor(
         id="patch_eot",
@@ -604,6 +713,93 @@ _ENTRIES: list[AttackDescriptor] = [
         "digital patch), with total variation and optional non-printability; applied inside the executor's "
         "patch squares. Cost amortises the fit over fit_size inputs. Digits CNN, 5x5 patch (9.8 %) at a fixed "
         "place: 0.61 of held-out digits become the target class.",
+    ),
+    AttackDescriptor(
+        id="eot_pgd",
+        title="EOT-PGD: one input made robust to its views (printed photo, object seen by a camera)",
+        implementation="attackgen.run.attacks.eot_pgd:EOTPGD",
+        reference="Athalye, Engstrom, Ilyas, Kwok 2018, arXiv:1707.07397; Kurakin, Goodfellow, Bengio 2016, "
+        "arXiv:1607.02533",
+        tasks=CLS,
+        consequences=GENERIC_TARGETS,
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=ANY_DATA,
+        feeds=frozenset({"digital", "physical"}),
+        spatial=True,
+        cost=lambda params: Cost(forward=_p(params, "steps", 40) * _p(params, "eot_samples", 8) + 1,
+                                 backward=_p(params, "steps", 40) * _p(params, "eot_samples", 8)),
+        defaults=_d(steps=40, rel_stepsize=0.1, eot_samples=8, transformations=None),
+        strength=7,
+        atlas=PHYSICAL_ATLAS,
+        notes="PGD on the mean loss over the spec's transformation set applied to the whole perturbed image "
+        "(placement everywhere: the printed photo; with a box or mask, a sticker fitted to one object's views). "
+        "Digits CNN, 48 inputs, Linf 0.1, views rotation +-10, scale 0.95-1, shift 0.05, noise 0.02: 0.82 of fresh "
+        "views fooled (plain PGD's adversarials under the same views: 0.22).",
+    ),
+    AttackDescriptor(
+        id="lens_overlay",
+        title="Lens sticker: a translucent universal layer in front of the camera, fitted with EOT",
+        implementation="attackgen.run.attacks.lens:LensOverlay",
+        reference="Li, Schmidt, Kolter 2019, Adversarial camera stickers, arXiv:1904.00759",
+        tasks=CLS,
+        consequences=frozenset({"untargeted", "static_target"}),
+        scopes=IMAGE_AGNOSTIC,
+        imperceptibility=frozenset({"lp:inf"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=WITH_DATA,
+        feeds=frozenset({"digital", "physical"}),
+        spatial=False,
+        cost=lambda params: Cost(
+            forward=_p(params, "steps", 200) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
+            / max(_p(params, "fit_size", 500), 1.0) + 1,
+            backward=_p(params, "steps", 200) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
+            / max(_p(params, "fit_size", 500), 1.0),
+        ),
+        defaults=_d(steps=200, batch_size=32, rel_stepsize=0.05, eot_samples=8, transformations=None, fit_size=500),
+        strength=6,
+        atlas=PHYSICAL_ATLAS,
+        notes="One Linf layer added after each scene's transformation (the scene moves, the lens does not), fitted by "
+        "sign-gradient steps over the data basis (placement overlay). Digits CNN, Linf 0.2, 400 fitting digits: "
+        "0.88 of held-out digits under fresh views fooled (random stripes of the same size: 0.12).",
+    ),
+    AttackDescriptor(
+        id="sticker_box",
+        title="Sticker in a fixed box with EOT (RP2-style masked perturbation)",
+        implementation="attackgen.run.attacks.sticker:BoxSticker",
+        reference="Eykholt, Evtimov, Fernandes, Li, Rahmati, Xiao, Prakash, Kohno, Song 2018, RP2, arXiv:1707.08945",
+        tasks=CLS,
+        consequences=frozenset({"static_target", "untargeted"}),
+        scopes=IMAGE_AGNOSTIC,
+        imperceptibility=frozenset({"unrestricted", "lp:inf"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=WITH_DATA,
+        feeds=frozenset({"digital", "physical"}),
+        spatial=True,
+        cost=lambda params: Cost(
+            forward=_p(params, "steps", 300) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
+            / max(_p(params, "fit_size", 500), 1.0) + 1,
+            backward=_p(params, "steps", 300) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
+            / max(_p(params, "fit_size", 500), 1.0),
+        ),
+        defaults=_d(steps=300, stepsize=0.05, batch_size=32, eot_samples=8, tv_weight=0.01, nps_weight=0.01,
+                    transformations=None, printability=False, fit_size=500),
+        strength=6,
+        atlas=PHYSICAL_ATLAS,
+        notes="Adds one perturbation to the object's own pixels inside the spec's box (capability.spatial kind box), "
+        "fitted over the data basis with whole-image EOT (the camera sees the sticker move with the object), total "
+        "variation and optional non-printability; applied at its place. Digits CNN, 6x6 box (14 %) at (2, 2): 0.56 "
+        "of held-out digits become 3 (0.52 under fresh transformations; a random sticker 0.002).",
     ),
     # ------------------------------------------------------------------ perceptual and detector-aware
     AttackDescriptor(
@@ -784,15 +980,19 @@ CATALOG: dict[str, AttackDescriptor] = {d.id: d for d in _ENTRIES}
 REQUIRES: dict[str, frozenset[str]] = {
     "detector_aware_pgd": frozenset({"detector"}),
     "ssim_pgd": frozenset({"perceptual:ssim"}),
+    "lbfgs_ssim": frozenset({"perceptual:ssim"}),
     "wasserstein_pgd": frozenset({"perceptual:wasserstein"}),
     "patch_eot": frozenset({"spatial:patch"}),
     "det_patch": frozenset({"spatial:patch"}),
+    "sticker_box": frozenset({"spatial:box"}),
+    "eot_pgd": frozenset({"feed:physical"}),
+    "lens_overlay": frozenset({"placement:overlay"}),
 }
 """What a spec must contain for the attack to be the right tool, beyond what it supports: without a
 detector, detector-aware PGD is plain PGD; without an SSIM floor, SSIM-PGD is PGD with a penalty that
-never fires; a patch attack needs a patch region to place its patch in. Keys: an imperceptibility key
-("detector", "perceptual:ssim") or "spatial:<kind>". The planner honours these (``realises`` reports
-what an attack can do, this what it is for)."""
+never fires; a patch attack needs a patch region to place its patch in; EOT-PGD is for a physical feed.
+Keys: an imperceptibility key ("detector", "perceptual:ssim"), "spatial:<kind>", "placement:<placement>" or
+"feed:<feed>". The planner honours these (``realises`` reports what an attack can do, this what it is for)."""
 
 
 def spec_features(spec: Any) -> frozenset[str]:
@@ -804,13 +1004,18 @@ def spec_features(spec: Any) -> frozenset[str]:
     spatial = spec.threat.capability.spatial
     if spatial is not None:
         keys.add(f"spatial:{spatial.kind}")
+    keys.add(f"feed:{spec.threat.capability.feed}")
+    placement = spec.threat.capability.resolved_placement
+    if placement is not None:
+        keys.add(f"placement:{placement}")
     return frozenset(keys)
 
 
 def cell_features(cell: Any) -> frozenset[str]:
     """The same for an abstract cell of taxonomy.space (its representative spec's spatial constraint is
     a patch)."""
-    return frozenset({cell.imperceptibility, *(("spatial:patch",) if cell.spatial else ())})
+    region = ("spatial:patch", "placement:patch") if cell.spatial else ()
+    return frozenset({cell.imperceptibility, f"feed:{cell.feed}", *region})
 
 
 def fits_purpose(features: frozenset[str], descriptor: AttackDescriptor) -> bool:

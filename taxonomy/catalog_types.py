@@ -52,6 +52,7 @@ class AttackDescriptor:
     spatial: bool = True  # can be confined to a mask
     cost: CostFn = field(default=lambda params: Cost())
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    min_queries: int = 0  # fewest victim queries per input at which the attack is worth running (rule A8)
     strength: int = 5  # 1 (weak) .. 10 (strongest known in its cell), for ranking
     atlas: tuple[str, ...] = ()
     backend: Literal["native", "foolbox"] = "native"

@@ -16,9 +16,10 @@ Choices, all visible in the plan:
   epsilon form one evaluation (per-sample worst case), and each evaluation has the full per-input
   query budget. Minimal-norm attacks run once (``epsilon: null``) and report success at every
   epsilon of the curve (``params.report_at``).
-- **Query budget**: split across the items of one evaluation in proportion to each attack's default
-  query count, so the sum never exceeds the budget; an attack whose share is below its useful
-  minimum is dropped (and the drop is noted).
+- **Query budget**: an attack whose minimum useful query count (``min_queries`` in its descriptor) exceeds
+  the budget breaks rule A8 before anything is shrunk; the rest are split across the items of one
+  evaluation in proportion to each attack's default query count, so the sum never exceeds the budget;
+  an attack whose share is below its minimum is dropped (and the drop is noted), never run below it.
 - **Gradient-free check** (rule G2): a white-box plan also schedules the strongest implemented
   score- or decision-based attack that realises the spec with the optimiser choice relaxed.
 
@@ -53,17 +54,6 @@ ITERATION_KEYS = ("maxiter", "generations", "steps", "epochs")
 
 SMALL_QUERY_NEED = 10
 """Items that want at most this many queries (transfer verification) get them before the split."""
-
-MIN_USEFUL_QUERIES: dict[str, int] = {
-    "square_linf": 100,
-    "square_l2": 100,
-    "simba": 100,
-    "boundary": 1000,
-    "hopskipjump": 200,
-    "differential_evolution": 500,
-    "cppn_ea_fool": 500,
-}
-"""Below this many queries per input the attack is not worth scheduling (default 50)."""
 
 _ACCESS_PHRASE = {
     "gradients": "uses the victim's gradients",
@@ -302,7 +292,7 @@ def candidates(
             continue
         params = derive_params(spec, descriptor, first, epsilons)
         candidate = _Candidate(descriptor, params, _role(descriptor) if role == "primary" else role)
-        if q is not None and candidate.cost.queries > q:
+        if q is not None and candidate.cost.queries > q and descriptor.min_queries <= q:  # else A8 blocks it
             candidate.params = fit_queries(descriptor, params, q)
             candidate.cost = _cost(descriptor, candidate.params)
         candidate.notes = [note_of(v) for v in rules.descriptor_violations(target, descriptor, candidate.params)]
@@ -319,11 +309,14 @@ def plan(
     spec: AttackSpec, catalog: Mapping[str, AttackDescriptor] | None = None, max_primary: int = MAX_PRIMARY
 ) -> Plan | Infeasible:
     """The ranked plan for a spec, or why there is none and the nearest specs that have one."""
+    from taxonomy.feasibility import answer
+
     catalog = CATALOG if catalog is None else catalog
-    notes = spec_notes(spec)
-    blocking = _errors(notes)
+    verdict = answer(spec, catalog)  # the same answer validate and audit give
+    notes = sorted((note_of(v) for v in verdict.findings), key=lambda n: (n.severity != "error", n.id))
     warnings = [n for n in notes if n.severity == "warning"]
-    if blocking:
+    if verdict.verdict == "infeasible":
+        blocking = _errors(notes) or [note_of(v) for v in verdict.blocking]
         return Infeasible(
             spec_name=spec.name,
             spec_hash=spec.spec_hash(),
@@ -458,8 +451,7 @@ def _split_queries(spec: AttackSpec, group: list[_Candidate]) -> tuple[list[_Can
         if not users or sum(c.cost.queries for c in users) <= total_budget:
             return live, dropped
         shares = _shares(users, total_budget)
-        floor = {c.descriptor.id: MIN_USEFUL_QUERIES.get(c.descriptor.id, 1 if c.descriptor.access == "surrogate"
-                                                          else 50) for c in users}
+        floor = {c.descriptor.id: max(c.descriptor.min_queries, 1) for c in users}
         starved = [c for c in users if shares[c.descriptor.id] < floor[c.descriptor.id]]
         if starved:
             weakest = max(starved, key=lambda c: c.rank_key)
@@ -715,8 +707,9 @@ def nearest_feasible(
     spec: AttackSpec, catalog: Mapping[str, AttackDescriptor] | None = None, limit: int = 6
 ) -> list[Suggestion]:
     """Specs one axis away that pass every rule, runnable ones first, then those an attack realises."""
+    from taxonomy.feasibility import answer
+
     catalog = CATALOG if catalog is None else catalog
-    rules = _rules()
     data = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     found: list[tuple[tuple[int, int, int], Suggestion]] = []
     seen: set[str] = set()
@@ -733,16 +726,11 @@ def nearest_feasible(
             changed = parse_spec(candidate, "suggestion")
         except SpecError:
             continue
-        if any(_severity(v) == "error" for v in rules.validate(changed)):
+        verdict = answer(changed, catalog)  # the shared answer: no suggestion that plan would refuse
+        if verdict.verdict == "infeasible":
             continue
-        realised = []
-        features = spec_features(changed)
-        for descriptor in catalog.values():
-            if fits_purpose(features, descriptor) and rules.realises(changed, descriptor) and not any(
-                _severity(v) == "error" for v in rules.descriptor_violations(changed, descriptor)
-            ):
-                realised.append(descriptor)
-        runnable = any(d.implemented for d in realised)
+        realised = [catalog[i] for i in (*verdict.runnable, *verdict.waiting)]
+        runnable = verdict.verdict == "runnable"
         suggestion = Suggestion(
             axis=axis,
             change=_diff(".".join(path), old, value),
@@ -780,11 +768,10 @@ def survey(catalog: Mapping[str, AttackDescriptor] | None = None) -> list[dict[s
     catalog = CATALOG if catalog is None else catalog
     rows = []
     for cell in space.enumerate_cells():
-        blocking = space.blocking_rules(cell)
-        features = cell_features(cell)
-        realised = [i for i in space.feasible_realisers(cell, catalog) if fits_purpose(features, catalog[i])
-                    ] if not blocking else []
-        rows.append({"cell": cell, "feasible": not blocking, "blocking": blocking, "realised_by": realised})
+        ans = space.cell_answer(cell, catalog)  # the shared answer: infeasible also when every realiser breaks a rule
+        feasible = ans.verdict != "infeasible"
+        realised = [*ans.runnable, *ans.waiting] if feasible else []
+        rows.append({"cell": cell, "feasible": feasible, "blocking": ans.blocking_ids, "realised_by": realised})
     return rows
 
 
