@@ -64,6 +64,13 @@ def _iterative(params: Mapping[str, Any]) -> Cost:
     return Cost(forward=n + 1, backward=n)
 
 
+def _apgd(params: Mapping[str, Any]) -> Cost:
+    """steps x restarts (x targets for APGD-T) passes at most: runs stop early per input."""
+    runs = _p(params, "restarts", 1) * (_p(params, "n_target_classes", 9) if "n_target_classes" in params else 1)
+    n = _p(params, "steps", 100) * runs * _p(params, "eot_iter", 1)
+    return Cost(forward=n + runs + 1, backward=n)
+
+
 def _queries(name: str, default: float) -> Any:
     def cost(params: Mapping[str, Any]) -> Cost:
         return Cost(forward=0.0, backward=0.0, queries=_p(params, name, default))
@@ -200,6 +207,72 @@ _ENTRIES: list[AttackDescriptor] = [
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
     ),
+    AttackDescriptor(
+        id="apgd_ce",
+        title="Auto-PGD on the cross-entropy (APGD-CE)",
+        implementation="attackgen.run.attacks.apgd:APGDCE",
+        reference="Croce, Hein 2020, arXiv:2003.01690",
+        tasks=CLS,
+        consequences=GENERIC_TARGETS,
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=ANY_DATA,
+        cost=_apgd,
+        defaults=_d(steps=100, restarts=1, rho=0.75, loss="ce"),
+        strength=9,
+        atlas=WHITE_BOX_ATLAS,
+        implemented=True,
+        notes="AutoAttack's first attack: step 2*epsilon halved at checkpoints, momentum 0.75, restarts and "
+        "steps only on unbroken inputs. Same robust accuracy as the reference on digits-cnn (bench/bench_apgd.py).",
+    ),
+    AttackDescriptor(
+        id="apgd_dlr",
+        title="Auto-PGD on the DLR loss (APGD-DLR)",
+        implementation="attackgen.run.attacks.apgd:APGDDLR",
+        reference="Croce, Hein 2020, arXiv:2003.01690",
+        tasks=CLS,
+        consequences=GENERIC_TARGETS,
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=ANY_DATA,
+        cost=_apgd,
+        defaults=_d(steps=100, restarts=1, rho=0.75, loss="dlr"),
+        strength=8,
+        atlas=WHITE_BOX_ATLAS,
+        implemented=True,
+        notes="DLR is invariant to rescaled logits (saturated softmax); needs 3 classes (rule C18).",
+    ),
+    AttackDescriptor(
+        id="apgd_t",
+        title="Targeted Auto-PGD on the DLR loss over the top-k classes (APGD-T)",
+        implementation="attackgen.run.attacks.apgd:APGDT",
+        reference="Croce, Hein 2020, arXiv:2003.01690",
+        tasks=CLS,
+        consequences=GENERIC_TARGETS,
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=ANY_DATA,
+        cost=_apgd,
+        defaults=_d(steps=100, restarts=1, rho=0.75, n_target_classes=9, parallel_targets=True, loss="dlr-targeted"),
+        strength=9,
+        atlas=WHITE_BOX_ATLAS,
+        implemented=True,
+        notes="Untargeted specs: targeted DLR towards the clean prediction's top-k other classes, side by side in "
+        "one batch (parallel_targets; false: one after the other as in AutoAttack), an input leaving at its first "
+        "success; targeted specs: towards their target. Needs 4 classes (rule C18).",
+    ),
     # ------------------------------------------------------------------ white-box, minimal norm
     AttackDescriptor(
         id="cw_l2",
@@ -294,6 +367,32 @@ _ENTRIES: list[AttackDescriptor] = [
         backend="foolbox",
         implemented=True,
         notes="The only catalogued L1 attack; in fixed mode success means norm <= epsilon.",
+    ),
+    AttackDescriptor(
+        id="fmn_t",
+        title="Targeted FMN over the top-k classes (FAB-T's role in AutoAttack)",
+        implementation="attackgen.run.attacks.fmn_t:TargetedFMNSweep",
+        reference="Pintor, Roli, Brendel, Biggio 2021, arXiv:2102.12827 (in place of FAB-T, arXiv:1907.02044)",
+        tasks=CLS,
+        consequences=GENERIC_TARGETS,
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:1", "lp:2", "lp:inf"}),
+        budget_modes=FIXED,
+        access="gradients",
+        optimizer="first_order",
+        gradient_source="analytic",
+        data_bases=ANY_DATA,
+        cost=lambda params: Cost(
+            forward=_p(params, "n_target_classes", 9) * (_p(params, "steps", 100) + 2),
+            backward=_p(params, "n_target_classes", 9) * _p(params, "steps", 100),
+        ),
+        defaults=_d(steps=100, n_target_classes=9),
+        strength=7,
+        atlas=WHITE_BOX_ATLAS,
+        backend="foolbox",
+        implemented=True,
+        notes="Minimal-norm targeted FMN towards each of the top-k other classes, survivors only; fills FAB-T's "
+        "place in the AutoAttack presets (why FMN and not a FAB port: attackgen/run/attacks/fmn_t.py).",
     ),
     AttackDescriptor(
         id="lbfgs",

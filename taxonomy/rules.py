@@ -292,6 +292,12 @@ _RULE_LIST: list[Rule] = [
        "Use rule remove_classes (or consequence vanishing), mislabel (from_classes -> to_class) for a class "
        "mapping, or a static target with target_boxes.",
        TOG + "; " + ARGUMENT + ": attackgen.run.objectives.detection builds only DetVanishing for dynamic targets"),
+    _r("C18-dlr-needs-enough-classes", E,
+       "The DLR loss divides the margin by the spread of the top logits: untargeted it reads the 3 largest "
+       "logits, targeted (APGD-T) the 4 largest, so a model with fewer classes has no DLR loss.",
+       "Use a cross-entropy attack (apgd_ce, pgd_linf), or the autoattack presets on a model with at least "
+       "4 classes (3 for apgd_dlr).",
+       AUTOATTACK + "; fra31/auto-attack issues #70 and #76 (crashes on 2-class models)", level="descriptor"),
     # ------------------------------------------------------------------ D: imperceptibility
     _r("D1-attack-supports-norm", E,
        "The implementation optimises another Lp norm than the spec bounds (FGSM/PGD Linf or L2, C&W "
@@ -454,6 +460,12 @@ _RULE_LIST: list[Rule] = [
        "Keep the gradient-free check the planner adds (Square, HopSkipJump); investigate if it finds more.",
        f"{AUTOATTACK}; Athalye, Carlini, Wagner 2018, Obfuscated gradients, arXiv:1802.00420",
        level="planner"),
+    _r("G3-preset-fits-threat-model", E,
+       "A named evaluation preset reproduces a published protocol on the threat model it was defined for "
+       "(AutoAttack: white-box, untargeted, individual inputs, a fixed Linf or L2 epsilon, classification); "
+       "on another threat model its figures would not be the protocol's.",
+       "Use the preset the detail names, or plan without --preset (the planner covers every feasible cell).",
+       AUTOATTACK + "; RobustBench, Croce et al. 2021, arXiv:2010.09670", level="planner"),
     # ------------------------------------------------------------------ I: input space
     _r("I1-negative-bounds-suggest-normalized", W,
        "Input bounds below 0 usually mean normalised inputs; epsilons then apply in normalised units.",
@@ -1048,6 +1060,19 @@ def _physical(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Itera
 def _spatial(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
     if f.spatial is not None and not d.spatial:
         yield "threat.capability.spatial", f"{d.id} cannot be confined to a region"
+
+
+DLR_LOSSES = {"dlr": 3, "dlr-targeted": 4}
+"""Classes each DLR loss reads (the untargeted one the 3 largest logits, the targeted one the 4 largest)."""
+
+
+@descriptor_check("C18-dlr-needs-enough-classes")
+def _dlr_classes(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
+    loss = str(params.get("loss", d.defaults.get("loss", "")))
+    need = DLR_LOSSES.get(loss)
+    if need is not None and f.classes is not None and len(f.classes) < need:
+        yield "classes", (f"{d.id} uses the {loss} loss, which needs {need} classes; the spec lists "
+                          f"{len(f.classes)}")
 
 
 # =========================================================================== consistency and re-exports

@@ -73,17 +73,17 @@ def assert_plan_is_sound(spec: AttackSpec, result: Plan, catalog: dict) -> None:
 # --------------------------------------------------------------------------- the demo and friends
 
 
-def test_demo_spec_gets_pgd_per_epsilon_and_a_gradient_free_check(implemented: dict) -> None:
+def test_demo_spec_gets_apgd_per_epsilon_and_a_gradient_free_check(implemented: dict) -> None:
     spec = load_spec(EXAMPLES / "digits-whitebox-linf.yaml")
     result = plan(spec)
     assert isinstance(result, Plan)
     assert result.epsilons == [0.05, 0.1, 0.2]
     assert {item.epsilon for item in result.items} == {0.05, 0.1, 0.2}
     first = result.items[0]
-    assert first.attack == "pgd_linf" and first.role == "primary"
+    assert first.attack == "apgd_ce" and first.role == "primary"  # the fast core: APGD-CE, then APGD-T
     assert first.params["norm"] == "inf" and first.params["epsilon"] == 0.05
-    assert first.params["steps"] == 40 and first.params["step_size"] == pytest.approx(2.5 * 0.05 / 40)
-    assert "rel_stepsize" not in first.params
+    assert first.params["steps"] == 100 and "step_size" not in first.params  # APGD sets its own step
+    assert [i.attack for i in result.items[:3]] == ["apgd_ce", "apgd_t", "square_linf"]
     roles = {item.role for item in result.items}
     assert "gradient_free_check" in roles
     check = next(i for i in result.items if i.role == "gradient_free_check")

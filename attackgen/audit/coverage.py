@@ -335,7 +335,7 @@ class SpecRecord:
 @dataclass
 class SourceNote:
     path: str
-    kind: str  # spec, plan, results, skipped, error
+    kind: str  # spec, plan, results, queries (an endpoint's query log), skipped, error
     records: int = 0
     message: str = ""
 
@@ -614,6 +614,9 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
     if b"\r" in raw:  # universal newlines, as when read as text
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     suffix = path.suffix.lower()
+    if suffix == ".jsonl" and _is_query_log(raw):
+        suite.sources.append(_query_log_note(path, raw))
+        return
     if suffix == ".jsonl":
         runs, bad = reader.parse_many(raw, str(path))
         suite.runs.extend(runs)
@@ -671,6 +674,38 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
         suite.sources.append(SourceNote(str(path), "error", 0, f"{error}; skipped".removeprefix(f"{path}: ")))
         return
     suite.sources.append(SourceNote(str(path), kind, 1))
+
+
+def _is_query_log(raw: bytes) -> bool:
+    """An endpoint's query log (attackgen.models.remote): JSON Lines whose records carry hash and latency."""
+    first = raw.split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"hash", "latency_ms", "purpose"} <= set(record)
+
+
+def _query_log_note(path: Path, raw: bytes) -> SourceNote:
+    """How many queries the log holds, by purpose: the audit counts them, it does not judge them."""
+    counts = {"attack": 0, "evaluation": 0}
+    runs: set[str] = set()
+    bad = 0
+    for line in raw.splitlines():
+        try:
+            record = json.loads(line)
+            purpose = record["purpose"]
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        counts["attack" if purpose == "attack" else "evaluation"] += 1
+        runs.add(str(record.get("run")))
+    total = counts["attack"] + counts["evaluation"]
+    message = (f"endpoint query log: {total} queries sent ({counts['attack']} by attacks, {counts['evaluation']} "
+               f"for clean predictions and verification) in {len(runs)} run(s)")
+    if bad:
+        message += f"; {bad} unreadable line(s) skipped (a run killed mid-write leaves one)"
+    return SourceNote(str(path), "queries", total, message)
 
 
 @contextmanager

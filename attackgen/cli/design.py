@@ -23,6 +23,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from attackgen.plan.presets import PRESETS
 from taxonomy import axes
 from taxonomy.catalog import CATALOG, describe
 from taxonomy.errors import SpecError, schema_rule_ids
@@ -62,6 +63,8 @@ VALUE_NOTES: dict[str, str] = {
     "gradient:estimated_decisions": "Sign estimates from label queries (HopSkipJump).",
 }
 """Descriptions for enum values, which carry no docstring of their own."""
+
+PRESET_NAMES = list(PRESETS)
 
 _ENUM_PREFIX = {"Task": "task", "DataKnowledge": "data", "OptimizerKind": "optimizer", "GradientSource": "gradient"}
 
@@ -414,8 +417,9 @@ def _violation_dict(violation: Any) -> dict[str, str]:
     }
 
 
-def check_file(path: str) -> dict[str, Any]:
-    """One file's verdict (the shared feasibility answer): runnable / gap / infeasible / invalid."""
+def check_file(path: str, preset: str | None = None) -> dict[str, Any]:
+    """One file's verdict (the shared feasibility answer): runnable / gap / infeasible / invalid. With a
+    preset, the preset's own fit (rule G3) and its attacks' rules (C18) count too."""
     from taxonomy.feasibility import EXIT_CODES, answer
 
     try:
@@ -427,9 +431,20 @@ def check_file(path: str) -> dict[str, Any]:
     found = [_violation_dict(v) for v in result.findings]
     if result.verdict == "infeasible" and not any(v["severity"] == "error" for v in found):
         found = [_violation_dict(v) for v in result.blocking] + found  # every realising attack breaks these
+    verdict, code = result.line(), result.exit_code
+    if preset is not None:
+        from attackgen.plan.document import Infeasible
+        from attackgen.plan.presets import plan_preset
+
+        planned = plan_preset(spec, preset)
+        notes = planned.blocking + planned.warnings if isinstance(planned, Infeasible) else planned.warnings
+        seen = {(v["id"], v["field"], v["detail"]) for v in found}
+        found += [n.model_dump() for n in notes if (n.id, n.field, n.detail) not in seen]
+        if isinstance(planned, Infeasible):
+            verdict, code = f"infeasible with preset {preset}", EXIT_CODES["infeasible"]
     found.sort(key=lambda v: (v["severity"] != "error", v["id"]))
-    return {"file": path, "name": spec.name, "verdict": result.line(), "answer": result.verdict,
-            "exit": result.exit_code, "problems": [], "rules": [v["id"] for v in found if v["severity"] == "error"],
+    return {"file": path, "name": spec.name, "verdict": verdict, "answer": result.verdict,
+            "exit": code, "problems": [], "rules": [v["id"] for v in found if v["severity"] == "error"],
             "runnable_attacks": list(result.runnable), "catalogued_not_implemented": list(result.waiting),
             "violations": found}
 
@@ -455,10 +470,13 @@ def _expand_folders(files: Iterable[str]) -> list[str]:
 @click.command("validate")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def validate_command(files: tuple[str, ...], fmt: str) -> None:
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="Also check that the named protocol (e.g. autoattack-standard) fits each spec.")
+def validate_command(files: tuple[str, ...], fmt: str, preset: str | None) -> None:
     """Check specs against the schema and the rules: every violation with rule id, field, reason and fix.
 
-    FILES may include folders: every .yaml, .yml and .json file directly inside is checked.
+    FILES may include folders: every .yaml, .yml and .json file directly inside is checked. With --preset
+    the protocol's own fit (rule G3) and its attacks' rules (e.g. C18, DLR needs 3-4 classes) count too.
 
     Every file gets the answer `plan` and `audit` use: runnable (an implemented attack realises it),
     gap (feasible, but no implemented attack realises it), infeasible (rule ids), or invalid (schema).
@@ -472,7 +490,7 @@ def validate_command(files: tuple[str, ...], fmt: str) -> None:
     """
     from taxonomy.feasibility import EXIT_CODES, WORST_FIRST
 
-    results = [check_file(f) for f in _expand_folders(files)]
+    results = [check_file(f, preset) for f in _expand_folders(files)]
     if fmt == "json":
         click.echo(json.dumps(results, indent=2))
     else:
@@ -522,10 +540,12 @@ def _echo_plan(plan: Any, out: Any) -> None:
         echo(f"  ATLAS: {' '.join(plan.atlas)}")
 
 
-def _echo_infeasible(result: Any, out: Any) -> None:
-    out(f"'{result.spec_name}' is infeasible: no plan")
+def _echo_infeasible(result: Any, out: Any, preset: str | None = None) -> None:
+    out(f"'{result.spec_name}' is infeasible: no plan" + (f" with preset {preset}" if preset else ""))
     for note in result.blocking:
         out(f"  {note.line()}")
+    if preset:
+        return
     if result.nearest:
         out("nearest feasible specs (one axis changed):")
         for suggestion in result.nearest:
@@ -545,8 +565,13 @@ def _echo_infeasible(result: Any, out: Any) -> None:
               help="Plan file format (default: from the output extension, else yaml).")
 @click.option("--max-primary", type=click.IntRange(1, 20), default=4, show_default=True,
               help="Most attacks scheduled per evaluation (the gradient-free check comes on top).")
-def plan_command(file: str, output: str | None, fmt: str | None, max_primary: int) -> None:
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="A named protocol instead of the planner's choice: AutoAttack's attacks, order and parameters.")
+def plan_command(file: str, output: str | None, fmt: str | None, max_primary: int, preset: str | None) -> None:
     """Turn a spec into a ranked plan of concrete attacks with parameters and the reason for each.
+
+    With --preset the plan is that protocol's (e.g. autoattack-standard), refused by rule when the spec's
+    threat model is not the one the protocol was defined for.
 
     Exit 0 with a plan, 1 when the spec is infeasible (the blocking rules and the nearest feasible specs
     are printed), 2 when the file is missing or breaks the schema, 3 when the spec is feasible but no
@@ -554,12 +579,13 @@ def plan_command(file: str, output: str | None, fmt: str | None, max_primary: in
     """
     from attackgen.plan.document import Infeasible, plan_format, save_plan
     from attackgen.plan.planner import plan as make_plan
+    from attackgen.plan.presets import plan_preset
 
     spec = load_spec(file)
-    result = make_plan(spec, max_primary=max_primary)
+    result = plan_preset(spec, preset) if preset else make_plan(spec, max_primary=max_primary)
     say = click.echo if output else (lambda text: click.echo(text, err=True))
     if isinstance(result, Infeasible):
-        _echo_infeasible(result, say)
+        _echo_infeasible(result, say, preset)
         raise SystemExit(1)
     chosen = fmt or (plan_format(output) if output else "yaml")
     _echo_plan(result, say)

@@ -18,7 +18,7 @@ from taxonomy.errors import AttackgenError
 DEMO_SPEC = "digits-whitebox-linf.yaml"
 DEMO_MODEL, DEMO_DATA = "digits-cnn", "digits"
 DEMO_LIMIT = 256
-DEMO_PRIMARY = 1  # attacks per epsilon besides the gradient-free check: the demo shows the loop, not a full audit
+DEMO_PRIMARY = 2  # attacks per epsilon besides the gradient-free check: APGD-CE and APGD-T, the fast core
 DEMO_QUERIES = 500  # cap on query-based items in the demo
 # used when the examples folder is not next to the package (an installed wheel)
 DEMO_SPEC_DATA: dict[str, Any] = {
@@ -121,7 +121,9 @@ def _default_data(model: str, data: str | None) -> str:
 @click.command("run")
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--model", "-m", "model", required=True,
-              help="A built-in model, a 'package.module:function' entry point, or a TorchScript file.")
+              help="A built-in model, a 'package.module:function' entry point (imported from the current "
+              "folder too), a TorchScript file (.pt/.ts/.pth/.jit) or a torch.export archive (.pt2). Entry "
+              "points and TorchScript are code: give only what you trust.")
 @click.option("--data", "-d", "data", default=None,
               help="A built-in data set, a .pt/.npz file, an IDX images file or an image folder "
               "(default for a built-in model: its own test data).")
@@ -141,12 +143,21 @@ def _default_data(model: str, data: str | None) -> str:
               "in float32.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--allow-code", is_flag=True,
+              help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
+              "load .pt2 archives that unpickle. Off by default: a file handed over by others is code.")
+@click.option("--onnx-to-torch", is_flag=True,
+              help="Convert an .onnx model to torch with onnx2torch (white-box specs); by default ONNX Runtime "
+              "answers queries (black-box specs only).")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
                 seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
-                autocast: str | None, compile_model: bool, quiet: bool, output: str | None) -> None:
+                autocast: str | None, compile_model: bool, quiet: bool, allow_code: bool, onnx_to_torch: bool,
+                output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
+    from attackgen.models.options import LoadOptions, loading_with
+    from attackgen.models.trust import trusting
     from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
     from attackgen.run.executor import RunOptions, execute
@@ -159,14 +170,15 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
     _stop_on_sigterm()
     launch = _torchrun_launch()
     try:
-        if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
-            from attackgen.run.distributed import run_distributed
+        with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
+            if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
+                from attackgen.run.distributed import run_distributed
 
-            result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
-            if result is None:
-                return
-        else:
-            result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+                result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
+                if result is None:
+                    return
+            else:
+                result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
         if launch is None and (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")
@@ -211,8 +223,12 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     if isinstance(plan, Infeasible):
         raise AttackgenError(f"{source}: the planner found no plan: " + "; ".join(n.line() for n in plan.blocking))
     for item in plan.items:
-        if int(item.params.get("n_queries", 0)) > DEMO_QUERIES:
+        queries = int(item.params.get("n_queries", 0))
+        if queries > DEMO_QUERIES:
             item.params["n_queries"] = DEMO_QUERIES
+            item.expected_cost.queries = float(DEMO_QUERIES)
+            item.rationale = item.rationale.replace(f"{queries} queries each", f"{DEMO_QUERIES} queries each").replace(
+                f"~{queries} victim queries", f"~{DEMO_QUERIES} victim queries")
     force = _previous_demo(out, spec.spec_hash())
     if not force:
         raise AttackgenError(f"-o {out}: holds another run, not an earlier demo; choose another output folder.")
@@ -222,7 +238,7 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     for n, item in enumerate(plan.items, 1):
         eps = "" if item.epsilon is None else f" eps={item.epsilon:g}"
         click.echo(f"   {n}. {item.attack} [{item.role}]{eps}: {item.rationale}")
-    click.echo(f"   (the demo schedules {DEMO_PRIMARY} primary attack per epsilon and caps query-based checks at "
+    click.echo(f"   (the demo schedules {DEMO_PRIMARY} primary attacks per epsilon and caps query-based checks at "
                f"{DEMO_QUERIES} queries; `attackgen plan` gives the full plan)")
 
     click.echo(f"3. run       model {DEMO_MODEL} on {DEMO_DATA} ({limit} test inputs)")

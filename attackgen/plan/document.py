@@ -98,6 +98,7 @@ class Plan(_Model):
     warnings: list[RuleNote] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     atlas: list[str] = Field(default_factory=list)
+    preset: str | None = Field(None, description="The named protocol this plan reproduces (--preset), if any.")
 
     @property
     def runnable(self) -> bool:
@@ -114,7 +115,10 @@ class Plan(_Model):
         return out
 
     def to_data(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_defaults=False)
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        if data.get("preset") is None:  # unset: plans (and their digests) read as before presets existed
+            data.pop("preset", None)
+        return data
 
     def dumps(self, fmt: Literal["yaml", "json"] = "yaml") -> str:
         data = self.to_data()

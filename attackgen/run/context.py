@@ -199,11 +199,13 @@ def load_context(
     resumed run's, which it keeps)."""
     from attackgen.models.adapters import adapt
     from attackgen.models.loading import check_labels_against_model, check_model, load_data, load_model
+    from attackgen.models.saved import runnable
 
     spec = plan.parsed_spec()
     device = pick_device(options.device)
     if model is None:
         model = load_model(model_ref, spec.input_space.layout)
+    model = runnable(model)  # ScriptModules and exported modules refuse requires_grad_ / eval()
     model = adapt(model, spec.task.value).eval().to(device)
     model.requires_grad_(False)
     if options.compile:

@@ -242,6 +242,7 @@ class StepRunner:
         objective = build_objective(ctx.spec, y, clean)
         self.check_objective(step, attack, objective)
         access = self.resources.access(step, len(rows), None)
+        access.input_ids = rows
         started = time.perf_counter()
         torch.manual_seed(derive_seed(ctx.options.seed, step.index, 0xF17))
         try:
@@ -266,6 +267,7 @@ class StepRunner:
         objective = build_objective(ctx.spec, y, clean)
         self.check_objective(step, attack, objective)
         access = self.resources.access(step, len(rows), None if spent is None else spent[rows])
+        access.input_ids = rows
         before = access.queries.clone()
         budget = ctx.budget(step, rows)
         # Each input draws from its own stream, seeded by (run seed, item, input index): its result does not
