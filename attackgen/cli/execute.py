@@ -110,6 +110,15 @@ def _set_threads(threads: int | None, default: int | None) -> None:
     torch.set_num_threads(threads if threads is not None else default)
 
 
+def _torchrun_launch() -> Any:
+    """The rank torchrun started this process as (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    from attackgen.run.distributed import Launch
+
+    return Launch.from_env()
+
+
 def _default_data(model: str, data: str | None) -> str:
     if data is not None:
         return data
@@ -148,6 +157,10 @@ def _default_data(model: str, data: str | None) -> str:
               help="Data the attacker holds (the data basis) when it is not the built-in training split.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+@click.option("--autocast", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
+              "in float32.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--allow-code", is_flag=True,
               help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
@@ -158,8 +171,9 @@ def _default_data(model: str, data: str | None) -> str:
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
-                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
-                allow_code: bool, onnx_to_torch: bool, output: str | None) -> None:
+                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
+                autocast: str | None, compile_model: bool, quiet: bool, allow_code: bool, onnx_to_torch: bool,
+                output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html.
 
     PLAN is a plan file from `attackgen plan`, not a spec.
@@ -174,13 +188,21 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data)
+                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model)
     _stop_on_sigterm()
+    launch = _torchrun_launch()
     try:
         with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
-            result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+            if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
+                from attackgen.run.distributed import run_distributed
+
+                result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
+                if result is None:
+                    return
+            else:
+                result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
-        if (out / "results.json").exists():
+        if launch is None and (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")
         raise
     write_report(out)
