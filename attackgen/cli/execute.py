@@ -121,6 +121,15 @@ def _set_threads(threads: int | None, default: int | None) -> None:
     torch.set_num_threads(threads if threads is not None else default)
 
 
+def _torchrun_launch() -> Any:
+    """The rank torchrun started this process as (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    from attackgen.run.distributed import Launch
+
+    return Launch.from_env()
+
+
 def _default_data(model: str, data: str | None) -> str:
     if data is not None:
         return data
@@ -163,6 +172,10 @@ def _default_data(model: str, data: str | None) -> str:
               help="Adaptive escalation: when a soundness check fires (masked, saturated or random gradients), "
               "run its adaptive counterpart (DLR loss, BPDA, EOT) on the survivors. Default: on, except for "
               "--preset plans, which run exactly as published.")
+@click.option("--autocast", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
+              "in float32.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--allow-code", is_flag=True,
               help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
@@ -174,7 +187,8 @@ def _default_data(model: str, data: str | None) -> str:
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
                 seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
-                escalate: bool | None, quiet: bool, allow_code: bool, onnx_to_torch: bool, output: str | None) -> None:
+                escalate: bool | None, autocast: str | None, compile_model: bool, quiet: bool, allow_code: bool,
+                onnx_to_torch: bool, output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html.
 
     PLAN is a plan file from `attackgen plan`, not a spec.
@@ -189,13 +203,22 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data, escalate=escalate)
+                         progress=not quiet, basis_data=basis_data, escalate=escalate, autocast=autocast,
+                         compile=compile_model)
     _stop_on_sigterm()
+    launch = _torchrun_launch()
     try:
         with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
-            result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+            if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
+                from attackgen.run.distributed import run_distributed
+
+                result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
+                if result is None:
+                    return
+            else:
+                result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
-        if (out / "results.json").exists():
+        if launch is None and (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")
         raise
     write_report(out)

@@ -37,6 +37,8 @@ class RunOptions:
     progress: bool = True
     basis_data: str | None = None
     escalate: bool | None = None  # adaptive escalation: None = on, except for preset plans (attackgen.run.escalate)
+    autocast: str | None = None  # "bf16" or "fp16": attacks take their gradient steps in it; verification stays float32
+    compile: bool = False  # torch.compile the model (attacks and verification run the compiled model)
 
 
 def pick_device(request: str) -> torch.device:
@@ -181,7 +183,7 @@ class RunContext:
 
 def run_identity(plan: Any, model_ref: str, data_ref: str, options: RunOptions) -> dict[str, Any]:
     return {"spec_hash": plan.spec_hash, "plan_hash": plan_digest(plan), "model": model_ref, "data": data_ref,
-            "limit": options.limit, "seed": options.seed}
+            "limit": options.limit, "seed": options.seed, "autocast": options.autocast}
 
 
 def load_context(
@@ -207,6 +209,8 @@ def load_context(
     model = runnable(model)  # ScriptModules and exported modules refuse requires_grad_ / eval()
     model = adapt(model, spec.task.value).eval().to(device)
     model.requires_grad_(False)
+    if options.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
     if data is None:
         data = load_data(data_ref, spec)
     if options.limit is not None:
