@@ -392,7 +392,11 @@ def _merge(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[S
                        "filesystem every node sees. Run again with --resume on a shared folder.")
     result = assemble(ctx, clean, merged, executor.flags.items, started, complete and not missing)
     if result.complete:
-        result.flags.extend(executor._soundness(ctx, result))
+        from attackgen.run.escalate import mark_disabled
+
+        sound = executor._soundness(ctx, result)
+        mark_disabled(result, sound, "not run under torchrun yet: run the plan in one process to escalate")
+        result.flags.extend(sound)
     result.metrics["world_size"] = float(launch.world_size)
     result.metrics["chunks_done"] = float(n_chunks - len(missing))
     executor.folder.write(result, ctx, clean, merged)
