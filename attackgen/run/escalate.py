@@ -38,7 +38,8 @@ BLACK_BOX = ("black_box_beats_white_box",)
 TRIGGERS = MASKING + RANDOM + BLACK_BOX
 APGD_NORMS = ("inf", "2")
 STILL = {
-    "zero_gradients": "; the flag remains: gradients are zero even through BPDA (an operation it cannot locate)",
+    "zero_gradients": "; the flag remains: gradients are zero even for the margin loss or through BPDA (an "
+    "operation it cannot locate)",
     "black_box_beats_white_box": "; the flag remains for the plan's white-box items (the check compares the plan's "
     "items; do not trust white-box results on this model without the escalation)",
 }
@@ -354,6 +355,10 @@ def run_escalation(ctx: Any, resources: Any, flag_log: Any, clean: Any, states: 
         view = attack_view(ctx.model, "bpda")
         objective = build_objective(ctx.spec, y, ctx.forward(x))
         if any(f.check == "zero_gradients" for f in check_gradients(view, x, None, objective)):
+            still.append("zero_gradients")
+    elif any(f.check == "zero_gradients" for f in fired) and isinstance(y, Tensor):
+        margin = check_gradients(ctx.model, x, y, None)  # the scale-free margin loss the DLR items follow
+        if any(f.check == "zero_gradients" for f in margin):
             still.append("zero_gradients")
     if any(f.check in BLACK_BOX for f in fired) and check_black_box_beats_white_box(result):
         still.append("black_box_beats_white_box")
