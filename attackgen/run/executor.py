@@ -145,7 +145,8 @@ class Executor:
                     written_ctx, written, result = run_escalation(ctx, self.resources, self.flags, clean,
                                                                   self.states, sound, result, started, progress,
                                                                   self.echo)
-            except AttackgenError as error:  # the plan's verified result stands; say why nothing was added
+            except (AttackgenError, RuntimeError) as error:  # an add-on: the plan's verified result stands, and
+                # the flags say why nothing was added (e.g. no gradient reaches the input at all)
                 self.echo(f"escalation failed: {error}")
                 written_ctx, written, result = ctx, self.states, plan_only
                 mark_disabled(result, sound, f"failed: {error}")
