@@ -123,7 +123,7 @@ def test_two_gpu_ranks_complete_the_run(gradient_plan, tmp_path):
         pytest.skip("needs 2 CUDA devices")
     out = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-               "attackgen", "run", str(pgd_plan), "--model", "digits-cnn", "--limit", "48", "-b", "8", "-q", "-o",
+               "attackgen", "run", str(gradient_plan), "--model", "digits-cnn", "--limit", "48", "-b", "8", "-q", "-o",
                str(out)]
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
