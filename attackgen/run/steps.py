@@ -151,7 +151,9 @@ class StepRunner:
             if ctx.task == "classification":
                 pred = out.argmax(dim=1).cpu()
                 clean.pred[rows] = pred
-                clean.correct[rows] = pred == y.cpu()
+                finite = torch.isfinite(out.reshape(len(rows), -1)).all(dim=1).cpu()  # NaN is no decision
+                clean.correct[rows] = (pred == y.cpu()) & finite
+                clean.broken[rows] &= finite
             else:  # dense tasks: "correct" means the consequence is not realised already
                 clean.correct[rows] = ~clean.broken[rows]
 
