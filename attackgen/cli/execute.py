@@ -75,8 +75,10 @@ def print_summary(result: Any, out_dir: Path) -> None:
     at = f" at epsilon {headline:g}" if headline else ""
     name = escape(str(result.spec.get("name", "run")))
     console.print(f"[bold]{name}[/bold]: {result.n_inputs} inputs, clean accuracy "
-                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%"
-                  + ("" if result.complete else " [red](incomplete)[/red]"))
+                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%")
+    for note in (result.partial_note(), result.excluded_note()):
+        if note:
+            console.print(note, style="red" if note.startswith("partial") else None, markup=False)
     table = Table(show_edge=False)
     for column in ("#", "attack", "eps", "attacked", "broken", "robust after", "queries", "time"):
         table.add_column(column, justify="left" if column == "attack" else "right", no_wrap=True)
@@ -94,6 +96,26 @@ def print_summary(result: Any, out_dir: Path) -> None:
                           soft_wrap=True)
     console.print(f"results: {escape(str(out_dir / 'results.json'))}")
     console.print(f"report:  {escape(str(out_dir / 'report.html'))} (and report.md)")
+
+
+def report_stopped(out: Path) -> None:
+    """A stopped run gets its report and summary too, marked partial (what finished, over what)."""
+    from attackgen.report.run_report import write_report
+    from attackgen.results import RunResult
+
+    path = out / "results.json"
+    if not path.exists():
+        return
+    try:
+        result = RunResult.model_validate_json(path.read_text(encoding="utf-8"))
+        if result.complete:
+            return
+        write_report(out)
+    except (OSError, ValueError, AttackgenError) as error:
+        _say(f"stopped: the partial report could not be written ({error})")
+    else:
+        print_summary(result, out)
+    _say(f"stopped: finished batches are saved in {out}; continue with --resume")
 
 
 def _set_threads(threads: int | None, default: int | None) -> None:
@@ -202,8 +224,8 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
             else:
                 result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
-        if launch is None and (out / "results.json").exists():
-            _say(f"stopped: finished batches are saved in {out}; continue with --resume")
+        if launch is None:
+            report_stopped(out)
         raise
     write_report(out)
     print_summary(result, out)
