@@ -151,3 +151,40 @@ def test_nan_outputs_are_never_a_success(tmp_path):
     flag = next(f for f in result.flags if f.check == "verification.non_finite_output")
     assert flag.severity == "error" and "not counted as successes" in flag.evidence
     assert torch.isfinite(torch.tensor(result.robust_accuracy))
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_progress_eta_from_the_share_done():
+    from attackgen.run.progress import RunProgress, eta_text
+
+    now = [0.0]
+    lines: list[str] = []
+    progress = RunProgress(2, 100, "lines", lines.append, interval=10, clock=lambda: now[0])
+    progress.start_item(0, "square_linf eps=0.1")
+    now[0] = 10.0
+    progress.within(100, 0.25)  # a quarter of the only batch's expected queries, in 10 s
+    assert progress.item_eta() == pytest.approx(30.0) and progress.overall_eta() == pytest.approx(70.0)
+    assert lines == ["progress: item 1/2 square_linf eps=0.1: 25/100 inputs, ETA 30s; overall 12%, ETA 1m10s"]
+    now[0] = 15.0
+    progress.within(100, 0.5)
+    assert len(lines) == 1  # at most one line per interval
+    assert eta_text(3725) == "1h02m" and eta_text(None) == "?"
+
+
+def test_progress_moves_within_a_batch_not_once_per_batch(tmp_path, monkeypatch):
+    """One batch of 16 inputs: progress lines show inputs' worth of it done before it ends."""
+    import attackgen.run.progress as progress_module
+    from taxonomy.catalog_types import Cost
+
+    monkeypatch.setattr(progress_module, "LINE_INTERVAL", 0.0)
+    lines: list[str] = []
+    counted = dataclasses.replace(CAT["TinyPGD"], cost=lambda p: Cost(forward=int(p.get("steps", 5))))
+    spec = parse_spec(spec_data())
+    Executor(make_plan(spec, [item("TinyPGD", steps=8)]), "digits-cnn", "digits", tmp_path / "o",
+             RunOptions(limit=16, batch_size=16, progress=True), catalog={**CAT, "TinyPGD": counted},
+             echo=lines.append).run()
+    done = [int(line.split(": ")[2].split("/")[0]) for line in lines if line.startswith("progress: item 1/1")]
+    assert any(0 < k < 16 for k in done), lines  # moved within the batch
+    assert any("ETA" in line and "ETA ?" not in line for line in lines)

@@ -183,7 +183,7 @@ def _default_data(model: str, data: str | None) -> str:
               help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
               "in float32.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (bars on a terminal, a line every 10 s otherwise).")
 @click.option("--allow-code", is_flag=True,
               help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
               "load .pt2 archives that unpickle. Off by default: a file handed over by others is code.")
@@ -237,7 +237,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=DEMO_LIMIT, show_default=True,
               help="Digits test inputs to evaluate (512 in all).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (bars on a terminal, a line every 10 s otherwise).")
 def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     """The whole loop on the built-in digits model: validate, plan, run, report."""
     from attackgen.plan.document import Infeasible, save_plan

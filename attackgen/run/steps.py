@@ -23,6 +23,7 @@ from attackgen.run.context import RunContext, derive_seed
 from attackgen.run.items import RunError, Step
 from attackgen.run.objectives import build_objective
 from attackgen.run.objectives.base import MissingCapability, Objective
+from attackgen.run.progress import RunProgress
 from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
 
@@ -110,6 +111,7 @@ class StepRunner:
                  echo: Callable[[str], None]) -> None:
         self.ctx, self.resources, self.flags, self.save, self.echo = ctx, resources, flags, save, echo
         self.sub_batch = ctx.sub_batch
+        self.progress: RunProgress = RunProgress(len(ctx.steps), len(ctx.eval_rows))
 
     # ------------------------------------------------------------------ batching with out-of-memory back-off
 
@@ -171,19 +173,20 @@ class StepRunner:
         broken = broken_by(clean, states[: step.index], step.norm, step.epsilon, step.ssim_floor, ctx.tol)
         broken |= ~clean.applicable
         spent = self.group_spent(step, states)
-        task = progress.add_task(f"{step.index + 1}/{len(ctx.steps)} {step.attack}"
-                                 + (f" eps={step.epsilon:g}" if step.epsilon is not None else ""),
-                                 total=len(ctx.eval_rows))
+        self.progress = progress
+        progress.start_item(step.index, step.attack + (f" eps={step.epsilon:g}" if step.epsilon is not None else ""))
         for chunk_id, rows in enumerate(torch.split(ctx.eval_rows, ctx.chunk_size)):
             if chunk_id in state.done:
-                progress.advance(task, len(rows))
+                progress.advance(len(rows), skipped=True)
                 continue
             # survivors not yet attacked: after an interrupt inside a chunk, its finished inputs are kept
             # (each input's result is its own, see Attack.row_random), not attacked again
-            self.attack_survivors(step, state, attack, env, rows[~broken[rows] & ~state.attacked[rows]], spent)
+            survivors = rows[~broken[rows] & ~state.attacked[rows]]
+            progress.advance(len(rows) - len(survivors))
+            self.attack_survivors(step, state, attack, env, survivors, spent)
             state.done.append(chunk_id)
             self.save()
-            progress.advance(task, len(rows))
+        progress.end_item()
 
     def setup(self, step: Step, states: Sequence[StepState]) -> tuple[Attack, AttackEnv]:
         """The attack and environment of one item, fitted first when it is universal."""
@@ -272,6 +275,7 @@ class StepRunner:
         access.input_ids = rows
         before = access.queries.clone()
         budget = ctx.budget(step, rows)
+        self.listen(step, access, len(rows))
         # Each input draws from its own stream, seeded by (run seed, item, input index): its result does not
         # depend on --batch-size or on which inputs survive with it (Attack.row_random). What an attack
         # still draws per batch (attack.seed, the global generator) is seeded from the batch's first input.
@@ -293,6 +297,28 @@ class StepRunner:
         verified = verify(ctx.model, x, candidate, objective, bounds, input_bounds=ctx.bounds, tol=ctx.tol,
                           quantize_to=budget if ctx.spec.threat.capability.quantize else None)
         self.record(state, rows, x, objective, clean, verified, queries)
+        self.progress.advance(len(rows))
+
+    def listen(self, step: Step, access: Any, n: int) -> None:
+        """Report the batch's progress on every victim call: its calls so far over the cost model's expected
+        calls per input (queries for an oracle, forward passes otherwise); no estimate, no report."""
+        try:
+            cost = step.descriptor.cost(step.params)
+            expected = float(cost.queries if step.queries else max(cost.forward, cost.backward))
+            if step.queries and step.query_budget is not None:
+                expected = min(expected, float(step.query_budget))
+        except Exception:  # a cost model that cannot price these parameters: progress per batch only
+            return
+        if expected <= 0:
+            return
+        target = access.surrogate if step.access == "surrogate" else access
+        start = float(target.queries.double().mean())
+        progress = self.progress
+
+        def heard(handle: Any) -> None:
+            progress.within(n, (float(handle.queries.double().mean()) - start) / expected)
+
+        target.listener = heard
 
     def autocast(self) -> Any:
         """--autocast: the attack's forward and backward passes in bf16/fp16; verify() re-runs in float32."""
