@@ -135,8 +135,16 @@ class RunContext:
         return 1e-6 * max(1.0, self.span)
 
     def forward(self, x: Tensor) -> Any:
+        """The model on x; a classifier's output batch is checked on every call (a model may go wrong late)."""
         with torch.no_grad():
-            return self.model(x)
+            out = self.model(x)
+        if self.task == "classification":
+            expected = (len(x), self.num_classes) if self.num_classes else None
+            if not isinstance(out, Tensor) or out.dim() != 2 or (expected and tuple(out.shape) != expected):
+                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(f"the model returned outputs of shape {shape} for a batch of {len(x)} inputs "
+                                 f"(expected {expected or '(n, classes)'})")
+        return out
 
     def inputs(self, rows: Tensor) -> tuple[Tensor, Any]:
         """Inputs and labels of ``rows`` on the device."""
@@ -202,6 +210,8 @@ def load_context(
     from attackgen.models.saved import runnable
 
     spec = plan.parsed_spec()
+    if not 0 <= options.seed < 2**63:
+        raise RunError(f"--seed {options.seed}: expected a whole number from 0 to 2**63-1.")
     device = pick_device(options.device)
     if model is None:
         model = load_model(model_ref, spec.input_space.layout)

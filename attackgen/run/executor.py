@@ -122,21 +122,35 @@ class Executor:
 
         runner = StepRunner(ctx, self.resources, self.flags, save, self.echo)
         torch.manual_seed(self.options.seed)
-        clean = runner.clean_pass()
+        try:
+            clean = runner.clean_pass()
+        except Exception as error:
+            if isinstance(error, AttackgenError):
+                raise
+            raise RunError(runner.failure(error)) from None
+        runner.check_gradients()
         try:
             with self._progress(ctx) as progress:
                 for step in ctx.steps:
                     runner.run(step, self.states, clean, progress)
         except (KeyboardInterrupt, AttackgenError):
-            save()
-            self.folder.write(assemble(ctx, clean, self.states, self.flags.items, started, False), ctx, clean,
-                              self.states)
+            self._save_partial(ctx, clean, started, save)
             raise
+        except Exception as error:
+            self._save_partial(ctx, clean, started, save)
+            raise RunError(f"{runner.failure(error)}; the finished batches are saved in {self.folder.out} "
+                           "(continue with --resume once it is fixed).") from None
         result = assemble(ctx, clean, self.states, self.flags.items, started, True)
         result.flags.extend(self._soundness(ctx, result))
         save(complete=True)
         self.folder.write(result, ctx, clean, self.states)
         return result
+
+    def _save_partial(self, ctx: RunContext, clean: Any, started: str, save: Callable[[], None]) -> None:
+        """Checkpoint and write results.json (complete: false) for a run that stops early."""
+        save()
+        self.folder.write(assemble(ctx, clean, self.states, self.flags.items, started, False), ctx, clean,
+                          self.states)
 
     def _progress(self, ctx: RunContext) -> RunProgress:
         """A rich display on a terminal, a plain line every 10 s to a file or pipe, nothing with --quiet."""

@@ -90,6 +90,15 @@ class CleanPass:
     pred: Tensor  # classification: the clean top-1 label (-1 elsewhere)
 
 
+def _leaves(value: Any) -> list[Any]:
+    """The values inside nested lists, tuples and dicts (a detector's outputs)."""
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
 def broken_by(clean: CleanPass, states: Sequence[StepState], norm: str | None, epsilon: float | None,
               floor: float | None, tol: float) -> Tensor:
     """Inputs broken clean or by a verified candidate of ``states`` that satisfies (norm <= epsilon, SSIM floor)."""
@@ -111,6 +120,8 @@ class StepRunner:
                  echo: Callable[[str], None]) -> None:
         self.ctx, self.resources, self.flags, self.save, self.echo = ctx, resources, flags, save, echo
         self.sub_batch = ctx.sub_batch
+        self.where = "the clean pass"
+        self.current: Tensor | None = None  # the inputs being worked on (named when something fails)
         self.progress: RunProgress = RunProgress(len(ctx.steps), len(ctx.eval_rows))
 
     # ------------------------------------------------------------------ batching with out-of-memory back-off
@@ -119,6 +130,7 @@ class StepRunner:
         start = 0
         while start < len(rows):
             part = rows[start : start + self.sub_batch]
+            self.current = part
             try:
                 work(part)
             except torch.cuda.OutOfMemoryError:
@@ -133,6 +145,34 @@ class StepRunner:
                 self.echo(f"out of memory: batch size backs off to {self.sub_batch}")
                 continue
             start += len(part)
+
+    # ------------------------------------------------------------------ failures of the model
+
+    def failure(self, error: BaseException) -> str:
+        """What failed, where, on which inputs: the model (or an attack) raised ``error``."""
+        rows = self.current
+        which = ""
+        if rows is not None and len(rows):
+            first, last = int(rows.min()), int(rows.max())
+            which = f" on inputs {first}..{last} ({len(rows)} inputs; input indices of --data)"
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"{self.where} failed{which}: {type(error).__name__}: {reason}"
+
+    def check_gradients(self) -> None:
+        """A white-box item needs the model's gradient: refuse a model without one before any attack runs."""
+        if not any(step.access == "gradients" for step in self.ctx.steps):
+            return
+        x, _ = self.ctx.inputs(self.ctx.eval_rows[:1])
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.ctx.model(x)
+        tensors = [out] if isinstance(out, Tensor) else [v for v in _leaves(out) if isinstance(v, Tensor)]
+        if not any(t.requires_grad for t in tensors):
+            raise RunError(
+                f"--model {self.ctx.model_ref}: its outputs carry no gradient with respect to the input "
+                "(torch.no_grad, .detach() or numpy inside forward?), but the plan has white-box items that need "
+                "it; fix the model or use a spec whose threat.model_knowledge is output_transparent or label_only."
+            )
 
     # ------------------------------------------------------------------ clean pass
 
@@ -174,6 +214,7 @@ class StepRunner:
         broken |= ~clean.applicable
         spent = self.group_spent(step, states)
         self.progress = progress
+        self.where = f"items[{step.index}] ({step.attack})"
         progress.start_item(step.index, step.attack + (f" eps={step.epsilon:g}" if step.epsilon is not None else ""))
         for chunk_id, rows in enumerate(torch.split(ctx.eval_rows, ctx.chunk_size)):
             if chunk_id in state.done:
