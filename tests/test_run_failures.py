@@ -126,3 +126,26 @@ def test_a_seed_beyond_64_bits_is_refused_with_exit_2(tmp_path, capsys):
     assert code == 2 and "--seed" in capsys.readouterr().err
     with pytest.raises(RunError, match=r"--seed 1180591620717411303424: expected a whole number"):
         run(tmp_path, None, seed=2**70)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def test_threads_default_to_one_for_small_models_and_say_why(tmp_path, monkeypatch):
+    from attackgen.run import threads as threads_module
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(threads_module, "idle_cores", lambda: 4)
+        digits = load_builtin_model("digits-cnn")
+        used, why = threads_module.choose_threads(None, digits, (1, 16, 16), torch.device("cpu"))
+        assert used == 1 and torch.get_num_threads() == 1 and "0.4 M multiply-accumulates per input" in why
+        big = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.Conv2d(256, 256, 3, padding=1))  # ~640 M MAC
+        assert threads_module.choose_threads(None, big, (3, 32, 32), torch.device("cpu"))[0] == 4
+        monkeypatch.setattr(threads_module, "idle_cores", lambda: 1)  # a loaded machine: one thread whatever
+        assert threads_module.choose_threads(None, big, (3, 32, 32), torch.device("cpu"))[0] == 1
+        result = run(tmp_path, None, threads=1, limit=12)
+        assert result.versions["threads"] == "1 (--threads)" and result.metrics["threads"] == 1
+    finally:
+        torch.set_num_threads(before)

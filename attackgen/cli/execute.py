@@ -6,7 +6,6 @@ with Ctrl-C after writing what was finished (results.json with complete: false; 
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +93,8 @@ def print_summary(result: Any, out_dir: Path) -> None:
         if flag.severity != "info":
             console.print(f"  [yellow]{escape(flag.severity)}[/yellow] {escape(flag.check)}: {escape(flag.evidence)}",
                           soft_wrap=True)
+    if "threads" in result.versions:
+        console.print(f"threads: {result.versions['threads']}", markup=False)
     console.print(f"results: {escape(str(out_dir / 'results.json'))}")
     console.print(f"report:  {escape(str(out_dir / 'report.html'))} (and report.md)")
 
@@ -116,29 +117,6 @@ def report_stopped(out: Path) -> None:
     else:
         print_summary(result, out)
     _say(f"stopped: finished batches are saved in {out}; continue with --resume")
-
-
-def _set_threads(threads: int | None, default: int | None) -> None:
-    """Pin torch's CPU threads: as asked, else the default unless OMP_NUM_THREADS is set.
-
-    The built-in models are tiny: a second thread mostly waits on the first, and on a machine whose
-    cores are busy the waiting costs far more than the work (a grouped convolution measured 1000x
-    slower with two threads than with one at load 7 on two cores).
-    """
-    if threads is None and (default is None or "OMP_NUM_THREADS" in os.environ):
-        return
-    import torch
-
-    torch.set_num_threads(threads if threads is not None else default)
-
-
-def _torchrun_launch() -> Any:
-    """The rank torchrun started this process as (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
-    from attackgen.run.distributed import Launch
-
-    return Launch.from_env()
 
 
 def _default_data(model: str, data: str | None) -> str:
@@ -178,7 +156,8 @@ def _default_data(model: str, data: str | None) -> str:
 @click.option("--basis-data", default=None,
               help="Data the attacker holds (the data basis) when it is not the built-in training split.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+              help="CPU threads for torch (default: OMP_NUM_THREADS if set, else 1 unless the model is large "
+              "and cores are idle; the summary says what was used).")
 @click.option("--autocast", type=click.Choice(["bf16", "fp16"]), default=None,
               help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
               "in float32.")
@@ -202,15 +181,13 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
     """
     from attackgen.models.options import LoadOptions, loading_with
     from attackgen.models.trust import trusting
-    from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
     from attackgen.run.executor import RunOptions, execute
 
-    _set_threads(threads, default=1 if model in MODEL_INFO else None)
-
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model)
+                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model,
+                         threads=threads)
     _stop_on_sigterm()
     launch = _torchrun_launch()
     try:
@@ -248,7 +225,6 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     from taxonomy.spec import load_spec, parse_spec
 
     started = time.perf_counter()
-    _set_threads(None, default=1)
     out = Path(output)
     spec_path = Path(__file__).resolve().parents[2] / "examples" / "specs" / DEMO_SPEC
     if spec_path.exists():

@@ -80,7 +80,7 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
         curve = [{"epsilon": e,
                   "robust_accuracy": robust(ctx, clean, broken_by(clean, states, norm, e, floor, ctx.tol), measured)}
                  for e in epsilons]
-    metrics: dict[str, float] = {"chunk_size": float(ctx.chunk_size)}
+    metrics: dict[str, float] = {"chunk_size": float(ctx.chunk_size), "threads": float(ctx.threads[0])}
     if not complete:
         metrics["n_finished"] = float(n_finished)
         metrics["items_finished"] = float(sum(all(i in s.done for i in range(len(torch.split(rows, ctx.chunk_size))))
@@ -106,7 +106,8 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
         data=ctx.data_ref,
         device=str(ctx.device),
         seed=ctx.options.seed,
-        versions={**package_versions(ctx.device), **precision(ctx.options)},
+        versions={**package_versions(ctx.device), **precision(ctx.options),
+                  "threads": f"{ctx.threads[0]} ({ctx.threads[1]})"},
         started=started,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds") if complete else None,
         complete=complete,

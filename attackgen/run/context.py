@@ -38,6 +38,7 @@ class RunOptions:
     basis_data: str | None = None
     autocast: str | None = None  # "bf16" or "fp16": attacks take their gradient steps in it; verification stays float32
     compile: bool = False  # torch.compile the model (attacks and verification run the compiled model)
+    threads: int | None = None  # CPU threads for torch; None: OMP_NUM_THREADS, else attackgen.run.threads
 
 
 def pick_device(request: str) -> torch.device:
@@ -111,6 +112,7 @@ class RunContext:
     sub_batch: int  # inputs per forward pass at the start (backs off on out-of-memory)
     patch_offsets: Tensor | None  # random patch placement: one (top, left) per input
     file_mask: Tensor | None  # spatial mask from a file, on the device
+    threads: tuple[int, str] = (1, "")  # torch's CPU threads for the run, and why that many
 
     @property
     def n(self) -> int:
@@ -229,6 +231,9 @@ def load_context(
     if len(data) == 0:
         raise RunError(f"--data {data_ref}: holds no inputs.")
     num_classes = check_model(model, data, spec, model_ref, device)
+    from attackgen.run.threads import choose_threads
+
+    threads = choose_threads(options.threads, model, tuple(data.x.shape[1:]), device)
     check_labels_against_model(data, num_classes, data_ref)
     eval_rows, fit_rows, in_context = split_rows(spec, data, data_ref, options.seed)
     requested = int(options.batch_size or (1024 if device.type == "cuda" else 256))
@@ -250,7 +255,7 @@ def load_context(
     return RunContext(plan=plan, spec=spec, steps=tuple(steps), options=options, model_ref=model_ref,
                       data_ref=data_ref, model=model, data=data, device=device, num_classes=num_classes,
                       eval_rows=eval_rows, fit_rows=fit_rows, in_context=in_context, chunk_size=chunk,
-                      sub_batch=min(requested, chunk), patch_offsets=offsets, file_mask=file_mask)
+                      sub_batch=min(requested, chunk), patch_offsets=offsets, file_mask=file_mask, threads=threads)
 
 
 def split_rows(spec: Any, data: LabeledData, data_ref: str, seed: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
