@@ -77,6 +77,7 @@ def test_a_stopped_run_reports_only_the_inputs_it_finished(tmp_path, capsys):
     # over the 24 inputs that finished, as a run of those 24 alone; not over all 48 (unattacked as robust)
     assert stopped.robust_accuracy == pytest.approx(reference.robust_accuracy)
     assert stopped.robust_accuracy < stopped.clean_accuracy - 0.2
+    assert stopped.items[0].robust_accuracy_after == pytest.approx(stopped.robust_accuracy)  # same inputs
     assert stopped.partial_note().startswith(f"partial: 24 of {LIMIT} inputs")
     report_stopped(tmp_path / "out")
     printed = capsys.readouterr()

@@ -59,7 +59,6 @@ def primary(ctx: RunContext) -> tuple[str | None, list[float]]:
 
 def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], flags: Sequence[Flag],
              started: str, complete: bool) -> RunResult:
-    items = [item_result(ctx, clean, states, step) for step in ctx.steps]
     all_flags = list(flags)
     for step, state in zip(ctx.steps, states, strict=True):
         all_flags += verification_flags(ctx, step, state)
@@ -75,6 +74,7 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
     n_finished = len(measured)
     if not complete and n_finished == 0:
         measured = rows
+    items = [item_result(ctx, clean, states, step, measured) for step in ctx.steps]
     curve = []
     if norm is not None and len(epsilons) > 1:
         curve = [{"epsilon": e,
@@ -121,7 +121,9 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
     )
 
 
-def item_result(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], step: Step) -> ItemResult:
+def item_result(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], step: Step,
+                measured: Tensor | None = None) -> ItemResult:
+    """One item's record; its 'robust after' is over ``measured`` (a stopped run: the inputs it finished)."""
     state = states[step.index]
     rows = ctx.eval_rows[state.attacked[ctx.eval_rows]]
     y = ctx.data.y
@@ -172,7 +174,7 @@ def item_result(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], 
         epsilon=step.epsilon,
         n_attacked=n_attacked,
         n_success=n_success,
-        robust_accuracy_after=robust(ctx, clean, after),
+        robust_accuracy_after=robust(ctx, clean, after, measured),
         success_rate=n_success / n_attacked if n_attacked else 0.0,
         median_queries=float(queries.median()) if step.queries and n_attacked else None,
         time_s=round(state.time_s, 4),

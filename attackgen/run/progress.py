@@ -1,7 +1,7 @@
 """Run progress with an ETA, per item and overall, updated within a batch.
 
 The step runner reports whole inputs as they finish (``advance``) and, within a batch, the share of the
-batch's expected victim calls made so far (``within``): the access object calls its ``listener`` on
+batch's expected victim calls made so far (``within``): the access object calls its ``_listener`` on
 every counted call, so attacks report progress without knowing about it. The expected calls per input
 come from the catalogue's cost model at the item's parameters (queries for oracles, forward passes
 for gradients); an attack that stops early simply jumps ahead when its batch ends.

@@ -359,7 +359,7 @@ class StepRunner:
         def heard(handle: Any) -> None:
             progress.within(n, (float(handle.queries.double().mean()) - start) / expected)
 
-        target.listener = heard
+        target._listener = heard  # private: attacks see no new public surface
 
     def autocast(self) -> Any:
         """--autocast: the attack's forward and backward passes in bf16/fp16; verify() re-runs in float32."""
