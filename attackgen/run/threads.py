@@ -36,8 +36,10 @@ def macs_per_input(model: nn.Module, shape: tuple[int, ...], device: torch.devic
         elif isinstance(module, nn.Linear):
             total[0] += output[0].numel() * module.in_features
 
-    hooks = [m.register_forward_hook(count) for m in model.modules()
-             if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)]
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)]
+    if not layers:  # nothing to count (an endpoint, ONNX Runtime, TorchScript): no probe call at all
+        return 0.0
+    hooks = [m.register_forward_hook(count) for m in layers]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *shape, device=device))
