@@ -6,6 +6,7 @@ with Ctrl-C after writing what was finished (results.json with complete: false; 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,15 @@ def report_stopped(out: Path) -> None:
     else:
         print_summary(result, out)
     _say(f"stopped: finished batches are saved in {out}; continue with --resume")
+
+
+def _torchrun_launch() -> Any:
+    """The rank torchrun started this process as (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    from attackgen.run.distributed import Launch
+
+    return Launch.from_env()
 
 
 def _default_data(model: str, data: str | None) -> str:
