@@ -11,9 +11,15 @@ The streams are counter-based: a row's state is its key (the 32-bit seed) and a 
 far), and element j of its k-th draw is a hash of (key, k, j). A draw is therefore one short sequence of
 element-wise integer ops for the whole batch, on any device, with no per-input generator and no Python
 loop over inputs (a torch.Generator per input cost N kernel launches per draw). The hash is Chris
-Wellons' ``lowbias32`` integer mix (of the row's mixed (key, counter) xor the mixed element index),
-done in int64 with every value kept in [0, 2**32) and every product below 2**63, so shifts never see a
-sign and nothing relies on signed overflow: the same seed gives the same bits on CPU and GPU.
+Wellons' ``lowbias32`` integer mix, applied to (mixed key xor counter * golden ratio), then to that
+xor the mixed element index; done in int64 with every value kept in [0, 2**32) and every product
+below 2**63, so shifts never see a sign and nothing relies on signed overflow: the same seed gives the
+same bits on CPU and GPU. A draw's row key has 32 bits, so two (input, draw) pairs share all their
+values with probability 2**-32 (a coincidence, not a correlation: it does not repeat at later draws).
+
+Cost on CPU (bench/bench_rowrandom.py): small draws (Square's per query) are several times cheaper
+than a generator per input; large ones (a random start over every pixel, a permutation by argsort)
+cost more on CPU than torch's own generator and are made once per attack.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class RowRandom:
                  _counter: Tensor | None = None, _rows: Tensor | None = None) -> None:
         self.device = torch.device(device)
         self.keys = torch.as_tensor(seeds, dtype=torch.int64, device=self.device).reshape(-1) & _MASK
+        self._mixed = mix32(self.keys)  # mixed once; a draw's row key xors in its multiple of the counter
         # The counter lives in the root object; a subset indexes into it, so drawing through a subset
         # advances the same streams the root (and every other subset) sees.
         self._counter = _counter if _counter is not None else torch.zeros_like(self.keys)
@@ -84,7 +91,10 @@ class RowRandom:
         """The streams of ``rows`` (shared, not copied: drawing advances them)."""
         rows = rows.to(device=self.device, dtype=torch.long)
         root_rows = rows if self._rows is None else self._rows[rows]
-        return RowRandom(self.keys[rows], self.device, self._counter, root_rows)
+        out = RowRandom.__new__(RowRandom)
+        out.device, out.keys, out._mixed = self.device, self.keys[rows], self._mixed[rows]
+        out._counter, out._rows = self._counter, root_rows
+        return out
 
     def _bits(self, m: int) -> Tensor:
         """(N, m) 32-bit words in int64 from the next draw of every row; advances each row's counter."""
@@ -94,14 +104,16 @@ class RowRandom:
         else:
             count = self._counter[self._rows]
             self._counter[self._rows] = count + 1
-        row = mix32(self.keys ^ mix32((count * _GOLDEN + 0x632BE5AB) & _MASK))  # (N,): the draw's row key
+        # (N,): the draw's row key. An xor (not a sum) with the counter's multiple, so that two inputs
+        # whose row keys meet at one draw do not also meet at every later one.
+        row = mix32(self._mixed ^ ((count * _GOLDEN) & _MASK))
         return mix32(row[:, None] ^ _element_keys(m, self.device)[None, :])
 
     def _uniform(self, m: int, dtype: torch.dtype) -> Tensor:
         bits = self._bits(m)
         if dtype == torch.float64:  # 32 random bits; float32 and below: the top 24 (exact, never 1.0)
             return bits.to(torch.float64) * 2.0**-32
-        return (bits >> 8).to(torch.float32).mul_(2.0**-24).to(dtype)
+        return (bits >> 8).to(torch.float32).mul_(2.0**-24).to(dtype)  # .to: no copy for float32
 
     def rand(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
         """(N, *shape) uniform in [0, 1): row i from stream i."""
