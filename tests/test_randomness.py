@@ -15,10 +15,10 @@ from attackgen.run.attacks.randomness import RowRandom, mix32, row_seeds_for
 def lowbias32(x: int) -> int:
     """The reference mix on Python ints (arbitrary precision: no overflow to get wrong)."""
     x ^= x >> 16
-    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
     x ^= x >> 15
-    x = (x * 0x846CA68B) & 0xFFFFFFFF
-    return x ^ (x >> 16)
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
 
 
 def test_the_tensor_mix_matches_the_reference_bit_for_bit():
