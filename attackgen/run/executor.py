@@ -149,7 +149,7 @@ class Executor:
         if disabled is None:
             plan_only = result
             try:
-                with self._progress() as progress:
+                with self._progress(ctx) as progress:
                     written_ctx, written, result = run_escalation(ctx, self.resources, self.flags, clean,
                                                                   self.states, sound, result, started, progress,
                                                                   self.echo)
