@@ -32,8 +32,6 @@ SURVIVORS_AT_LARGE_BUDGET = 0.01  # "about 100% success": at most 1% of the inpu
 FLAT_RATIO = 4.0  # a curve that spans epsilons a factor 4 apart must fall somewhere
 
 WHITE, SINGLE, BLACK, TRANSFER, UNKNOWN = "white_box", "single_step", "black_box", "transfer", "unknown"
-SINGLE_STEP_IDS = frozenset({"fgsm", "fgm", "rfgsm"})
-
 FIX_WHITE_BOX_WEAK = (
     "the gradient attacks are failing, most often from gradient masking or a badly scaled loss: use a "
     "margin loss (CW/DLR), more steps and random restarts, EOT if the model is random, BPDA for "
@@ -89,27 +87,20 @@ def item_kind(attack: str, params: Mapping[str, Any] | None = None, transfer_est
 
 @lru_cache(maxsize=4096)
 def _item_kind(attack: str, one_step: bool, transfer_estimate: bool) -> str:
+    """From the catalogue entry (its access and ``single_step``); an attack the catalogue does not know
+    is UNKNOWN rather than guessed from its name."""
     if transfer_estimate:
         return TRANSFER
     from taxonomy.catalog import CATALOG
 
     descriptor = CATALOG.get(attack)
-    access = descriptor.access if descriptor is not None else None
-    name = attack.lower()
-    if access is None:  # an attack from a newer catalogue: read its name
-        if "transfer" in name:
-            access = "surrogate"
-        elif any(k in name for k in ("square", "simba", "boundary", "hopskip", "hsj", "evolution", "zoo", "nes")):
-            access = "scores"
-        elif any(k in name for k in ("fgsm", "fgm", "pgd", "bim", "cw", "apgd", "deepfool", "fmn")):
-            access = "gradients"
-    if access == "surrogate":
+    if descriptor is None:
+        return UNKNOWN
+    if descriptor.access == "surrogate":
         return TRANSFER
-    if access in ("scores", "labels"):
+    if descriptor.access in ("scores", "labels"):
         return BLACK
-    if access == "gradients":
-        return SINGLE if name in SINGLE_STEP_IDS or one_step else WHITE
-    return UNKNOWN
+    return SINGLE if descriptor.single_step or one_step else WHITE
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,16 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from attackgen.plan.document import CatalogueOnly, Infeasible, Plan, PlanCost, PlanItem, RuleNote, Suggestion
+from attackgen.plan.document import (
+    CatalogueOnly,
+    Infeasible,
+    ItemContext,
+    Plan,
+    PlanCost,
+    PlanItem,
+    RuleNote,
+    Suggestion,
+)
 from taxonomy.axes import LpBudget
 from taxonomy.catalog import CATALOG, REQUIRES, cell_features, fits_purpose, spec_features  # noqa: F401 (re-exported)
 from taxonomy.catalog_types import AttackDescriptor, Cost
@@ -48,16 +57,9 @@ ITERATION_KEYS = ("maxiter", "generations", "steps", "epochs")
 SMALL_QUERY_NEED = 10
 """Items that want at most this many queries (transfer verification) get them before the split."""
 
-MIN_USEFUL_QUERIES: dict[str, int] = {
-    "square_linf": 100,
-    "square_l2": 100,
-    "simba": 100,
-    "boundary": 1000,
-    "hopskipjump": 200,
-    "differential_evolution": 500,
-    "cppn_ea_fool": 500,
-}
-"""Below this many queries per input the attack is not worth scheduling (default 50)."""
+DEFAULT_MIN_QUERIES = 50
+"""Below this many queries per input a query-based attack is not worth scheduling, unless its
+descriptor's ``min_queries`` says otherwise (transfer attacks: 1)."""
 
 _ACCESS_PHRASE = {
     "gradients": "uses the victim's gradients",
@@ -199,7 +201,7 @@ def derive_params(
             params["extra_bounds"] = [
                 {"norm": b.norm, "epsilon": min(epsilons_in_input_units(spec, b))} for b in others
             ]
-    if "rel_stepsize" in params and epsilon is not None:
+    if "rel_stepsize" in params and epsilon is not None and "step_size" in descriptor.params.model_fields:
         params["step_size"] = _round(float(params.pop("rel_stepsize")) * epsilon)
     params["target"] = _target(spec)
     for item in threat.imperceptibility:
@@ -253,6 +255,25 @@ def _data_basis_for(spec: AttackSpec, descriptor: AttackDescriptor) -> str:
     if known in descriptor.data_bases:
         return known
     return sorted(descriptor.data_bases)[0]
+
+
+def _min_queries(descriptor: AttackDescriptor) -> int:
+    """The fewest victim queries per input that make the attack worth scheduling."""
+    if descriptor.min_queries is not None:
+        return descriptor.min_queries
+    return 1 if descriptor.access == "surrogate" else DEFAULT_MIN_QUERIES
+
+
+def split_params(descriptor: AttackDescriptor, flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The planner's working mapping as (the attack's own params, the item's threat context).
+
+    A name the attack's model declares is a parameter (the patch's area, the detectors to evade); the
+    rest is context. ``epsilon`` is the item's own field and goes to neither.
+    """
+    own = set(descriptor.params.model_fields)
+    params = {k: v for k, v in flat.items() if k in own}
+    context = {k: v for k, v in flat.items() if k not in own and k != "epsilon"}
+    return params, context
 
 
 def _cost(descriptor: AttackDescriptor, params: Mapping[str, Any]) -> Cost:
@@ -490,8 +511,7 @@ def _split_queries(spec: AttackSpec, group: list[_Candidate]) -> tuple[list[_Can
         if not users or sum(c.cost.queries for c in users) <= total_budget:
             return live, dropped
         shares = _shares(users, total_budget)
-        floor = {c.descriptor.id: MIN_USEFUL_QUERIES.get(c.descriptor.id, 1 if c.descriptor.access == "surrogate"
-                                                          else 50) for c in users}
+        floor = {c.descriptor.id: _min_queries(c.descriptor) for c in users}
         starved = [c for c in users if shares[c.descriptor.id] < floor[c.descriptor.id]]
         if starved:
             weakest = max(starved, key=lambda c: c.rank_key)
@@ -530,12 +550,14 @@ def _expand(
                         base[key] = params[key]
                 params = base
             cost = _cost(descriptor, params)
+            own, context = split_params(descriptor, params)
             items.append(
                 PlanItem(
                     attack=descriptor.id,
                     role=candidate.role,  # type: ignore[arg-type]
                     epsilon=epsilon,
-                    params=params,
+                    params=own,
+                    context=ItemContext.model_validate(context),
                     rationale=_rationale(spec, candidate, cost),
                     expected_cost=PlanCost(forward=cost.forward, backward=cost.backward, queries=cost.queries),
                     strength=descriptor.strength,

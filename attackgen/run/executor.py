@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from attackgen import __version__
 from attackgen.models.data import LabeledData
+from attackgen.plan.document import ItemContext
 from attackgen.results import Flag, InputResult, ItemResult, Norms, RunResult
 from attackgen.run.access import Access, LabelOracle, NoAccess, QueryBudgetExceeded, ScoreOracle, WhiteBoxAccess
 from attackgen.run.attacks.base import Attack, AttackEnv, Budget, UniversalAttack
@@ -88,14 +89,15 @@ class Step:
     role: str
     descriptor: Any
     cls: type[Attack]
-    params: dict[str, Any]  # as the plan gives them (reported)
-    attack_params: dict[str, Any]  # what the attack's constructor takes
+    params: dict[str, Any]  # context and params in one mapping, as results.json reports them
+    attack_params: dict[str, Any]  # what the attack's constructor takes (checked by its parameter model)
     norm: str | None
     epsilon: float | None  # input units; None in minimal-norm mode or without an Lp bound
     ssim_floor: float | None
     query_budget: int | None
     extra_bounds: list[tuple[str, float]] = field(default_factory=list)  # further Lp bounds that also apply
     wasserstein_radius: float | None = None  # transport cost bound (attackgen.run.wasserstein), checked exactly
+    context: ItemContext = field(default_factory=ItemContext)  # the item's threat context, typed
 
     @property
     def universal(self) -> bool:
@@ -338,26 +340,26 @@ class Executor:
             if not getattr(descriptor, "implemented", True):
                 raise RunError(f"{where}.attack: {item.attack!r} is catalogued but not implemented yet.")
             cls = self._import(descriptor.implementation, where)
-            params = dict(item.params)
-            epsilon = item.epsilon if item.epsilon is not None else params.get("epsilon")
-            if params.get("mode") == "minimal":
-                epsilon = None
-            norm = params.get("norm")
+            context = item.context
+            epsilon = None if context.mode == "minimal" else item.epsilon
+            norm = context.norm
             if norm is None and epsilon is not None:  # an epsilon is always checked, in the spec's norm
                 if not self.spec.lp_budgets:
-                    raise RunError(f"{where}.params.norm: the item has an epsilon but neither it nor the spec "
+                    raise RunError(f"{where}.context.norm: the item has an epsilon but neither it nor the spec "
                                    "names a norm.")
                 norm = self.spec.lp_budgets[0].norm
             norm = None if norm is None else str(norm)
-            query_budget = params.get("query_budget", getattr(self.plan, "query_budget", None))
+            query_budget = (context.query_budget if context.query_budget is not None
+                            else getattr(self.plan, "query_budget", None))
             step = Step(
-                index=index, attack=item.attack, role=item.role, descriptor=descriptor, cls=cls, params=params,
-                attack_params=item.attack_params(), norm=norm,
+                index=index, attack=item.attack, role=item.role, descriptor=descriptor, cls=cls,
+                params=item.reported_params(), attack_params=item.attack_params(), context=context, norm=norm,
                 epsilon=None if epsilon is None else float(epsilon),
-                ssim_floor=params.get("ssim_floor", spec_floor), query_budget=query_budget,
-                wasserstein_radius=params.get("wasserstein_max", self._spec_radius()),
-                extra_bounds=[(str(b["norm"]), float(b["epsilon"])) for b in params.get("extra_bounds") or []
-                              if b.get("epsilon") is not None],
+                ssim_floor=spec_floor if context.ssim_floor is None else context.ssim_floor,
+                query_budget=query_budget,
+                wasserstein_radius=(self._spec_radius() if context.wasserstein_max is None
+                                    else context.wasserstein_max),
+                extra_bounds=[(b.norm, float(b.epsilon)) for b in context.extra_bounds if b.epsilon is not None],
             )
             self._check_against_spec(step, where)
             steps.append(step)
@@ -399,10 +401,10 @@ class Executor:
                 )
         floor, radius = self._spec_floor(), self._spec_radius()
         if floor is not None and (step.ssim_floor is None or step.ssim_floor < floor):
-            raise RunError(f"{where}.params.ssim_floor: {step.ssim_floor} is below the spec's SSIM floor {floor:g}; "
+            raise RunError(f"{where}.context.ssim_floor: {step.ssim_floor} is below the spec's SSIM floor {floor:g}; "
                            "the plan does not match its spec.")
         if radius is not None and (step.wasserstein_radius is None or step.wasserstein_radius > radius):
-            raise RunError(f"{where}.params.wasserstein_max: {step.wasserstein_radius} exceeds the spec's "
+            raise RunError(f"{where}.context.wasserstein_max: {step.wasserstein_radius} exceeds the spec's "
                            f"Wasserstein radius {radius:g}; the plan does not match its spec.")
         spec_budget = getattr(self.spec.threat.model_knowledge, "query_budget", None)
         if spec_budget is not None and step.query_budget is not None and step.query_budget > spec_budget:
@@ -571,7 +573,7 @@ class Executor:
 
         strategy = self.plan.strategy if isinstance(self.plan.strategy, dict) else {}
         default = "pretrained" if self.spec.threat.data_knowledge.value == "none" else "trained_on_data"
-        request = SurrogateRequest.resolve(step.params.get("surrogate"), strategy.get("model_basis"),
+        request = SurrogateRequest.resolve(step.context.surrogate, strategy.get("model_basis"),
                                            self.spec.strategy.model_basis, default_source=default,
                                            defaulted=self.spec.strategy.model_basis is None)
         built = self._surrogates.get(request.key())
@@ -640,7 +642,7 @@ class Executor:
 
     def _data_basis(self, step: Step) -> tuple[Tensor, Any] | None:
         strategy = self.plan.strategy if isinstance(self.plan.strategy, dict) else {}
-        kind = (step.params.get("data_basis") or strategy.get("data_basis")
+        kind = (step.context.data_basis or strategy.get("data_basis")
                 or getattr(self.spec.strategy.data_basis, "value", None) or "none")
         if kind == "none" or not ({"training", "surrogate"} & set(step.descriptor.data_bases)):
             return None

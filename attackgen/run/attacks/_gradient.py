@@ -31,13 +31,6 @@ def on_device(objective: Objective, device: torch.device) -> Objective:
     return move(device) if callable(move) else objective
 
 
-def step_size(params: dict[str, Any], epsilon: float, default_rel: float) -> float:
-    """params['step_size'] (input units, set by the planner), else rel_stepsize * epsilon."""
-    if params.get("step_size") is not None:
-        return float(params["step_size"])
-    return float(params.get("rel_stepsize", default_rel)) * epsilon
-
-
 def require_norm(budget: Budget, allowed: tuple[str, ...], attack: str) -> str:
     norm = budget.norm if budget.norm is not None else allowed[0]
     if norm not in allowed:

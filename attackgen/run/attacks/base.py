@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.objectives.base import Objective
+from taxonomy.errors import AttackgenError
+from taxonomy.params import AttackParams, param_problems
+
+P = TypeVar("P", bound=AttackParams)
 
 
 @dataclass
@@ -67,14 +71,23 @@ class AttackOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Attack(ABC):
-    """Base of every attack. Subclasses set ``access`` and implement ``run``."""
+class Attack(ABC, Generic[P]):
+    """Base of every attack. Subclasses set ``access`` and ``params_model`` and implement ``run``.
+
+    ``params_model`` is the catalogue entry's parameter model (taxonomy.params; a test checks they
+    agree); the constructor validates its keyword arguments against it, so ``self.params`` is typed and
+    holds every default. A name the model does not declare is an error, never silently ignored.
+    """
 
     access: ClassVar[str]  # "gradients" | "scores" | "labels" | "surrogate"; must match the catalogue
+    params_model: ClassVar[type[AttackParams]] = AttackParams
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         self.seed = seed
-        self.params = params
+        problems = param_problems(type(self).__name__, self.params_model, params)
+        if problems:
+            raise AttackgenError("; ".join(problems))
+        self.params: P = cast(P, self.params_model.model_validate(params))
 
     def generator(self, device: torch.device) -> torch.Generator:
         """A seeded generator on the batch's device, so runs are reproducible."""
@@ -89,7 +102,7 @@ class Attack(ABC):
         """Return candidate adversarial inputs for the batch x (same shape as x)."""
 
 
-class UniversalAttack(Attack):
+class UniversalAttack(Attack[P]):
     """Fitted once on inputs of the data basis (or a context), then applied unchanged to every input.
 
     The executor calls ``fit`` on the fitting split, then ``run`` (which applies the fitted

@@ -18,10 +18,12 @@ from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import CWParams
 
 
-class CarliniWagnerL2(Attack):
+class CarliniWagnerL2(Attack[CWParams]):
     access = "gradients"
+    params_model = CWParams
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
@@ -29,11 +31,11 @@ class CarliniWagnerL2(Attack):
         if not hasattr(objective, "margin"):
             raise AttackgenError("cw_l2 needs a classification objective (a logit margin per input)")
         p = self.params
-        search_steps = int(p.get("binary_search_steps", 5))
-        steps = int(p.get("steps", 100))
-        lr = float(p.get("stepsize", 0.01))
-        kappa = float(p.get("confidence", 0.0))
-        abort_early = bool(p.get("abort_early", True))
+        search_steps = p.binary_search_steps
+        steps = p.steps
+        lr = p.stepsize
+        kappa = p.confidence
+        abort_early = p.abort_early
         x = x.detach()
         objective = on_device(objective, x.device)
         n = x.shape[0]
@@ -45,7 +47,7 @@ class CarliniWagnerL2(Attack):
         mask = as_mask(budget, x)
         rows = torch.arange(n, device=x.device)
 
-        consts = torch.full((n,), float(p.get("initial_const", 0.01)), device=x.device, dtype=x.dtype)
+        consts = torch.full((n,), p.initial_const, device=x.device, dtype=x.dtype)
         lower = torch.zeros_like(consts)
         upper = torch.full_like(consts, math.inf)
         best = x.clone()

@@ -16,10 +16,12 @@ from attackgen.run.attacks._gradient import as_mask, on_device, require_norm, ta
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import DeepFoolParams
 
 
-class DeepFool(Attack):
+class DeepFool(Attack[DeepFoolParams]):
     access = "gradients"
+    params_model = DeepFoolParams
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
@@ -27,8 +29,8 @@ class DeepFool(Attack):
         goal = getattr(objective, "goal", None)
         if goal is None:
             raise AttackgenError("deepfool needs a classification objective (a class per input)")
-        steps = int(self.params.get("steps", 50))
-        overshoot = float(self.params.get("overshoot", 0.02))
+        steps = self.params.steps
+        overshoot = self.params.overshoot
         x = x.detach()
         objective = on_device(objective, x.device)
         n = x.shape[0]
@@ -43,7 +45,7 @@ class DeepFool(Attack):
             # move towards the target: margins of the target against the current top class
             others = source.view(-1, 1)
         else:
-            k = min(int(self.params.get("candidates", 10)), clean.shape[1])
+            k = min(self.params.candidates, clean.shape[1])
             ranked = clean.scatter(1, source.view(-1, 1), float("-inf")).argsort(dim=1, descending=True)
             others = ranked[:, : k - 1]
         n_others = others.shape[1]

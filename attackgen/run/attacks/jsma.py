@@ -22,6 +22,7 @@ from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import JSMAParams
 
 PAIR_CHUNK = 1 << 24  # pair-score elements per chunk (64 MB in float32)
 
@@ -56,16 +57,17 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
     return p, q, valid
 
 
-class JSMA(Attack):
+class JSMA(Attack[JSMAParams]):
     access = "gradients"
+    params_model = JSMAParams
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("0",), "jsma")
         if not hasattr(objective, "goal"):
             raise AttackgenError("jsma needs a classification objective (a class per input)")
-        theta = float(self.params.get("theta", 1.0))
-        max_iter = int(self.params.get("max_iter", 50))
+        theta = self.params.theta
+        max_iter = self.params.max_iter
         x = x.detach()
         objective = on_device(objective, x.device)
         n = x.shape[0]

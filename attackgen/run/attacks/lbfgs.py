@@ -30,9 +30,10 @@ from attackgen.run.attacks._gradient import on_device
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import LBFGSParams
 
 
-class LBFGS(Attack):
+class LBFGS(Attack[LBFGSParams]):
     """Minimal-L2 attack by box-constrained L-BFGS with a search over the penalty constant c.
 
     Parameters: ``binary_search_steps`` (5), ``max_iter`` (L-BFGS-B iterations per c, 100),
@@ -41,21 +42,22 @@ class LBFGS(Attack):
     """
 
     access = "gradients"
+    params_model = LBFGSParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         model = model_handle(access, env)
-        kappa = float(self.params.get("confidence", 0.5))
+        kappa = self.params.confidence
         # The batch is one joint problem, so no input's loss may run off to -infinity (an untargeted
         # cross-entropy does, and then drags the shared line search along): use the logit margin,
         # floored at -confidence, as C&W do, where the objective offers it.
         if hasattr(objective, "with_loss"):
             objective = objective.with_loss("margin")  # type: ignore[attr-defined]
         objective = on_device(objective, x.device)
-        searches = int(self.params.get("binary_search_steps", 5))
-        max_iter = int(self.params.get("max_iter", 100))
-        const = torch.full((x.shape[0],), float(self.params.get("initial_const", 0.01)), dtype=torch.float64)
+        searches = self.params.binary_search_steps
+        max_iter = self.params.max_iter
+        const = torch.full((x.shape[0],), self.params.initial_const, dtype=torch.float64)
         lo_c = torch.zeros_like(const)
         hi_c = torch.full_like(const, float("inf"))
         rows = torch.arange(x.shape[0], device=x.device)
