@@ -27,7 +27,7 @@ from taxonomy.axes import (
 )
 from taxonomy.errors import SpecError, describe_validation_error, register_fields
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class ThreatModel(Strict):

@@ -480,7 +480,8 @@ def _cross_curve_flags(
     runs: Sequence[RunLike], points: Mapping[float, list[tuple[float, int]]]
 ) -> list[tuple[list[int], Flag]]:
     """Along epsilon, over the worst case per epsilon; only rises that involve two different runs."""
-    curve = sorted((eps, *_worst(entries)) for eps, entries in points.items())  # (eps, acc, run)
+    worst = {eps: _worst(entries) for eps, entries in points.items()}
+    curve = sorted((eps, *w) for eps, w in worst.items() if w is not None)  # (eps, acc, run)
     if len(curve) < 2 or len({run for _, _, run in curve}) < 2:
         return []
     out = []

@@ -92,11 +92,12 @@ def _set_threads(threads: int | None, default: int | None) -> None:
     cores are busy the waiting costs far more than the work (a grouped convolution measured 1000x
     slower with two threads than with one at load 7 on two cores).
     """
-    if threads is None and (default is None or "OMP_NUM_THREADS" in os.environ):
+    chosen = threads if threads is not None else None if "OMP_NUM_THREADS" in os.environ else default
+    if chosen is None:
         return
     import torch
 
-    torch.set_num_threads(threads if threads is not None else default)
+    torch.set_num_threads(chosen)
 
 
 def _default_data(model: str, data: str | None) -> str:

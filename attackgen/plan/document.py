@@ -20,7 +20,7 @@ from taxonomy.errors import SpecError, describe_validation_error
 from taxonomy.params import param_problems
 from taxonomy.spec import AttackSpec, parse_spec, read_yaml
 
-PLAN_VERSION = 2
+PLAN_VERSION: Literal[2] = 2
 """2: an item's threat context (budget, targets, data basis...) moved from ``params`` to ``context``, and
 ``params`` is checked against the attack's parameter model. Version-1 plans still load (migrated)."""
 

@@ -554,7 +554,7 @@ def _expand(
             items.append(
                 PlanItem(
                     attack=descriptor.id,
-                    role=candidate.role,  # type: ignore[arg-type]
+                    role=candidate.role,
                     epsilon=epsilon,
                     params=own,
                     context=ItemContext.model_validate(context),
@@ -726,8 +726,8 @@ def _edits(spec: AttackSpec, data: dict[str, Any]) -> list[tuple[str, tuple[str,
     for basis in (None, {"kind": "victim"}, {"kind": "surrogate", "source": "trained_on_data"},
                   {"kind": "surrogate", "source": "pretrained"}):
         edits.append(("strategy.model_basis", ("strategy", "model_basis"), basis))
-    for value in (None, "training", "surrogate", "none"):
-        edits.append(("strategy.data_basis", ("strategy", "data_basis"), value))
+    for data_basis in (None, "training", "surrogate", "none"):
+        edits.append(("strategy.data_basis", ("strategy", "data_basis"), data_basis))
     for optimizer in (None, {"kind": "first_order"}, {"kind": "second_order"}, {"kind": "evolution"},
                       {"kind": "first_order", "gradient_source": "estimated_decisions"}):
         edits.append(("strategy.optimizer", ("strategy", "optimizer"), optimizer))

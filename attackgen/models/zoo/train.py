@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attackgen.models.zoo.data import load_builtin_data
-from attackgen.models.zoo.models import BUILTIN_MODELS, WEIGHTS_DIR, ModelInfo, model_info
+from attackgen.models.zoo.models import BUILTIN_MODELS, WEIGHTS_DIR, ModelInfo, Normalize, model_info
 from taxonomy.errors import AttackgenError
 
 SEED = 0
@@ -38,8 +38,10 @@ def train_one(info: ModelInfo) -> dict[str, object]:
     test = load_builtin_data(info.data, split="test")
     model = info.build()
     mean, std = float(train.x.mean()), float(train.x.std())
-    model.norm.mean.fill_(mean)
-    model.norm.std.fill_(std)
+    norm = model.norm
+    assert isinstance(norm, Normalize), "every built-in classifier starts with a Normalize layer"
+    norm.mean.fill_(mean)
+    norm.std.fill_(std)
     opt = torch.optim.Adam(model.parameters(), lr=info.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=info.epochs)
     gen = torch.Generator().manual_seed(SEED)

@@ -53,7 +53,7 @@ class LBFGS(Attack[LBFGSParams]):
         # cross-entropy does, and then drags the shared line search along): use the logit margin,
         # floored at -confidence, as C&W do, where the objective offers it.
         if hasattr(objective, "with_loss"):
-            objective = objective.with_loss("margin")  # type: ignore[attr-defined]
+            objective = objective.with_loss("margin")
         objective = on_device(objective, x.device)
         searches = self.params.binary_search_steps
         max_iter = self.params.max_iter
