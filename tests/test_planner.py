@@ -381,3 +381,19 @@ def test_a_plan_from_a_newer_version_is_refused_clearly() -> None:
     data = {**result.to_data(), "plan_version": 3}
     with pytest.raises(SpecError, match="plan_version"):
         parse_plan(data, "newer.yaml")
+
+
+@pytest.mark.parametrize(("name", "attack"), [("physical-digits-patch.yaml", "patch_eot"),
+                                               ("det-fabrication-physical-patch.yaml", "det_patch")])
+def test_a_physical_patch_attack_gets_the_specs_transformations_and_printability(name: str, attack: str) -> None:
+    """The planner fills a threat value into params when the attack's model declares it (det_patch did not
+    get these before its model declared them, and ran a digital patch for a physical spec)."""
+    spec = load_spec(EXAMPLES / name)
+    result = plan(spec)
+    assert isinstance(result, Plan)
+    items = [i for i in result.items if i.attack == attack]
+    assert items
+    wanted = spec.threat.capability.transformations.model_dump(mode="json")
+    for item in items:
+        assert item.params["transformations"] == wanted
+        assert item.params["printability"] == bool(spec.threat.capability.printability)

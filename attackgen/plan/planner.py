@@ -218,17 +218,18 @@ def derive_params(
             params["target_fooling_rate"] = scope.target_fooling_rate
         params["data_basis"] = _data_basis_for(spec, descriptor)
     capability = threat.capability
-    if capability.transformations is not None and "eot_samples" in params:
+    takes = descriptor.params.model_fields  # threat values the attack itself needs, when its model declares them
+    if capability.transformations is not None and "eot_samples" in takes:
         params["eot_samples"] = capability.transformations.samples
-    if capability.spatial is not None and capability.spatial.area_fraction is not None and "area_fraction" in params:
+    if capability.spatial is not None and capability.spatial.area_fraction is not None and "area_fraction" in takes:
         params["area_fraction"] = capability.spatial.area_fraction
-    if capability.spatial is not None and "placement" in params:
+    if capability.spatial is not None and "placement" in takes:
         params["placement"] = capability.spatial.placement
         if capability.spatial.location is not None:  # the top-left corner of a fixed patch
             params["location"] = list(capability.spatial.location)
-    if capability.feed == "physical" and capability.transformations is not None and "transformations" in params:
+    if capability.feed == "physical" and capability.transformations is not None and "transformations" in takes:
         params["transformations"] = capability.transformations.model_dump(mode="json")
-    if "printability" in params:
+    if "printability" in takes:
         params["printability"] = bool(capability.printability and capability.feed == "physical")
     if descriptor.access == "surrogate":
         params["surrogate"] = _surrogate(spec)
