@@ -898,6 +898,7 @@ def describe(descriptor: AttackDescriptor) -> dict[str, Any]:
         "feeds": sorted(descriptor.feeds),
         "spatial": descriptor.spatial,
         "defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in descriptor.defaults.items()},
+        "params": descriptor.params.model_json_schema().get("properties", {}),  # type, range, default per name
         "cost_at_defaults": {"forward": cost.forward, "backward": cost.backward, "queries": cost.queries},
         "strength": descriptor.strength,
         "atlas": list(descriptor.atlas),
