@@ -14,6 +14,9 @@ Strategy fields are optional. An axis the user left out ("open": model basis, op
 source, data basis) is filled by the planner from the attack it picks, so a requires edge whose
 alternatives include an open axis is satisfiable and not reported by ``validate``;
 ``descriptor_violations`` fills the open axes from one attack descriptor and reports what breaks then.
+
+Size (about 730 lines): building the networkx graph, compiling it and evaluating it on facts are one
+algorithm (the compiled form must match the graph); the facts and axes are in taxonomy.atoms.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from taxonomy.atoms import _AVAILABLE, AXES, Facts
 from taxonomy.axes import SurrogateBasis
 from taxonomy.rules import DESCRIPTOR_CHECKS, EDGES, PREDICATES, RULES, Rule
 
@@ -128,101 +132,6 @@ def human(atom: str) -> str:
 
 
 # --------------------------------------------------------------------------- facts
-
-
-class Facts:
-    """What a spec (or an abstract cell) switches on: atoms, open strategy axes, and parameters.
-
-    Built from an AttackSpec by ``facts_of`` and from a ThreatCell by ``taxonomy.space``; both must
-    give equal Facts for a cell and its representative spec (tested).
-    """
-
-    __slots__ = (  # noqa: RUF023 - grouped by meaning, not sorted
-        "atoms", "open", "paths",
-        "task", "consequence", "scope", "knowledge", "data_knowledge", "feed",
-        "basis", "optimizer", "gradient", "data_basis",
-        "lp", "perceptual", "detectors", "other_bounds", "imp_keys",
-        "query_budget", "granularity", "k",
-        "classes", "class_refs", "context", "mislabel", "class_map", "static_class", "heldout",
-        "quantize", "spatial", "surrogate",
-        "bounds", "span", "units", "normalization",
-    )
-
-    atoms: frozenset[str]  # closed under grants
-    open: frozenset[str]
-    paths: Mapping[str, str]
-    task: str
-    consequence: str
-    scope: str
-    knowledge: str
-    data_knowledge: str
-    feed: str
-    basis: str | None
-    optimizer: str | None
-    gradient: str | None
-    data_basis: str | None
-    lp: tuple[tuple[str, str, tuple[float, ...], str], ...]  # (path, norm, epsilons as written, mode)
-    perceptual: tuple[tuple[str, str, float], ...]  # (path, metric, threshold)
-    detectors: tuple[tuple[str, str], ...]  # (path, access)
-    other_bounds: tuple[tuple[str, str], ...]  # (path, key) of non-Lp imperceptibility items
-    imp_keys: tuple[str, ...]  # "lp:inf", "perceptual:ssim", "output", "detector" per item
-    query_budget: int | None
-    granularity: str | None
-    k: int | None
-    classes: tuple[str, ...] | None
-    class_refs: tuple[tuple[str, Any], ...]
-    context: tuple[str, str, tuple[Any, ...]] | None  # (path, field, values)
-    mislabel: tuple[tuple[Any, ...], Any] | None
-    class_map: tuple[tuple[str, Any], ...]
-    static_class: Any
-    heldout: float | None
-    quantize: bool
-    spatial: tuple[str, float | None] | None  # (kind, area fraction or None when unknown)
-    surrogate: tuple[str, str | None, int] | None  # (source, model, ensemble) when the user set it
-    bounds: tuple[float, float]
-    span: float
-    units: str
-    normalization: str
-
-    def __init__(self, **values: Any) -> None:
-        for name in self.__slots__:
-            object.__setattr__(self, name, values.pop(name))
-        if values:  # pragma: no cover
-            raise TypeError(f"unknown facts {sorted(values)}")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Facts):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    def __hash__(self) -> int:
-        return hash(self.atoms)
-
-    def __repr__(self) -> str:
-        return f"Facts({', '.join(sorted(self.atoms))})"
-
-    def diff(self, other: Facts) -> dict[str, tuple[Any, Any]]:
-        """The slots where two facts differ (for tests and debugging)."""
-        return {n: (getattr(self, n), getattr(other, n)) for n in self.__slots__
-                if getattr(self, n) != getattr(other, n)}
-
-    def to_input(self, epsilon: float) -> float:
-        """An epsilon as written, in the model's input units."""
-        return epsilon / 255.0 * self.span if self.units == "pixel_255" else epsilon
-
-    @property
-    def available_data(self) -> frozenset[str]:
-        """The data bases an attack may use: the chosen one, or what the data knowledge allows."""
-        if self.data_basis is not None:
-            return frozenset() if self.data_basis == "none" else frozenset({self.data_basis})
-        return _AVAILABLE[self.data_knowledge]
-
-
-_AVAILABLE = {
-    "training": frozenset({"training", "surrogate"}),
-    "surrogate": frozenset({"surrogate"}),
-    "none": frozenset(),
-}
 
 
 def close(atoms: Iterable[str], open_axes: frozenset[str]) -> frozenset[str]:
@@ -448,9 +357,7 @@ def _node_attrs(node: str) -> dict[str, Any]:
 
 
 def _axis_nodes() -> list[str]:
-    from taxonomy import space
-
-    nodes = [f"{axis}:{v}" for axis, values in space.AXES.items() if axis != "spatial" for v in values]
+    nodes = [f"{axis}:{v}" for axis, values in AXES.items() if axis != "spatial" for v in values]
     nodes += ["spatial:region", "spatial:none"]
     nodes += [f"budget_mode:{m}" for m in ("fixed", "minimal")]
     nodes += [f"granularity:{g}" for g in ("logits", "probabilities", "top_k")]

@@ -17,8 +17,12 @@ A rule is encoded in exactly one of four ways:
 - **planner** rules: the planner applies them (a white-box plan schedules a gradient-free check); the
   Rule object exists so the plan can cite it.
 
-``validate``, ``realises`` and ``descriptor_violations`` live in ``taxonomy.graph`` and are re-exported
-here lazily, so ``from taxonomy import rules; rules.validate(spec)`` works.
+``validate``, ``realises`` and ``descriptor_violations`` live in ``taxonomy.graph`` (which imports this
+module; nothing here imports the graph): ``from taxonomy.graph import validate``.
+
+Size (about 1,000 lines): it is the rule table itself, 60-odd rules each with reason, fix, source and
+its encoding next to it, so a reader checks a rule against its encoding in one place. Pure data and
+small predicates; the evaluation is in taxonomy.graph.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
+    from taxonomy.atoms import Facts
     from taxonomy.catalog_types import AttackDescriptor
-    from taxonomy.graph import Facts
 
 Severity = Literal["error", "warning"]
 Level = Literal["spec", "descriptor", "planner"]
@@ -1000,14 +1004,3 @@ def _check_encoding() -> None:
 
 
 _check_encoding()
-
-_GRAPH_EXPORTS = {"validate", "descriptor_violations", "realises", "Violation", "constraint_graph", "to_dot"}
-
-
-def __getattr__(name: str) -> Any:
-    """``rules.validate`` etc. are defined in taxonomy.graph (which imports this module)."""
-    if name in _GRAPH_EXPORTS:
-        from taxonomy import graph
-
-        return getattr(graph, name)
-    raise AttributeError(f"module 'taxonomy.rules' has no attribute {name!r}")

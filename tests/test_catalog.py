@@ -12,7 +12,7 @@ from taxonomy import space
 from taxonomy.axes import CONSEQUENCE_KINDS, SCOPE_KINDS, DataKnowledge, GradientSource, OptimizerKind, Task
 from taxonomy.catalog import CATALOG, describe
 from taxonomy.catalog_types import AttackDescriptor, Cost
-from taxonomy.rules import realises
+from taxonomy.graph import realises
 
 REQUIRED = {
     # the "at least" list, by catalogue id

@@ -17,7 +17,7 @@ from attackgen.cli.design import editor_schema, taxonomy_markdown
 from attackgen.cli.main import cli
 from attackgen.plan.document import load_plan
 from taxonomy.errors import SpecError
-from taxonomy.rules import validate
+from taxonomy.graph import validate
 from taxonomy.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -52,16 +52,20 @@ def test_detector_flags_count_as_failures_and_the_aware_attack_is_detected_less(
     assert plain.metrics["detected_rate"] > 0.5
     assert run.states[0].counts["detected"] > 0
     # no flagged candidate is a success: the kept successes, re-checked by the verifier's own detector
-    detector = run._verifying_detectors()[0]
+    detector = run.resources.detectors()[0]
     with np.load(tmp_path / "out" / "examples.npz") as examples:
         adversarial = torch.as_tensor(examples["adversarial"])
     assert len(adversarial) > 0 and not bool(detector.detect(adversarial).any())
     assert all(r.metrics.get("detected") == 0.0 for item in (plain, aware) for r in item.inputs if r.success)
     fooled = sum(1 for r in plain.inputs if r.metrics.get("detected") is not None)
     assert plain.n_success == fooled - run.states[0].counts["detected"]
-    assert aware.metrics["detected_rate"] < plain.metrics["detected_rate"]
-    assert aware.n_success > plain.n_success
     assert any(f.check == "verification.detected" for f in result.flags)
+    # On the same inputs (not only on plain PGD's survivors, a handful of hard inputs whose figures swing
+    # with the random starts), the aware attack is flagged less and succeeds more.
+    alone = executor(tmp_path, spec, items[1:], folder="aware").run().items[0]
+    assert alone.n_attacked == plain.n_attacked
+    assert alone.metrics["detected_rate"] < plain.metrics["detected_rate"] - 0.2
+    assert alone.n_success > plain.n_success
 
 
 def test_unknown_detector_names_the_field(tmp_path):
@@ -95,14 +99,12 @@ def test_fixed_location_places_the_patch_at_its_top_left_corner(tmp_path):
     spatial = {"kind": "patch", "area_fraction": 0.1, "placement": "fixed", "location": [0.125, 0.125]}
     spec = spec_for([LINF], capability={"spatial": spatial})
     run = executor(tmp_path, spec, [pgd("pgd_linf")], limit=8)
-    run._load()
-    mask = run._mask(torch.arange(4))
+    mask = run.prepare().mask(torch.arange(4))
     rows, cols = mask[0, 0].nonzero(as_tuple=True)
     assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (2, 6, 2, 6)
     overhang = spec_for([LINF], capability={"spatial": {**spatial, "location": [1.0, 0.0]}})
     run = executor(tmp_path, overhang, [pgd("pgd_linf")], limit=8, folder="overhang")
-    run._load()
-    rows, cols = run._mask(torch.arange(1))[0, 0].nonzero(as_tuple=True)
+    rows, cols = run.prepare().mask(torch.arange(1))[0, 0].nonzero(as_tuple=True)
     assert (int(rows.min()), int(cols.min()), int(cols.max())) == (0, 11, 15)  # moved inside
     # the attack on its own puts the same square there; without a location it is centred
     x = torch.zeros(1, 1, 16, 16)

@@ -18,7 +18,7 @@ from attackgen.plan.planner import nearest_feasible, plan, plan_cell, relaxed_fo
 from taxonomy import space
 from taxonomy.catalog import CATALOG
 from taxonomy.errors import SpecError
-from taxonomy.rules import descriptor_violations, realises, validate
+from taxonomy.graph import descriptor_violations, realises, validate
 from taxonomy.spec import AttackSpec, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]

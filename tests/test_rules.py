@@ -254,12 +254,13 @@ def test_every_spec_level_rule_has_a_breaking_case() -> None:
     assert spec_level == {case[0] for case in CASES}
 
 
-def test_rules_module_reexports_the_validator() -> None:
-    assert rules.validate is tgraph.validate
-    assert rules.descriptor_violations is tgraph.descriptor_violations
-    assert rules.realises is tgraph.realises
-    with pytest.raises(AttributeError):
-        rules.no_such_thing  # noqa: B018
+def test_the_validator_lives_in_the_graph_and_rules_do_not_import_it() -> None:
+    """taxonomy.rules is data (rules, edges, predicates) below taxonomy.graph, which validates with it;
+    rules no longer forwards validate (that forwarding was an import circle)."""
+    assert tgraph.RULES is rules.RULES
+    for name in ("validate", "descriptor_violations", "realises"):
+        assert callable(getattr(tgraph, name))
+        assert not hasattr(rules, name)
 
 
 # --------------------------------------------------------------------------- spec-level rules

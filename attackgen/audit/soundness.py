@@ -14,6 +14,9 @@ gradient masking. The ones visible in results:
 compares runs of the same model, data and threat (the audit calls it). Both work on anything shaped
 like :class:`attackgen.results.RunResult` (the audit passes light records without per-input data).
 The model probes (zero gradients, randomness) need torch and live in :mod:`attackgen.run.soundness_probe`.
+
+Size (about 510 lines): one check per sign of a fooled evaluation, each short, with its evidence
+and fix text; they share the helpers that group runs by cell, so they stay in one module.
 """
 
 from __future__ import annotations

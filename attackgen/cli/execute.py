@@ -167,7 +167,7 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     from attackgen.plan.planner import plan as make_plan
     from attackgen.report.run_report import write_report
     from attackgen.run.executor import Executor, RunOptions
-    from taxonomy.rules import validate
+    from taxonomy.graph import validate
     from taxonomy.spec import load_spec, parse_spec
 
     started = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attackgen.models.errors import ModelLoadError
 from taxonomy.errors import AttackgenError
 
 DEFAULT_SCORE_THRESHOLD = 0.5
@@ -190,30 +191,27 @@ def detections_to_device(out: DetectionOutput, device: torch.device | str) -> De
     return out._like([{k: v.to(device) for k, v in d.items()} for d in out])
 
 
-def _register_output_checks() -> None:
-    """Tell attackgen.models.loading how to check dense models when it probes them (returns the class count)."""
-    from attackgen.models.loading import ModelLoadError, register_output_check
-
-    def segmentation(outputs: Any, n: int, spec: Any, ref: str) -> int:
-        logits = check_segmentation_output(outputs, n, where=f"--model {ref}")
-        classes = int(logits.shape[1])
-        if spec.classes is not None and len(spec.classes) != classes:
-            raise ModelLoadError(
-                f"--model {ref}: returns {classes} class channels but the spec's 'classes' field lists "
-                f"{len(spec.classes)}."
-            )
-        return classes
-
-    def detection(outputs: Any, n: int, spec: Any, ref: str) -> None:
-        dets = check_detection_output(outputs, n, where=f"--model {ref}")
-        if dets.classes is not None and spec.classes is not None and list(spec.classes) != dets.classes:
-            raise ModelLoadError(
-                f"--model {ref}: its label indices refer to the classes {dets.classes}, but the spec's 'classes' "
-                f"field lists {list(spec.classes)}; use the detector's list (or leave 'classes' out)."
-            )
-
-    register_output_check("segmentation", segmentation)
-    register_output_check("detection", detection)
+def segmentation_output_check(outputs: Any, n: int, spec: Any, ref: str) -> int:
+    """attackgen.models.loading's probe of a segmentation model: logits (N, classes, H, W); the class count."""
+    logits = check_segmentation_output(outputs, n, where=f"--model {ref}")
+    classes = int(logits.shape[1])
+    if spec.classes is not None and len(spec.classes) != classes:
+        raise ModelLoadError(
+            f"--model {ref}: returns {classes} class channels but the spec's 'classes' field lists "
+            f"{len(spec.classes)}."
+        )
+    return classes
 
 
-_register_output_checks()
+def detection_output_check(outputs: Any, n: int, spec: Any, ref: str) -> None:
+    """attackgen.models.loading's probe of a detector: scored boxes whose classes match the spec's."""
+    dets = check_detection_output(outputs, n, where=f"--model {ref}")
+    if dets.classes is not None and spec.classes is not None and list(spec.classes) != dets.classes:
+        raise ModelLoadError(
+            f"--model {ref}: its label indices refer to the classes {dets.classes}, but the spec's 'classes' "
+            f"field lists {list(spec.classes)}; use the detector's list (or leave 'classes' out)."
+        )
+
+
+DENSE_OUTPUT_CHECKS = {"segmentation": segmentation_output_check, "detection": detection_output_check}
+"""Registered by attackgen.models.loading (which imports this module, not the other way round)."""

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attackgen.models.adapters import DENSE_OUTPUT_CHECKS
 from attackgen.models.data import LabeledData
+from attackgen.models.errors import DataLoadError, ModelLoadError
 from taxonomy.errors import AttackgenError, did_you_mean
 from taxonomy.spec import AttackSpec
 
@@ -38,12 +40,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 _BYTES_TOL = 1e-6
 
 
-class ModelLoadError(AttackgenError):
-    """The model cannot be loaded, or it does not behave as the spec's task needs."""
-
-
-class DataLoadError(AttackgenError):
-    """The data cannot be loaded, or breaks the spec's input-space contract."""
 
 
 # --------------------------------------------------------------------------- models
@@ -197,6 +193,8 @@ def _check_classifier_output(outputs: Any, n: int, spec: AttackSpec, ref: str) -
 
 
 register_output_check("classification", _check_classifier_output)
+for _task, _check in DENSE_OUTPUT_CHECKS.items():  # segmentation and detection, from attackgen.models.adapters
+    register_output_check(_task, _check)
 
 
 def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str, device: torch.device) -> int | None:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from attackgen.plan.checks import realises_any, rule_breaks
+from attackgen.plan.notes import RuleNote
 from taxonomy.errors import SpecError, describe_validation_error
 from taxonomy.params import param_problems
 from taxonomy.spec import AttackSpec, parse_spec, read_yaml
@@ -44,23 +46,6 @@ class PlanCost(_Model):
     @property
     def passes(self) -> float:
         return self.forward + self.backward
-
-
-class RuleNote(_Model):
-    """One rule finding, as shown to the user: id, severity, field path, reason, fix."""
-
-    id: str
-    severity: Literal["error", "warning"]
-    field: str = ""
-    reason: str
-    fix: str = ""
-    detail: str = ""
-
-    def line(self) -> str:
-        where = f" [{self.field}]" if self.field else ""
-        detail = f" ({self.detail})" if self.detail else ""
-        fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{self.id} {self.severity}{where}: {self.reason}{detail}.{fix}"
 
 
 class ExtraBound(_Model):
@@ -314,8 +299,6 @@ def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> P
 
 def _item_breaks(spec: AttackSpec, descriptor: Any, item: PlanItem) -> list[str]:
     """Why an (edited) item may not run under its spec: not realising it, or an error-level rule."""
-    from attackgen.plan.planner import realises_any, rule_breaks
-
     if not realises_any(spec, descriptor, item.role):
         return [f"attack {item.attack!r} does not realise this spec's threat cell (see `attackgen catalog`)"]
     return [note.line() for note in rule_breaks(spec, descriptor, item) if note.severity == "error"]

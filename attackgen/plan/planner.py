@@ -1,6 +1,6 @@
 """Spec -> Plan: the implementations that realise a threat model, ranked, with parameters and reasons.
 
-The planner never invents feasibility: it asks the rules (``taxonomy.rules.validate``) whether the
+The planner never invents feasibility: it asks the rules (``taxonomy.graph.validate``) whether the
 spec is coherent, asks ``realises`` which catalogued attacks cover its cell, and asks
 ``descriptor_violations`` whether an attack, with the parameters the planner gives it, breaks a rule
 (a query budget, a data need). Only implemented attacks become runnable items; catalogued attacks
@@ -21,6 +21,10 @@ Choices, all visible in the plan:
   minimum is dropped (and the drop is noted).
 - **Gradient-free check** (rule G2): a white-box plan also schedules the strongest implemented
   score- or decision-based attack that realises the spec with the optimiser choice relaxed.
+
+Size (about 870 lines): ranking, parameters, query-budget split, the nearest feasible spec and the
+catalogue survey all read the same candidate records; the rule checks shared with the plan file
+model are in attackgen.plan.checks. Per-attack knowledge moves to the catalogue descriptors (#11).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from attackgen.plan.checks import _rules, realises_any, relaxed_for_check, rule_breaks  # noqa: F401 (re-exported)
 from attackgen.plan.document import (
     CatalogueOnly,
     Infeasible,
@@ -40,6 +45,7 @@ from attackgen.plan.document import (
     RuleNote,
     Suggestion,
 )
+from attackgen.plan.notes import note_of
 from taxonomy.axes import LpBudget
 from taxonomy.catalog import CATALOG, REQUIRES, cell_features, fits_purpose, spec_features  # noqa: F401 (re-exported)
 from taxonomy.catalog_types import AttackDescriptor, Cost
@@ -73,53 +79,15 @@ _NORM_NAME = {"inf": "Linf", "2": "L2", "1": "L1", "0": "L0"}
 # --------------------------------------------------------------------------- rule plumbing
 
 
-def _rules() -> Any:
-    from taxonomy import rules
-
-    return rules
-
-
-def note_of(violation: Any) -> RuleNote:
-    """A rules.Violation as the plan's RuleNote (id, severity, field, reason, fix, detail)."""
-    rule = violation.rule
-    return RuleNote(
-        id=str(violation.id),
-        severity="error" if str(violation.severity) in ("error", "Severity.error") else "warning",
-        field=str(getattr(violation, "field", "") or ""),
-        reason=str(getattr(rule, "reason", "") or getattr(rule, "message", "")),
-        fix=str(getattr(rule, "fix", "") or ""),
-        detail=str(getattr(violation, "detail", "") or ""),
-    )
-
-
-def _severity(violation: Any) -> str:
-    value = violation.severity
-    return str(getattr(value, "value", value))
-
-
 def spec_notes(spec: AttackSpec) -> list[RuleNote]:
     """Every rule finding on the spec itself, errors first."""
     notes = [note_of(v) for v in _rules().validate(spec)]
     return sorted(notes, key=lambda n: (n.severity != "error", n.id))
 
 
-def relaxed_for_check(spec: AttackSpec) -> AttackSpec:
-    """The spec with the optimiser and model basis left open: what a gradient-free check must realise."""
-    strategy = spec.strategy.model_copy(update={"optimizer": None, "model_basis": None})
-    return spec.model_copy(update={"strategy": strategy})
-
-
-def realises_any(spec: AttackSpec, descriptor: AttackDescriptor, role: str = "primary") -> bool:
-    """Does the descriptor realise the spec (the relaxed spec for a gradient-free check)?"""
-    target = relaxed_for_check(spec) if role == "gradient_free_check" else spec
-    return fits_purpose(spec_features(spec), descriptor) and bool(_rules().realises(target, descriptor))
-
-
-def rule_breaks(spec: AttackSpec, descriptor: AttackDescriptor, item: PlanItem | None = None) -> list[RuleNote]:
-    """Rule findings for one attack under the spec, with the item's parameters (else the defaults)."""
-    target = relaxed_for_check(spec) if item is not None and item.role == "gradient_free_check" else spec
-    params = {**descriptor.defaults, **item.params} if item is not None else None
-    return [note_of(v) for v in _rules().descriptor_violations(target, descriptor, params)]
+def _severity(violation: Any) -> str:
+    value = violation.severity
+    return str(getattr(value, "value", value))
 
 
 def check_rule() -> Any:

@@ -3,12 +3,19 @@
 White-box access hands over the module. Score and label oracles answer queries and count them per
 input; a query on an input whose budget is spent raises QueryBudgetExceeded instead of answering, so
 no attack can go over budget by mistake. A label oracle keeps the model in a closure and has no method
-that returns scores. NoAccess holds only a surrogate: the victim is out of reach.
+that returns scores. NoAccess holds only a surrogate: the victim is out of reach, and calling it is a
+query over its budget of zero.
+
+The contract every attack relies on is ``Access``: an abstract callable ``access(x, rows=None)`` that
+answers for the inputs at ``rows`` of the batch and counts the queries, plus ``remaining()``,
+``granularity`` (what a score answer holds) and ``surrogate`` (a white-box surrogate, NoAccess only).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -18,10 +25,14 @@ class QueryBudgetExceeded(RuntimeError):
     """An attack asked for more queries than its threat model allows."""
 
 
-class Access:
-    """Common bookkeeping: per-input query counts over one batch of n inputs."""
+class Access(ABC):
+    """What an attack may call: per-input query counts over one batch of n inputs, and the answer."""
 
-    kind: str = "base"
+    kind: ClassVar[str] = "base"
+    granularity: str = "logits"
+    """What a score answer holds: "logits" (raw model outputs), "probabilities" or "top_k"."""
+    surrogate: WhiteBoxAccess | None = None
+    """A white-box handle on a surrogate model (full black-box access only)."""
 
     def __init__(self, n_inputs: int, budget: int | None, device: torch.device | str = "cpu") -> None:
         self.budget = budget
@@ -50,6 +61,11 @@ class Access:
                     "the attack must check remaining() before querying"
                 )
         self.queries.index_add_(0, rows, torch.ones_like(rows, dtype=torch.long))
+
+    @abstractmethod
+    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Any:
+        """The answer for x; rows are the batch indices of the inputs being queried (default: all, in order).
+        Raises QueryBudgetExceeded, without answering, when an input's budget would be exceeded."""
 
 
 class WhiteBoxAccess(Access):
@@ -143,6 +159,11 @@ class NoAccess(Access):
     def __init__(self, surrogate: nn.Module, n_inputs: int, device: torch.device | str = "cpu") -> None:
         super().__init__(n_inputs, 0, device)
         self.surrogate = WhiteBoxAccess(surrogate, n_inputs, device)
+
+    def __call__(self, x: Tensor, rows: Tensor | None = None) -> Any:
+        """The victim cannot be queried: any query is over the budget of zero."""
+        self._charge(rows, x.shape[0])
+        raise QueryBudgetExceeded("full black-box: the victim cannot be queried; attack access.surrogate")
 
 
 ACCESS_FOR_KIND = {"gradients": WhiteBoxAccess, "scores": ScoreOracle, "labels": LabelOracle, "surrogate": NoAccess}

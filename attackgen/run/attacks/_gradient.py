@@ -21,14 +21,14 @@ from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
 
 def on_device(objective: Objective, device: torch.device) -> Objective:
-    """The objective with its per-input tensors on device (objectives without ``to`` are returned as is)."""
-    move = getattr(objective, "to", None)
-    return move(device) if callable(move) else objective
+    """The objective with its per-input tensors on device."""
+    return objective.to(device)
 
 
 def require_norm(budget: Budget, allowed: tuple[str, ...], attack: str) -> str:
@@ -94,18 +94,23 @@ class Ball:
         factor = (self.epsilon / norms).clamp_(max=1.0)
         return (self.x + delta * factor.view(-1, *([1] * (delta.dim() - 1)))).clamp_(*self.bounds)
 
-    def random_start(self, gen: torch.Generator) -> Tensor:
+    def random_start(self, gen: torch.Generator | RowRandom) -> Tensor:
+        """A uniform point of the ball per input; from each input's own stream when given a RowRandom."""
         x = self.x
         if self.norm == "inf":
-            noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            noise = gen.rand(*x.shape[1:], dtype=x.dtype) if isinstance(gen, RowRandom) else torch.rand(
+                x.shape, generator=gen, device=x.device, dtype=x.dtype)
             return self.project(x + (2 * noise - 1) * self.epsilon)
         # uniform in the L2 ball: gaussian direction, radius eps * u^(1/d)
-        direction = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        direction = gen.randn(*x.shape[1:], dtype=x.dtype) if isinstance(gen, RowRandom) else torch.randn(
+            x.shape, generator=gen, device=x.device, dtype=x.dtype)
         if self.mask is not None:
             direction = direction * self.mask
         flat = direction.flatten(1)
         d = flat.shape[1]
-        radius = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype).pow(1.0 / d)
+        uniform = gen.rand(dtype=x.dtype) if isinstance(gen, RowRandom) else torch.rand(
+            x.shape[0], generator=gen, device=x.device, dtype=x.dtype)
+        radius = uniform.pow(1.0 / d)
         scale = self.epsilon * radius / flat.norm(dim=1).clamp_min(1e-12)
         return self.project(x + direction * scale.view(-1, *([1] * (x.dim() - 1))))
 
@@ -136,7 +141,7 @@ def _direction(grad: Tensor, cfg: LoopConfig, momentum: Tensor | None, mask: Ten
 
 
 def _descend(access: Access, rows: Tensor, objective: Objective, ball: Ball, cfg: LoopConfig,
-             gen: torch.Generator) -> tuple[Tensor, Tensor]:
+             gen: torch.Generator | RowRandom) -> tuple[Tensor, Tensor]:
     """One run of the loop on the inputs at batch rows ``rows``; returns (candidates, found)."""
     x = ball.x
     n = x.shape[0]
@@ -175,7 +180,7 @@ def _descend(access: Access, rows: Tensor, objective: Objective, ball: Ball, cfg
 
 
 def gradient_attack(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: LoopConfig,
-                    gen: torch.Generator, epsilon: float) -> tuple[Tensor, dict[str, Any]]:
+                    gen: torch.Generator | RowRandom, epsilon: float) -> tuple[Tensor, dict[str, Any]]:
     """Run the loop (with restarts on the inputs not yet broken); returns candidates and info."""
     x = x.detach()
     objective = on_device(objective, x.device)
@@ -193,7 +198,8 @@ def gradient_attack(access: Access, x: Tensor, objective: Objective, budget: Bud
         todo = todo[~done]
         if todo.numel() == 0:
             break
-        cand, hit = _descend(access, todo, objective.subset(todo), ball.subset(todo), cfg, gen)
+        restart_gen = gen.subset(todo) if isinstance(gen, RowRandom) else gen
+        cand, hit = _descend(access, todo, objective.subset(todo), ball.subset(todo), cfg, restart_gen)
         best[todo], found[todo] = cand, hit
         restarts_run += 1
     return best, {"steps": cfg.steps, "step_size": cfg.step_size, "restarts_run": restarts_run,

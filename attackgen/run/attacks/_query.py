@@ -22,6 +22,7 @@ from torch import Tensor
 
 from attackgen.run.access import Access, QueryBudgetExceeded
 from attackgen.run.attacks.base import AttackEnv
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
@@ -73,17 +74,16 @@ def as_outputs(access: Access, scores: Tensor, objective: Objective | None = Non
     An objective that says it reads probabilities (``output_kind == "probabilities"``) gets them as they
     are; any other gets logits, or the log of probabilities / top-k probabilities.
     """
-    if not isinstance(scores, Tensor) or getattr(access, "granularity", "logits") == "logits":
+    if not isinstance(scores, Tensor) or access.granularity == "logits":
         return scores  # logits, or a detector's scored boxes
-    if getattr(objective, "output_kind", "logits") == "probabilities":
+    if objective is not None and objective.output_kind == "probabilities":
         return scores
     return scores.clamp_min(LOG_FLOOR).log()
 
 
 def with_loss(objective: Objective, kind: str) -> Objective:
     """The objective with another loss ("margin" or "ce") where it offers one, else unchanged."""
-    change = getattr(objective, "with_loss", None)
-    return change(kind) if callable(change) else objective
+    return objective.with_loss(kind)
 
 
 def score(access: Access, objective: Objective, x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -106,7 +106,7 @@ def population_slots(access: Access, used: Tensor, cap: int, size: int, active: 
 
 def confidence(access: Access, scores: Tensor) -> Tensor:
     """Per-input probability of the predicted class (classification scores only)."""
-    if getattr(access, "granularity", "logits") == "logits":
+    if access.granularity == "logits":
         return scores.softmax(dim=1).amax(dim=1)
     return scores.amax(dim=1)
 
@@ -194,7 +194,7 @@ def boundary_search(
 
 
 def _basis_error(objective: Objective, reason: str) -> AttackgenError:
-    kind = "targeted" if getattr(objective, "targeted", False) else "untargeted"
+    kind = "targeted" if objective.targeted else "untargeted"
     return AttackgenError(
         f"threat.consequence: a {kind} decision-based attack (boundary, hopskipjump) starts from an input "
         f"the model already labels as the consequence asks, taken from the data basis "
@@ -209,7 +209,7 @@ def decision_starts(
     x: Tensor,
     rows: Tensor,
     env: AttackEnv | None,
-    gen: torch.Generator,
+    gen: torch.Generator | RowRandom,
     bounds: tuple[float, float],
     noise_tries: int = 20,
     basis_tries: int = 20,
@@ -236,7 +236,7 @@ def decision_starts(
         ok = mask & live(access, rows)
         return ok if cap is None else ok & (used < cap)
 
-    targeted = bool(getattr(objective, "targeted", False))
+    targeted = bool(objective.targeted)
     has_basis = env is not None and env.data_x is not None and env.data_y is not None
     if targeted and not has_basis:
         raise _basis_error(objective, "this run has no data basis (data basis 'none')")
@@ -248,7 +248,8 @@ def decision_starts(
             if not bool(want.any()):
                 break
             idx = want.nonzero().squeeze(1)
-            noise = torch.rand(x[idx].shape, generator=gen, device=device) * (hi - lo) + lo
+            noise = (gen.subset(idx).rand(*x.shape[1:]) if isinstance(gen, RowRandom) else
+                     torch.rand(x[idx].shape, generator=gen, device=device)) * (hi - lo) + lo
             ok = decide(access, objective, noise, rows[idx])
             used[idx] += 1
             start[idx[ok]] = noise[ok]

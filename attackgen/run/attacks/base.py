@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.objectives.base import Objective
+from attackgen.run.attacks.randomness import RowRandom, row_seeds_for
+from attackgen.run.objectives.base import Capability, MissingCapability, Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import AttackParams, param_problems
 
@@ -80,6 +81,9 @@ class Attack(ABC, Generic[P]):
     """
 
     access: ClassVar[str]  # "gradients" | "scores" | "labels" | "surrogate"; must match the catalogue
+    objective_needs: ClassVar[frozenset[Capability]] = frozenset()
+    """What the attack asks of its objective beyond loss and success (checked before it runs)."""
+
     params_model: ClassVar[type[AttackParams]] = AttackParams
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
@@ -88,9 +92,29 @@ class Attack(ABC, Generic[P]):
         if problems:
             raise AttackgenError("; ".join(problems))
         self.params: P = cast(P, self.params_model.model_validate(params))
+        self.row_seeds: list[int] | None = None
+        """One seed per input of the next batch (set by the step runner from the input's index)."""
+
+    def row_random(self, x: Tensor) -> RowRandom:
+        """Per-input random streams for the batch x (see attackgen.run.attacks.randomness): use these for
+        every per-input draw, so an input's result does not depend on its batch."""
+        seeds = self.row_seeds if self.row_seeds is not None and len(self.row_seeds) == len(x) else \
+            row_seeds_for(self.seed, len(x))
+        return RowRandom(seeds, x.device)
+
+    def check_objective(self, objective: Objective) -> None:
+        """Fail with one message when the objective lacks a capability this attack needs."""
+        missing = objective.missing(self.objective_needs)
+        if missing:
+            raise MissingCapability(
+                f"{type(self).__name__} needs an objective with {', '.join(missing)}; the "
+                f"{type(objective).__name__} objective offers "
+                f"{', '.join(sorted(c.value for c in objective.capabilities)) or 'none of them'}"
+            )
 
     def generator(self, device: torch.device) -> torch.Generator:
-        """A seeded generator on the batch's device, so runs are reproducible."""
+        """A seeded generator on the batch's device, for draws shared by the whole batch (prefer
+        ``row_random`` for per-input draws)."""
         gen = torch.Generator(device=device)
         gen.manual_seed(self.seed)
         return gen

@@ -41,7 +41,7 @@ class BIM(Attack[BIMParams]):
             early_stop=self.params.early_stop,
         )
         objective = self._objective(access, x, on_device(objective, x.device))
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)
 
 

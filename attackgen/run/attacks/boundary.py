@@ -41,12 +41,12 @@ class BoundaryAttack(Attack[BoundaryParams]):
         lo, hi = budget.bounds
         eps = float(budget.epsilon) if budget.epsilon is not None and budget.norm == "2" else None
         n = x.shape[0]
-        gen = self.generator(x.device)
+        rng = self.row_random(x)  # per-input streams: an input's walk does not depend on its batch
         rows = torch.arange(n, device=x.device)
         allowance = Allowance(access, rows, cap)
         spent, room = allowance.spent, allowance.room
 
-        start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
+        start, found = decision_starts(access, objective, x, rows, env, rng, budget.bounds,
                                        noise_tries=self.params.init_tries, room=room())
         best = start.clone()
         if bool(found.any()):
@@ -75,7 +75,7 @@ class BoundaryAttack(Attack[BoundaryParams]):
             unnorm = (xo - xa).flatten(1)
             norms = unnorm.norm(dim=1).clamp_min(1e-12)
             direction = unnorm / norms[:, None]
-            eta = torch.randn(unnorm.shape, generator=gen, device=x.device)
+            eta = rng.subset(idx).randn(unnorm.shape[1])
             eta = eta - (direction * eta).sum(dim=1, keepdim=True) * direction
             eta = eta * (sph[idx] * norms / eta.norm(dim=1).clamp_min(1e-12))[:, None]
             spherical = xo.flatten(1) + (eta - unnorm) / (sph[idx] ** 2 + 1).sqrt()[:, None]

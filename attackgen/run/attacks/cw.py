@@ -16,20 +16,19 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
-from attackgen.run.objectives.base import Objective
-from taxonomy.errors import AttackgenError
+from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.params import CWParams
 
 
 class CarliniWagnerL2(Attack[CWParams]):
     access = "gradients"
     params_model = CWParams
+    objective_needs = frozenset({Capability.MARGIN})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("2",), "cw_l2")
-        if not hasattr(objective, "margin"):
-            raise AttackgenError("cw_l2 needs a classification objective (a logit margin per input)")
+        self.check_objective(objective)
         p = self.params
         search_steps = p.binary_search_steps
         steps = p.steps

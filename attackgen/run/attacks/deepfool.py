@@ -14,21 +14,19 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm, take_rows
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
-from attackgen.run.objectives.base import Objective
-from taxonomy.errors import AttackgenError
+from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.params import DeepFoolParams
 
 
 class DeepFool(Attack[DeepFoolParams]):
     access = "gradients"
     params_model = DeepFoolParams
+    objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         norm = require_norm(budget, ("2", "inf"), "deepfool")
-        goal = getattr(objective, "goal", None)
-        if goal is None:
-            raise AttackgenError("deepfool needs a classification objective (a class per input)")
+        self.check_objective(objective)
         steps = self.params.steps
         overshoot = self.params.overshoot
         x = x.detach()

@@ -44,7 +44,7 @@ class DetectionPGD(Attack[DetectionParams]):
         final = self.params.final_step_size
         x_adv, info = dense_descent(
             access, x, objective, budget, norm, eps, steps=self.params.steps,
-            alpha=self.params.step_for(eps), gen=self.generator(x.device),
+            alpha=self.params.step_for(eps), gen=self.row_random(x),
             random_start=self.params.random_start,
             final_alpha=None if final is None else float(final),
         )

@@ -69,7 +69,7 @@ class DetectorAwarePGD(Attack[DetectorAwareParams]):
         view = (-1,) + (1,) * (x.dim() - 1)
 
         ball = Ball(x, budget, budget.norm, budget.epsilon)
-        x_adv = ball.random_start(self.generator(x.device)) if self.params.random_start else x.clone()
+        x_adv = ball.random_start(self.row_random(x)) if self.params.random_start else x.clone()
         live = rows  # inputs without an undetected success yet
         for step in range(steps + 1):
             xa = x_adv[live].requires_grad_(True)
@@ -80,11 +80,8 @@ class DetectorAwarePGD(Attack[DetectorAwareParams]):
             penalty = torch.zeros_like(task)
             for det in detectors:
                 score = det.score(xa)
-                threshold = det.threshold
-                if threshold is None:
-                    raise AttackgenError(f"detector {det.name!r} was not calibrated (no threshold)")
-                quiet &= (score <= threshold).detach()
-                penalty = penalty + (score / max(threshold, 1e-12) - aim).clamp_min(0.0)
+                quiet &= (score <= det.threshold).detach()
+                penalty = penalty + (score / max(det.threshold, 1e-12) - aim).clamp_min(0.0)
             total = task + weights[live] * penalty
             with torch.no_grad():
                 fooled = sub.success(out)

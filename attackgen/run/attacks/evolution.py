@@ -92,13 +92,13 @@ class DifferentialEvolution(Attack[EvolutionParams]):
         genes_dim = 2 + c
         boxes = mask_boxes(budget.mask, n, h, w)
         objective = with_loss(objective, "margin")
-        gen = self.generator(x.device)
         rows = torch.arange(n, device=x.device)
         cap = query_budget(access, rows, self.params.max_queries)
 
-        pop = torch.rand(n, popsize, pixels, genes_dim, generator=gen, device=x.device)
+        rng = self.row_random(x)  # per-input streams: an input's population does not depend on its batch
+        pop = rng.rand(popsize, pixels, genes_dim)
         # extreme values are the useful ones on images; start half the values at the bounds
-        extreme = torch.rand(n, popsize, pixels, c, generator=gen, device=x.device) < 0.5
+        extreme = rng.rand(popsize, pixels, c) < 0.5
         pop[..., 2:] = torch.where(extreme, pop[..., 2:].round(), pop[..., 2:])
         fitness = torch.full((n, popsize), float("inf"), device=x.device, dtype=torch.float64)
         best = x.clone()
@@ -131,7 +131,7 @@ class DifferentialEvolution(Attack[EvolutionParams]):
             if not bool(active.any()):
                 break
             # DE/rand/1: three distinct random members per slot
-            perm = torch.rand(n, popsize, popsize, generator=gen, device=x.device).argsort(dim=2)[..., :3]
+            perm = rng.rand(popsize, popsize).argsort(dim=2)[..., :3]
             gather = perm[..., None, None].expand(n, popsize, 3, pixels, genes_dim)
             a, b, d = pop[:, None].expand(n, popsize, popsize, pixels, genes_dim).gather(2, gather).unbind(2)
             trial = (a + f_weight * (b - d)).clamp(0.0, 1.0 - 1e-6)

@@ -24,5 +24,5 @@ class FGSM(Attack[FGSMParams]):
         random_start = self.params.random_start
         cfg = LoopConfig(steps=1, step_size=self.params.step_size or eps, norm=norm,
                          random_start=random_start)
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)

@@ -18,8 +18,7 @@ from torch import Tensor, nn
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
-from attackgen.run.objectives.base import Objective
-from taxonomy.errors import AttackgenError
+from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.params import FMNParams
 
 FMN_CLASSES = {"0": "L0FMNAttack", "1": "L1FMNAttack", "2": "L2FMNAttack", "inf": "LInfFMNAttack"}
@@ -78,12 +77,12 @@ def clip_to_budget(x: Tensor, x_adv: Tensor, budget: Budget, norm: str) -> Tenso
 class FMN(Attack[FMNParams]):
     access = "gradients"
     params_model = FMNParams
+    objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         norm = require_norm(budget, ("inf", "2", "1", "0"), "fmn")
-        if not hasattr(objective, "goal"):
-            raise AttackgenError("fmn needs a classification objective (a class per input)")
+        self.check_objective(objective)
         fb = import_foolbox()
         x = x.detach()
         objective = on_device(objective, x.device)

@@ -68,7 +68,7 @@ class HopSkipJump(Attack[HopSkipJumpParams]):
         allowance = Allowance(access, rows, None if cap is None else int(cap))
         spent, room = allowance.spent, allowance.room
 
-        start, found = decision_starts(access, objective, x, rows, env, gen, budget.bounds,
+        start, found = decision_starts(access, objective, x, rows, env, self.row_random(x), budget.bounds,
                                        noise_tries=self.params.init_tries, room=room())
         best = start.clone()
         dist = torch.full((n,), float("inf"), device=x.device)

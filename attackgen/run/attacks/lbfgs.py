@@ -52,8 +52,7 @@ class LBFGS(Attack[LBFGSParams]):
         # The batch is one joint problem, so no input's loss may run off to -infinity (an untargeted
         # cross-entropy does, and then drags the shared line search along): use the logit margin,
         # floored at -confidence, as C&W do, where the objective offers it.
-        if hasattr(objective, "with_loss"):
-            objective = objective.with_loss("margin")
+        objective = objective.with_loss("margin")  # unchanged where the objective offers no loss choice
         objective = on_device(objective, x.device)
         searches = self.params.binary_search_steps
         max_iter = self.params.max_iter

@@ -30,6 +30,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget, UniversalAttack
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import MetzenParams, MetzenUAPParams
@@ -39,13 +40,12 @@ OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold", "fill_weight")
 
 def configured(objective: Objective, params: MetzenParams | MetzenUAPParams) -> Objective:
     """The objective with the attack's Metzen parameters applied (objectives without them: unchanged)."""
-    configure = getattr(objective, "configure", None)
     given = {k: getattr(params, k) for k in OBJECTIVE_PARAMS if getattr(params, k) is not None}
-    return configure(**given) if callable(configure) and given else objective
+    return objective.configure(**given) if given else objective
 
 
 def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budget, norm: str, epsilon: float,
-                  steps: int, alpha: float, gen: torch.Generator, random_start: bool = False,
+                  steps: int, alpha: float, gen: torch.Generator | RowRandom, random_start: bool = False,
                   final_alpha: float | None = None) -> tuple[Tensor, dict[str, Any]]:
     """Sign (Linf) or normalised (L2) steps for ``steps`` iterations; each input's candidate is its *last*
     iterate that realised the consequence, else its iterate with the highest ``objective.progress``
@@ -125,7 +125,7 @@ class MetzenIterative(Attack[MetzenParams]):
         x_adv, info = dense_descent(
             access, x, configured(objective, self.params), budget, "inf", eps,
             steps=self.params.steps, alpha=self.params.step_for(eps),
-            gen=self.generator(x.device), random_start=self.params.random_start,
+            gen=self.row_random(x), random_start=self.params.random_start,
             final_alpha=None if final is None else float(final),
         )
         return AttackOutput(x_adv, info)
@@ -133,8 +133,7 @@ class MetzenIterative(Attack[MetzenParams]):
 
 def _forward(access: Access, env: AttackEnv | None) -> Any:
     """The model the universal attack optimises against: the white-box access (or a surrogate's)."""
-    surrogate = getattr(access, "surrogate", None)
-    return surrogate if surrogate is not None else access
+    return access.surrogate if access.surrogate is not None else access
 
 
 class MetzenUniversal(UniversalAttack[MetzenUAPParams]):

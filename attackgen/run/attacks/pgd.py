@@ -39,7 +39,7 @@ class _PGD(Attack[PGDParams]):
             restarts=self.params.restarts,
             early_stop=self.params.early_stop,
         )
-        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.generator(x.device), eps)
+        x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)
 
 

@@ -69,7 +69,6 @@ class SimBA(Attack[SimBAParams]):
         else:
             step = 0.2
         objective = with_loss(objective, "margin")
-        gen = self.generator(x.device)
         rows = torch.arange(n, device=x.device)
         cap = query_budget(access, rows, self.params.max_queries)
 
@@ -77,10 +76,11 @@ class SimBA(Attack[SimBAParams]):
         freq_dims = min(freq_dims, h, w)
         stride = self.params.stride or max(1, h // 8)
         if basis == "dct":
-            orders = torch.stack([low_frequency_order(c, h, w, freq_dims, stride, gen, x.device) for _ in range(n)])
+            orders = torch.stack([low_frequency_order(c, h, w, freq_dims, stride, g, x.device)
+                                  for g in self.row_random(x).generators])  # one stream per input
             dh, dw = dct_matrix(h, x.device), dct_matrix(w, x.device)
         else:
-            orders = torch.stack([torch.randperm(dim, generator=gen, device=x.device) for _ in range(n)])
+            orders = self.row_random(x).randperm(dim)
 
         def direction(idx: Tensor, it: Tensor) -> Tensor:
             coef = orders[idx, it % dim]

@@ -19,6 +19,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._query import bview, live, query_budget, score, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import SquareL2Params, SquareLinfParams
@@ -52,13 +53,14 @@ class _Square(Attack[SquareLinfParams]):
         eps = float(budget.epsilon)
         p_init = self.params.p_init
         # the paper: margin loss untargeted, cross-entropy targeted
-        objective = with_loss(objective, "ce" if getattr(objective, "targeted", False) else "margin")
+        objective = with_loss(objective, "ce" if objective.targeted else "margin")
         gen = self.generator(x.device)
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
         n_iters = query_budget(access, rows, self.params.n_queries)
 
-        x_best = budget.project(x, self._init(x, eps, gen, budget))
+        rng = self.row_random(x)  # per-input streams: an input's squares do not depend on its batch
+        x_best = budget.project(x, self._init(x, eps, gen, budget, rng))
         loss_best = torch.full((n,), float("inf"), device=x.device, dtype=torch.float64)
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
@@ -71,7 +73,8 @@ class _Square(Attack[SquareLinfParams]):
                 x_new = x_best[idx]
             else:
                 p = p_selection(p_init, it, n_iters)
-                x_new = budget.project(x[idx], self._propose(x[idx], x_best[idx], eps, p, gen, budget))
+                x_new = budget.project(x[idx], self._propose(x[idx], x_best[idx], eps, p, gen, budget,
+                                                             rng.subset(idx)))
             loss, success, _ = score(access, objective, x_new, idx)
             used[idx] += 1
             better = (loss < loss_best[idx]) | success
@@ -80,11 +83,12 @@ class _Square(Attack[SquareLinfParams]):
             done[idx] |= success
         return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget) -> Tensor:
+    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
         raise NotImplementedError
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget) -> Tensor:
+                 budget: Budget, rng: RowRandom) -> Tensor:
+        """A proposal per input of x; ``gen`` is shared by the batch, ``rng`` has one stream per input."""
         raise NotImplementedError
 
 
@@ -93,24 +97,24 @@ class SquareLinf(_Square):
 
     norm = "inf"
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget) -> Tensor:
-        n, c, _, w = x.shape
-        signs = torch.randint(0, 2, (n, c, 1, w), generator=gen, device=x.device).to(x.dtype) * 2 - 1
+    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
+        _, c, _, w = x.shape
+        signs = rng.randint(0, 2, c, 1, w).to(x.dtype) * 2 - 1
         return x + eps * signs
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget) -> Tensor:
+                 budget: Budget, rng: RowRandom) -> Tensor:
         n, c, h, w = x.shape
         s = round(math.sqrt(p * h * w))
         s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
-        top = torch.randint(0, h - s + 1, (n,), generator=gen, device=x.device)
-        left = torch.randint(0, w - s + 1, (n,), generator=gen, device=x.device)
+        top = rng.randint(0, h - s + 1)
+        left = rng.randint(0, w - s + 1)
         hh = torch.arange(h, device=x.device)
         ww = torch.arange(w, device=x.device)
         in_h = (hh[None] >= top[:, None]) & (hh[None] < top[:, None] + s)
         in_w = (ww[None] >= left[:, None]) & (ww[None] < left[:, None] + s)
         window = (in_h[:, None, :, None] & in_w[:, None, None, :]).expand(n, c, h, w)
-        signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen, device=x.device).to(x.dtype) * 2 - 1
+        signs = rng.randint(0, 2, c, 1, 1).to(x.dtype) * 2 - 1
         lo, hi = budget.bounds
         cand = torch.where(window, (x + eps * signs).clamp(lo, hi), x_best)
         # the reference redraws until the square changes something; flipping the signs always does
@@ -149,7 +153,9 @@ class SquareL2(_Square):
     norm = "2"
     params_model = SquareL2Params
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget) -> Tensor:
+    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
+        # The L2 windows are drawn once per batch (as in the reference), so an input's L2 squares still
+        # depend on its batch: per-input windows are the remaining step for issue #12.
         n, c, h, w = x.shape
         s = max(h // 5, 1)
         delta = torch.zeros_like(x)
@@ -168,7 +174,7 @@ class SquareL2(_Square):
         return x + delta / bview(norms, x) * eps
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget) -> Tensor:
+                 budget: Budget, rng: RowRandom) -> Tensor:
         n, c, h, w = x.shape
         s = max(round(math.sqrt(p * h * w)), 3)
         if s % 2 == 0:

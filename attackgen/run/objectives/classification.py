@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.axes import DynamicTarget, StaticTarget, Untargeted
 from taxonomy.errors import AttackgenError
 
@@ -30,6 +30,8 @@ OUTPUT_KINDS = ("logits", "probabilities")
 
 class ClassificationObjective(Objective):
     """Untargeted when ``targets`` is None, else targeted towards ``targets`` (one class per input)."""
+
+    capabilities = frozenset({Capability.GOAL, Capability.MARGIN, Capability.LOSS_CHOICE})
 
     def __init__(
         self,

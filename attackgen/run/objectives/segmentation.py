@@ -27,6 +27,9 @@ non-negative and summing to one over C); the loss is a weighted cross-entropy ei
 (static), min(removal / min_removal, preservation / min_preservation) (dynamic), IoU with the moved
 mask (confusing), 1 - mIoU ratio (untargeted); 0 where not applicable. ``dense_descent`` returns a
 failing input's iterate with the highest progress.
+
+Size (about 650 lines): four consequences share the weighted cross-entropy, the fill by nearest
+pixel and the builder; each objective class is short, and they are read together.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.errors import AttackgenError
 
 IGNORE = -1
@@ -171,6 +174,7 @@ class SegmentationObjective(Objective):
     ``omega`` on the region and ``1 - omega`` elsewhere (Metzen's weighting).
     """
 
+    capabilities = frozenset({Capability.PROGRESS, Capability.CONFIGURE})
     consequence = "segmentation"
     _tensor_names: tuple[str, ...] = ("target", "clean_pred", "applicable", "region")
 

@@ -1,0 +1,176 @@
+"""The run folder: what a run writes (results.json, examples.npz, checkpoint.pt, reports), claiming a
+folder (refuse another run's, --resume, --force) and the checkpoint format.
+
+The checkpoint is a torch file (weights_only) with ``version`` 1: the run identity, the chunk size, the
+number of inputs, each step's StepState as a dict, and the flags. Its format is unchanged by the split of
+the executor, so runs stopped before it resume; a checkpoint of another version is refused with a message
+that says to use --force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attackgen.results import Flag, RunResult
+from attackgen.run.context import RunContext, RunOptions
+from attackgen.run.items import RunError, Step
+from attackgen.run.steps import MAX_EXAMPLES, CleanPass, StepState
+
+CHECKPOINT = "checkpoint.pt"
+RESULTS = "results.json"
+EXAMPLES = "examples.npz"
+OUTPUT_FILES = (CHECKPOINT, RESULTS, EXAMPLES, "report.md", "report.html", "report_files")
+"""What a run writes in its output folder; --force replaces these and nothing else."""
+CHECKPOINT_VERSION = 1
+
+
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """Write through a temporary file and rename, so a stopped run never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    writer(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+class RunFolder:
+    """One run's output folder."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+
+    # ------------------------------------------------------------------ claiming
+
+    def existing_identity(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The identity of the run the folder holds (None: none) and its checkpoint, if any."""
+        path = self.out / CHECKPOINT
+        if path.exists():
+            try:
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+                raise RunError(f"-o {self.out}: {CHECKPOINT} cannot be read ({reason}); it is damaged or not "
+                               "written by attackgen; use --force to start over.") from None
+            if not isinstance(checkpoint, dict) or "identity" not in checkpoint:
+                raise RunError(f"-o {self.out}: {CHECKPOINT} is not an attackgen checkpoint; use --force to start "
+                               "over.")
+            return dict(checkpoint["identity"]), checkpoint
+        results = self.out / RESULTS
+        if results.exists():
+            try:
+                data = json.loads(results.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {"spec_hash": "(unreadable results.json)"}
+            return {k: data.get(k) for k in ("spec_hash", "plan_hash", "model", "data", "seed")}, None
+        return None, None
+
+    def claim(self, identity: Mapping[str, Any], options: RunOptions) -> dict[str, Any] | None:
+        """Refuse a folder that holds another run; return the checkpoint to resume from, if any."""
+        if self.out.exists() and not self.out.is_dir():
+            raise RunError(f"-o {self.out}: exists and is not a folder.")
+        existing, checkpoint = self.existing_identity()
+        if existing is None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            return None
+        if options.force:
+            self.clear()
+            return None
+        differ = [k for k in identity if k in existing and existing[k] != identity[k]]
+        if differ:
+            what = ", ".join(f"{k} {existing.get(k)!r} (this run: {identity[k]!r})" for k in differ)
+            verb = "cannot resume it" if options.resume else "refusing to mix two runs"
+            raise RunError(
+                f"-o {self.out}: holds another run ({what}); {verb}. Choose another output folder, or pass "
+                "--force to replace it."
+            )
+        if not options.resume:
+            state = "a finished run" if checkpoint is None or checkpoint.get("complete") else "a stopped run"
+            raise RunError(
+                f"-o {self.out}: already holds {state} of this plan; pass --resume to continue it (a finished "
+                "run is reported again) or --force to run it again from scratch."
+            )
+        return checkpoint
+
+    def clear(self) -> None:
+        for name in OUTPUT_FILES:
+            path = self.out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, ctx: RunContext, states: Sequence[StepState], flags: Sequence[Flag], started: str,
+                        complete: bool = False) -> None:
+        payload = {
+            "version": CHECKPOINT_VERSION,
+            "identity": ctx.identity(),
+            "complete": complete,
+            "started": started,
+            "chunk_size": ctx.chunk_size,
+            "n": ctx.n,
+            "steps": [state.to_dict() for state in states],
+            "flags": [flag.model_dump() for flag in flags],
+        }
+        atomic_write(self.out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
+
+    def restore(self, checkpoint: Mapping[str, Any], n: int) -> tuple[str, list[StepState], list[Flag]]:
+        """(started, step states, flags) of a checkpoint of this run over n inputs."""
+        if checkpoint.get("version") != CHECKPOINT_VERSION or checkpoint.get("n") != n:
+            raise RunError(f"-o {self.out}: its checkpoint is from another version or data size; use --force.")
+        states = [StepState.from_dict(s) for s in checkpoint["steps"]]
+        return checkpoint["started"], states, [Flag(**f) for f in checkpoint.get("flags", [])]
+
+    # ------------------------------------------------------------------ results
+
+    def write(self, result: RunResult, ctx: RunContext, clean: CleanPass, states: Sequence[StepState]) -> None:
+        write_json(self.out / RESULTS, result.model_dump_json(indent=1))
+        self.write_examples(ctx, clean, states)
+
+    def write_examples(self, ctx: RunContext, clean: CleanPass, states: Sequence[StepState]) -> None:
+        """Up to MAX_EXAMPLES verified successes (one per input) for the report, as examples.npz."""
+        chosen: list[tuple[Step, dict[str, Any]]] = []
+        seen: set[int] = set()
+        for step, state in zip(ctx.steps, states, strict=True):
+            for example in state.examples:
+                if example["index"] not in seen and len(chosen) < MAX_EXAMPLES:
+                    seen.add(example["index"])
+                    chosen.append((step, example))
+        if not chosen:
+            return
+        index = [e["index"] for _, e in chosen]
+        y = ctx.data.y
+        labels = [int(y[i]) if isinstance(y, Tensor) and y.dim() == 1 else -1 for i in index]
+        arrays = {
+            "index": np.array(index),
+            "clean": torch.stack([e["clean"] for _, e in chosen]).float().numpy(),
+            "adversarial": torch.stack([e["adversarial"] for _, e in chosen]).float().numpy(),
+            "label": np.array(labels),
+            "clean_pred": np.array([int(clean.pred[i]) for i in index]),
+            "adv_pred": np.array([e["adv_pred"] for _, e in chosen]),
+            "attack": np.array([s.attack for s, _ in chosen]),
+            "epsilon": np.array([s.epsilon if s.epsilon is not None else np.nan for s, _ in chosen]),
+            "classes": np.array(ctx.data.classes or [str(i) for i in range(ctx.num_classes or 0)]),
+            "bounds": np.array(ctx.bounds),
+        }
+        extra_keys = set.intersection(*(set(e.get("extra", {})) for _, e in chosen))
+        for key in sorted(extra_keys):  # per-task arrays (label maps, boxes) for the task's report panel
+            arrays[key] = np.stack([e["extra"][key].numpy() for _, e in chosen])
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+
+        atomic_write(self.out / EXAMPLES, save)

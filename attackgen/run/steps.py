@@ -1,0 +1,309 @@
+"""The step runner: one plan item over the chunks of the evaluation inputs, survivors only.
+
+For each chunk it attacks only the inputs still unbroken under the step's own budget (clean failures
+and earlier verified successes within that budget count as broken), in sub-batches that halve on a
+device out-of-memory error, verifies every candidate (attackgen.run.verify) and records the outcome in
+the step's StepState, which the run folder checkpoints after each chunk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attackgen.run.access import QueryBudgetExceeded
+from attackgen.run.attacks.base import Attack, AttackEnv, UniversalAttack
+from attackgen.run.context import RunContext, derive_seed
+from attackgen.run.items import RunError, Step
+from attackgen.run.objectives import build_objective
+from attackgen.run.objectives.base import MissingCapability, Objective
+from attackgen.run.resources import FlagLog, RunResources
+from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
+
+MAX_EXAMPLES = 8
+ROW_STREAM = 0x5EED
+"""Salt of the per-input seeds (derive_seed(seed, item, ROW_STREAM, index))."""
+
+
+@dataclass
+class StepState:
+    """What one step produced so far, per input of the data (after --limit); saved in the checkpoint."""
+
+    attacked: Tensor
+    success: Tensor  # verified: the re-run realises the consequence and the budget holds
+    hit: Tensor  # the re-run realises the consequence (budget not considered)
+    within: Tensor
+    norms: Tensor  # (N, 5) float64: l0, l1, l2, linf, ssim; NaN where not attacked
+    queries: Tensor
+    adv_label: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+    done: list[int] = field(default_factory=list)
+    time_s: float = 0.0
+    fitted: Tensor | None = None
+    fit_queries: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n: int) -> StepState:
+        return cls(
+            attacked=torch.zeros(n, dtype=torch.bool),
+            success=torch.zeros(n, dtype=torch.bool),
+            hit=torch.zeros(n, dtype=torch.bool),
+            within=torch.ones(n, dtype=torch.bool),
+            norms=torch.full((n, 5), float("nan"), dtype=torch.float64),
+            queries=torch.zeros(n, dtype=torch.long),
+            adv_label=torch.full((n,), -1, dtype=torch.long),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepState:
+        return cls(**data)
+
+    def count(self, name: str, value: int) -> None:
+        if value:
+            self.counts[name] = self.counts.get(name, 0) + int(value)
+
+    def column(self, name: str) -> Tensor:
+        """A per-input metric column, NaN until measured."""
+        n = len(self.attacked)
+        return self.metrics.setdefault(name, torch.full((n,), float("nan"), dtype=torch.float64))
+
+
+@dataclass(frozen=True)
+class CleanPass:
+    """The model on the clean inputs: correct, already broken (consequence realised), applicable."""
+
+    correct: Tensor
+    broken: Tensor
+    applicable: Tensor
+    pred: Tensor  # classification: the clean top-1 label (-1 elsewhere)
+
+
+def broken_by(clean: CleanPass, states: Sequence[StepState], norm: str | None, epsilon: float | None,
+              floor: float | None, tol: float) -> Tensor:
+    """Inputs broken clean or by a verified candidate of ``states`` that satisfies (norm <= epsilon, SSIM floor)."""
+    broken = clean.broken.clone()
+    for state in states:
+        ok = state.success.clone()
+        if norm is not None and epsilon is not None:
+            ok &= state.norms[:, NORM_COLUMN[norm]] <= epsilon + tol + 1e-6 * epsilon
+        if floor is not None:
+            ok &= state.norms[:, SSIM_COLUMN] >= floor - 1e-6
+        broken |= ok
+    return broken
+
+
+class StepRunner:
+    """Runs steps over a RunContext; ``save`` is called after each finished chunk (the checkpoint)."""
+
+    def __init__(self, ctx: RunContext, resources: RunResources, flags: FlagLog, save: Callable[[], None],
+                 echo: Callable[[str], None]) -> None:
+        self.ctx, self.resources, self.flags, self.save, self.echo = ctx, resources, flags, save, echo
+        self.sub_batch = ctx.sub_batch
+
+    # ------------------------------------------------------------------ batching with out-of-memory back-off
+
+    def in_sub_batches(self, rows: Tensor, work: Callable[[Tensor], None]) -> None:
+        start = 0
+        while start < len(rows):
+            part = rows[start : start + self.sub_batch]
+            try:
+                work(part)
+            except torch.cuda.OutOfMemoryError:
+                if self.sub_batch == 1:
+                    raise RunError(
+                        f"the device ran out of memory even with one input per batch on {self.ctx.device}; "
+                        "use --device cpu or a smaller model."
+                    ) from None
+                self.sub_batch = max(1, self.sub_batch // 2)
+                if self.ctx.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.echo(f"out of memory: batch size backs off to {self.sub_batch}")
+                continue
+            start += len(part)
+
+    # ------------------------------------------------------------------ clean pass
+
+    def clean_pass(self) -> CleanPass:
+        ctx = self.ctx
+        n = ctx.n
+        clean = CleanPass(correct=torch.zeros(n, dtype=torch.bool), broken=torch.zeros(n, dtype=torch.bool),
+                          applicable=torch.ones(n, dtype=torch.bool), pred=torch.full((n,), -1, dtype=torch.long))
+
+        def work(rows: Tensor) -> None:
+            x, y = ctx.inputs(rows)
+            out = ctx.forward(x)
+            objective = build_objective(ctx.spec, y, out)
+            clean.broken[rows] = objective.success(out).bool().cpu()
+            applicable = objective.applicable
+            if applicable is not None:
+                clean.applicable[rows] = applicable.bool().cpu()
+            if ctx.task == "classification":
+                pred = out.argmax(dim=1).cpu()
+                clean.pred[rows] = pred
+                clean.correct[rows] = pred == y.cpu()
+            else:  # dense tasks: "correct" means the consequence is not realised already
+                clean.correct[rows] = ~clean.broken[rows]
+
+        self.in_sub_batches(torch.arange(n), work)
+        return clean
+
+    # ------------------------------------------------------------------ one step
+
+    def run(self, step: Step, states: Sequence[StepState], clean: CleanPass, progress: Any) -> None:
+        """Run ``step`` over every unfinished chunk; ``states`` are all steps' states (earlier ones decide
+        which inputs survive)."""
+        ctx = self.ctx
+        state = states[step.index]
+        attack = step.cls(seed=derive_seed(ctx.options.seed, step.index), **step.attack_params)
+        env = self.resources.env(step)
+        if isinstance(attack, UniversalAttack):
+            self.fit(step, state, attack, env)
+        broken = broken_by(clean, states[: step.index], step.norm, step.epsilon, step.ssim_floor, ctx.tol)
+        broken |= ~clean.applicable
+        spent = self.group_spent(step, states)
+        task = progress.add_task(f"{step.index + 1}/{len(ctx.steps)} {step.attack}"
+                                 + (f" eps={step.epsilon:g}" if step.epsilon is not None else ""),
+                                 total=len(ctx.eval_rows))
+        for chunk_id, rows in enumerate(torch.split(ctx.eval_rows, ctx.chunk_size)):
+            if chunk_id in state.done:
+                progress.advance(task, len(rows))
+                continue
+            # survivors not yet attacked: after an interrupt inside a chunk, its finished inputs are kept
+            # (each input's result is its own, see Attack.row_random), not attacked again
+            survivors = rows[~broken[rows] & ~state.attacked[rows]]
+            started = time.perf_counter()
+            self.in_sub_batches(survivors, lambda part: self.attack_rows(step, state, attack, env, part, spent))
+            state.time_s += time.perf_counter() - started
+            state.done.append(chunk_id)
+            self.save()
+            progress.advance(task, len(rows))
+
+    def group_spent(self, step: Step, states: Sequence[StepState]) -> Tensor | None:
+        """Queries the earlier items of this step's epsilon group spent per input (budgets are per group)."""
+        if not step.queries or step.query_budget is None:
+            return None
+        spent = torch.zeros(self.ctx.n, dtype=torch.long)
+        for other, state in zip(self.ctx.steps[: step.index], states, strict=False):
+            if other.queries and other.epsilon == step.epsilon:
+                spent += state.queries
+        return spent
+
+    @staticmethod
+    def check_objective(step: Step, attack: Attack, objective: Objective) -> None:
+        """The objective offers what the attack needs (Attack.objective_needs), before the attack runs."""
+        try:
+            attack.check_objective(objective)
+        except MissingCapability as error:
+            raise RunError(f"items[{step.index}] ({step.attack}): {error}; choose an attack for this task.") from None
+
+    def fit(self, step: Step, state: StepState, attack: UniversalAttack, env: AttackEnv) -> None:
+        """Fit a universal perturbation on the fitting rows (once: a resumed run reuses the saved one)."""
+        ctx = self.ctx
+        if state.fitted is not None:
+            attack.fitted = state.fitted.to(ctx.device)
+            return
+        rows = ctx.fit_rows if ctx.fit_rows is not None else ctx.eval_rows
+        if ctx.fit_rows is None:
+            self.flags.add("universal.in_sample", "warning",
+                           f"{step.attack} was fitted on the evaluation inputs (the spec's scope is individual)",
+                           "set threat.scope to universal or contextual to fit and evaluate on separate inputs")
+        x, y = ctx.inputs(rows)
+        outputs = [ctx.forward(x[part.to(ctx.device)]) for part in torch.split(torch.arange(len(rows)), self.sub_batch)]
+        clean = torch.cat(outputs) if isinstance(outputs[0], Tensor) else [o for out in outputs for o in out]
+        objective = build_objective(ctx.spec, y, clean)
+        self.check_objective(step, attack, objective)
+        access = self.resources.access(step, len(rows), None)
+        started = time.perf_counter()
+        torch.manual_seed(derive_seed(ctx.options.seed, step.index, 0xF17))
+        try:
+            fitted = attack.fit(access, x, objective, ctx.budget(step, rows), env)
+        except torch.cuda.OutOfMemoryError:
+            raise RunError(f"{step.attack}: out of device memory while fitting on {len(rows)} inputs; "
+                           "use --limit or --device cpu.") from None
+        state.time_s += time.perf_counter() - started
+        fitted = fitted if fitted is not None else attack.fitted
+        if fitted is None:
+            raise RunError(f"{step.attack}: fit() produced no perturbation; it must return one and set fitted.")
+        state.fitted = fitted.detach().cpu()
+        state.fit_queries = int(access.queries.sum())
+        self.save()
+
+    def attack_rows(self, step: Step, state: StepState, attack: Attack, env: AttackEnv, rows: Tensor,
+                    spent: Tensor | None) -> None:
+        """Attack one sub-batch, verify its candidates and record them."""
+        ctx = self.ctx
+        x, y = ctx.inputs(rows)
+        clean = ctx.forward(x)
+        objective = build_objective(ctx.spec, y, clean)
+        self.check_objective(step, attack, objective)
+        access = self.resources.access(step, len(rows), None if spent is None else spent[rows])
+        before = access.queries.clone()
+        budget = ctx.budget(step, rows)
+        # Each input draws from its own stream, seeded by (run seed, item, input index): its result does not
+        # depend on --batch-size or on which inputs survive with it (Attack.row_random). What an attack
+        # still draws per batch (attack.seed, the global generator) is seeded from the batch's first input.
+        attack.row_seeds = [derive_seed(ctx.options.seed, step.index, ROW_STREAM, i) for i in rows.tolist()]
+        seed = derive_seed(ctx.options.seed, step.index, int(rows[0]))
+        attack.seed = seed
+        torch.manual_seed(seed)
+        try:
+            candidate: Tensor | None = attack.run(access, x, objective, budget, env).x_adv
+        except QueryBudgetExceeded as error:
+            candidate = None
+            self.flags.add("access.budget_exceeded", "error", f"{step.attack}: {error}",
+                           "the attack must check access.remaining() before querying; its inputs count as failures")
+        queries = (access.queries - before).cpu()
+        bounds = bounds_for(step.norm, step.epsilon, tol=ctx.tol, mask=budget.mask, extra=step.extra_bounds,
+                            ssim_floor=step.ssim_floor, wasserstein_radius=step.wasserstein_radius,
+                            wasserstein_kernel=int(step.params.get("kernel", 5)), detectors=self.resources.detectors())
+        verified = verify(ctx.model, x, candidate, objective, bounds, input_bounds=ctx.bounds, tol=ctx.tol,
+                          quantize_to=budget if ctx.spec.threat.capability.quantize else None)
+        self.record(state, rows, x, objective, clean, verified, queries)
+
+    def record(self, state: StepState, rows: Tensor, x: Tensor, objective: Objective, clean: Any,
+               verified: Verified, queries: Tensor) -> None:
+        """Write a verified batch into the step's state; counts and ``attacked`` last, so a batch retried
+        after out-of-memory counts once and a resumed run skips only inputs recorded in full."""
+        metrics = objective.metrics(clean, verified.outputs) or {}
+        cpu_rows = rows.cpu()
+        for name, values in verified.metrics.items():
+            state.column(name)[cpu_rows] = values.cpu()
+        state.hit[cpu_rows] = verified.hit.cpu()
+        state.within[cpu_rows] = verified.within.cpu()
+        state.success[cpu_rows] = verified.success.cpu()
+        state.norms[cpu_rows] = verified.norms.cpu()
+        state.queries[cpu_rows] = queries.long()
+        if self.ctx.task == "classification":
+            state.adv_label[cpu_rows] = verified.outputs.argmax(dim=1).cpu()
+        for name, values in metrics.items():
+            state.column(name)[cpu_rows] = torch.as_tensor(values).detach().double().cpu()
+        self.keep_examples(state, cpu_rows, x, objective, clean, verified)
+        for name, value in verified.counts.items():
+            state.count(name, value)
+        state.attacked[cpu_rows] = True  # last: a resumed run skips only inputs recorded in full
+
+    def keep_examples(self, state: StepState, rows: Tensor, x: Tensor, objective: Objective, clean: Any,
+                      verified: Verified) -> None:
+        """The first verified successes of a step, for the report (dense objectives add their own arrays)."""
+        won = verified.success.cpu().nonzero().flatten().tolist()[: MAX_EXAMPLES - len(state.examples)]
+        if not won:
+            return
+        outputs = verified.outputs
+        extra = objective.example_arrays(clean, outputs)
+        for i in won:
+            example = {"index": int(rows[i]), "clean": x[i].cpu(), "adversarial": verified.candidate[i].cpu(),
+                       "adv_pred": -1, "extra": {k: torch.as_tensor(np.asarray(v[i])) for k, v in extra.items()}}
+            if isinstance(outputs, Tensor) and outputs.dim() == 2:
+                example["adv_pred"] = int(outputs[i].argmax())
+            state.examples.append(example)
