@@ -80,8 +80,11 @@ class DetectorAwarePGD(Attack[DetectorAwareParams]):
             penalty = torch.zeros_like(task)
             for det in detectors:
                 score = det.score(xa)
-                quiet &= (score <= det.threshold).detach()
-                penalty = penalty + (score / max(det.threshold, 1e-12) - aim).clamp_min(0.0)
+                threshold = det.threshold
+                if threshold is None:
+                    raise AttackgenError(f"detector {det.name!r} was not calibrated (no threshold)")
+                quiet &= (score <= threshold).detach()
+                penalty = penalty + (score / max(threshold, 1e-12) - aim).clamp_min(0.0)
             total = task + weights[live] * penalty
             with torch.no_grad():
                 fooled = sub.success(out)

@@ -32,7 +32,9 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
     sign = 1.0 if increase else -1.0
     rows_per_chunk = max(1, PAIR_CHUNK // (f * f))
     eye = torch.eye(f, dtype=torch.bool, device=alpha.device)
-    firsts, seconds, valid = [], [], []
+    firsts: list[Tensor] = []
+    seconds: list[Tensor] = []
+    valids: list[Tensor] = []
     for start in range(0, m, rows_per_chunk):
         a, b, d = (t[start : start + rows_per_chunk] for t in (alpha, beta, domain))
         aa = a.unsqueeze(2) + a.unsqueeze(1)
@@ -42,8 +44,8 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
         flat = score.flatten(1).argmax(dim=1)
         firsts.append(flat // f)
         seconds.append(flat % f)
-        valid.append(ok.flatten(1).any(dim=1))
-    p, q, valid = torch.cat(firsts), torch.cat(seconds), torch.cat(valid)
+        valids.append(ok.flatten(1).any(dim=1))
+    p, q, valid = torch.cat(firsts), torch.cat(seconds), torch.cat(valids)
     if not bool(valid.all()):
         # no pair meets the sign conditions: fall back to the two features with the best
         # alpha - beta (ART's single-feature saliency), so the search keeps moving
