@@ -85,7 +85,8 @@ class StaticTarget(Strict):
         given = [n for n in ("target_class", "target_map", "target_boxes") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "a static target needs exactly one artefact: target_class (classification), "
+                "[S3-static-target-needs-one-artefact] a static target needs exactly one artefact: "
+                "target_class (classification), "
                 f"target_map (segmentation) or target_boxes (detection); got {given or 'none'}"
             )
         return self
@@ -453,6 +454,34 @@ class Capability(Strict):
     spatial: SpatialConstraint | None = None
     quantize: bool = Field(False, description="Verify after rounding to 8 bits, as a digital channel would.")
     printability: bool = Field(False, description="Physical feed: add a non-printability term.")
+    placement: Literal["everywhere", "patch", "box", "overlay"] | None = Field(
+        None,
+        description="Where the change sits and how it combines with the input. everywhere: added to the whole "
+        "image (a printed adversarial photo, Kurakin et al. 2016; an object's own texture, Athalye et al. 2018); "
+        "patch: replaces the pixels of a region placed in the scene (spatial kind patch, Brown et al. 2017); box: "
+        "added inside a fixed box on the object (spatial kind box or mask, a sticker, Eykholt et al. 2018); "
+        "overlay: a layer in front of the camera over every view (a lens sticker, Li, Schmidt, Kolter 2019). "
+        "Default: patch or box from capability.spatial, else unstated.",
+    )
+
+    @model_validator(mode="after")
+    def _placement_fits_spatial(self) -> Capability:
+        kind = self.spatial.kind if self.spatial is not None else None
+        wanted = {"patch": ("patch",), "box": ("box", "mask"), "everywhere": (None,), "overlay": (None,)}
+        if self.placement is not None and kind not in wanted[self.placement]:
+            need = " or ".join(f"spatial kind {k}" if k else "no spatial constraint" for k in wanted[self.placement])
+            raise ValueError(f"[S5-placement-fits-spatial] placement {self.placement!r} needs {need}; got "
+                             f"{'spatial kind ' + kind if kind else 'no spatial constraint'}")
+        return self
+
+    @property
+    def resolved_placement(self) -> str | None:
+        """The placement as stated, or derived from the spatial constraint (None: unstated whole-image change)."""
+        if self.placement is not None:
+            return self.placement
+        if self.spatial is None:
+            return None
+        return "patch" if self.spatial.kind == "patch" else "box"
 
 
 # --------------------------------------------------------------------------- attack strategy
@@ -520,8 +549,27 @@ class GradientSource(str, Enum):
 
 
 class Optimizer(Strict):
+    """How the attack computes its change: the optimiser, where its gradients come from, and what a search
+    reads from the victim."""
+
     kind: OptimizerKind
     gradient_source: GradientSource | None = None
+    oracle: Literal["scores", "decisions"] | None = Field(
+        None,
+        description="What the optimiser reads from the victim: scores (a score-based search such as Square, "
+        "SimBA, ZOO; Andriushchenko et al. 2020) or decisions (a decision-based walk such as Boundary or "
+        "HopSkipJump; Brendel et al. 2018). Unset: any. A search that estimates no gradient leaves "
+        "gradient_source unset and says oracle instead.",
+    )
+
+    @model_validator(mode="after")
+    def _oracle_matches_gradient(self) -> Optimizer:
+        clash = {("scores", GradientSource.estimated_decisions), ("decisions", GradientSource.estimated_scores),
+                 ("scores", GradientSource.analytic), ("decisions", GradientSource.analytic)}
+        if (self.oracle, self.gradient_source) in clash:
+            raise ValueError(f"[S6-oracle-matches-gradient-source] oracle {self.oracle!r} contradicts gradient_source "
+                             f"{self.gradient_source.value!r}; leave one of them out")  # type: ignore[union-attr]
+        return self
 
 
 def _optimizer_shorthand(value: Any) -> Any:

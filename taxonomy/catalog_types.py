@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from taxonomy.params import AttackParams, defaults_of
@@ -60,14 +61,15 @@ class AttackDescriptor:
     params: type[AttackParams] = AttackParams  # the parameter model: names, types, ranges and defaults
     requires: frozenset[str] = frozenset()  # what a spec must contain for this to be the right tool
     single_step: bool = False  # one gradient step (FGSM): the audit reads its failures as weak, not as masking
-    min_queries: int | None = None  # fewest victim queries per input worth scheduling (None: planner default)
+    min_queries: int = 0  # fewest victim queries per input at which the attack is worth running (rule A8)
     strength: int = 5  # 1 (weak) .. 10 (strongest known in its cell), for ranking
     atlas: tuple[str, ...] = ()
     backend: Literal["native", "foolbox"] = "native"
     implemented: bool = True  # False: catalogued, code not yet written
     notes: str = ""
 
-    @property
+    @cached_property
     def defaults(self) -> dict[str, Any]:
-        """The parameter model's defaults as plain data (the planner's starting point)."""
+        """The parameter model's defaults as plain data (the planner's starting point; copy before changing).
+        Cached, so rule A8 can tell 'no plan parameters' (this very dict) from concrete ones equal to it."""
         return defaults_of(self.params)

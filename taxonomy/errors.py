@@ -86,12 +86,30 @@ def describe_validation_error(error: ValidationError) -> list[str]:
         message = item["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, "):]
+        rule_id = SCHEMA_RULES.get((path.rsplit(".", 1)[-1], kind))
+        if rule_id is not None:
+            message = f"[{rule_id}] {message}"
         if choices:
             shown = ", ".join(repr(c) for c in choices)
             problems.append(f"{path}: unknown value {given!r}{did_you_mean(given, choices)}; expected one of {shown}")
         else:
             problems.append(f"{path}: {message} (got {given!r})" if _short(given) else f"{path}: {message}")
     return problems
+
+
+SCHEMA_RULES: dict[tuple[str, str], str] = {
+    ("detectors", "too_short"): "S2-detector-list-empty",
+    ("query_budget", "greater_than"): "S4-query-budget-positive",
+}
+"""(field name, pydantic error type) -> the schema rule (taxonomy.rules, family S) a built-in constraint
+enforces; validators with their own message put the id in it ('[S1-...] ...')."""
+
+_RULE_TAG = re.compile(r"\[(S\d+-[a-z0-9-]+)\]")
+
+
+def schema_rule_ids(problems: Iterable[str]) -> list[str]:
+    """The schema rule ids named in SpecError problems, in order, once each."""
+    return list(dict.fromkeys(m for p in problems for m in _RULE_TAG.findall(p)))
 
 
 def _short(value: Any) -> bool:

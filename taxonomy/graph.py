@@ -58,12 +58,15 @@ AXIS_PATH: dict[str, str] = {
     "spatial": "threat.capability.spatial",
     "eot": "threat.capability.transformations",
     "printability": "threat.capability.printability",
+    "placement": "threat.capability.placement",
+    "physical_artefact": "threat.capability",
     "basis": "strategy.model_basis",
     "surrogate_source": "strategy.model_basis.source",
     "data_basis": "strategy.data_basis",
     "optimizer": "strategy.optimizer",
     "victim.optimizer": "strategy.optimizer",
     "gradient": "strategy.optimizer.gradient_source",
+    "oracle": "strategy.optimizer.oracle",
     "victim.gradient": "strategy.optimizer.gradient_source",
     "victim.access": "strategy",
     "capability": "threat.model_knowledge",
@@ -86,12 +89,15 @@ _WORDS: dict[str, str] = {
     "spatial": "spatial constraint",
     "eot": "EOT",
     "printability": "printability",
+    "placement": "placement",
+    "physical_artefact": "physical artefact",
     "basis": "model basis",
     "surrogate_source": "surrogate source",
     "data_basis": "data basis",
     "optimizer": "optimizer",
     "victim.optimizer": "optimizer on the victim",
     "gradient": "gradient source",
+    "oracle": "oracle the search reads",
     "victim.gradient": "gradient source on the victim",
     "victim.access": "access to the victim",
     "capability": "capability",
@@ -108,6 +114,7 @@ NODE_KIND: dict[str, str] = {
     "victim.optimizer": "strategy",
     "victim.gradient": "strategy",
     "victim.access": "strategy",
+    "oracle": "strategy",
     "attack": "implementation",
 }
 
@@ -244,6 +251,11 @@ def _extract(spec: AttackSpec) -> Facts:
         atoms.add("eot:transformations")
     if cap.printability:
         atoms.add("printability:on")
+    placement = cap.resolved_placement
+    if placement is not None:
+        atoms.add(f"placement:{placement}")
+    if cap.feed == "physical" and placement not in ("everywhere", "box"):
+        atoms.add("physical_artefact:shared")
     spatial = None
     if cap.spatial is not None:
         s = cap.spatial
@@ -267,6 +279,8 @@ def _extract(spec: AttackSpec) -> Facts:
         optimizer = strategy.optimizer.kind.value
         atoms.add(f"optimizer:{optimizer}")
         open_axes.discard("optimizer")
+        if strategy.optimizer.oracle is not None:
+            atoms.add(f"oracle:{strategy.optimizer.oracle}")
         if strategy.optimizer.gradient_source is not None:
             gradient = strategy.optimizer.gradient_source.value
             atoms.add(f"gradient:{gradient}")
@@ -359,6 +373,7 @@ def _node_attrs(node: str) -> dict[str, Any]:
 def _axis_nodes() -> list[str]:
     nodes = [f"{axis}:{v}" for axis, values in AXES.items() if axis != "spatial" for v in values]
     nodes += ["spatial:region", "spatial:none"]
+    nodes += [f"placement:{p}" for p in ("everywhere", "patch", "box", "overlay")] + ["physical_artefact:shared"]
     nodes += [f"budget_mode:{m}" for m in ("fixed", "minimal")]
     nodes += [f"granularity:{g}" for g in ("logits", "probabilities", "top_k")]
     nodes += [f"basis:{b}" for b in ("victim", "surrogate")]
@@ -369,6 +384,7 @@ def _axis_nodes() -> list[str]:
     for g in ("analytic", "estimated_scores", "estimated_decisions"):
         nodes += [f"gradient:{g}", f"victim.gradient:{g}"]
     nodes += [f"victim.access:{a}" for a in ("gradients", "scores", "labels")]
+    nodes += [f"oracle:{o}" for o in ("scores", "decisions")]
     nodes += [f"capability:{c}" for c in ("gradients", "full_scores", "scores", "labels", "data")]
     return nodes
 
@@ -680,6 +696,9 @@ def realises_facts(f: Facts, d: AttackDescriptor) -> bool:
     if f.optimizer is not None and f.optimizer != d.optimizer:
         return False
     if f.gradient is not None and f.gradient != d.gradient_source:
+        return False
+    if ("oracle:scores" in f.atoms and d.access != "scores") or ("oracle:decisions" in f.atoms
+                                                                 and d.access != "labels"):
         return False
     if f.data_basis is not None and f.data_basis not in d.data_bases and "none" not in d.data_bases:
         return False

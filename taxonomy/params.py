@@ -369,3 +369,93 @@ class DetectionParams(DenseParams):
     for L2 was 0.1)."""
 
     retired: ClassVar[frozenset[str]] = frozenset({"confidence_threshold"})  # written, never read
+
+
+# --------------------------------------------------------------------------- AutoAttack's components
+
+
+class APGDParams(AttackParams):
+    """Croce & Hein 2020: APGD sets its own step size; ``eot_iter`` averages gradients (AutoAttack rand),
+    ``batch_start`` draws random starts batch-wide as the reference code does (the cross-check)."""
+
+    steps: int = Field(100, ge=1)
+    restarts: int = Field(1, ge=1)
+    rho: float = Field(0.75, gt=0, lt=1)
+    eot_iter: int = Field(1, ge=1)
+    batch_start: bool = False
+    loss: Literal["ce", "dlr", "dlr-targeted"] = "ce"
+
+
+class APGDDLRParams(APGDParams):
+    loss: Literal["ce", "dlr", "dlr-targeted"] = "dlr"
+
+
+class APGDTParams(APGDParams):
+    """One targeted DLR run per class among the ``n_target_classes`` most likely others."""
+
+    loss: Literal["ce", "dlr", "dlr-targeted"] = "dlr-targeted"
+    n_target_classes: int = Field(9, ge=1)
+    parallel_targets: bool = True
+
+
+class FMNTParams(FMNParams):
+    """FMN towards each of the ``n_target_classes`` most likely other classes in turn (FAB-T's protocol)."""
+
+    n_target_classes: int = Field(9, ge=1)
+
+
+class LBFGSSSIMParams(LBFGSParams):
+    """The SSIM floor comes from the item's context; ``ssim_penalty`` weighs its hinge, ``margin`` aims above it."""
+
+    ssim_penalty: float = Field(100.0, ge=0)
+    margin: float = Field(0.005, ge=0, lt=1)
+
+
+# --------------------------------------------------------------------------- more query-based and image-agnostic
+
+
+class ZOONewtonParams(AttackParams):
+    max_queries: int = Field(2000, ge=1)
+    coordinates: int = Field(16, ge=1)  # coordinates estimated per iteration
+    fd_step: float = Field(1e-3, gt=0)  # finite-difference step
+    lr: float = Field(1.0, gt=0)
+    max_step: float | None = Field(None, gt=0)  # None: epsilon under Linf, else 0.1
+
+
+class ScoreUAPParams(AttackParams):
+    iterations: int = Field(300, ge=1)
+    batch_size: int = Field(32, ge=1)
+    p_init: float = Field(0.1, gt=0, le=1)
+    fit_size: int = Field(500, ge=1)
+
+
+class EOTPGDParams(StepParams):
+    """PGD on the expectation over the spec's transformations (filled by the planner; None: identity)."""
+
+    steps: int = Field(40, ge=1)
+    rel_stepsize: float = Field(0.1, gt=0)
+    eot_samples: int | None = Field(8, ge=1)
+    transformations: dict[str, Any] | None = None
+
+
+class LensParams(StepParams):
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(32, ge=1)
+    rel_stepsize: float = Field(0.05, gt=0)
+    eot_samples: int | None = Field(8, ge=1)
+    transformations: dict[str, Any] | None = None
+    fit_size: int = Field(500, ge=1)
+
+
+class StickerParams(AttackParams):
+    """Adam on the sticker (``stepsize`` is its learning rate in input units); the box comes from the mask."""
+
+    steps: int = Field(300, ge=1)
+    stepsize: float = Field(0.05, gt=0)
+    batch_size: int = Field(32, ge=1)
+    eot_samples: int | None = Field(8, ge=1)
+    tv_weight: float = Field(0.01, ge=0)
+    nps_weight: float = Field(0.01, ge=0)
+    transformations: dict[str, Any] | None = None
+    printability: bool = False
+    fit_size: int = Field(500, ge=1)

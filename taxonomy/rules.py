@@ -16,6 +16,11 @@ A rule is encoded in exactly one of four ways:
   an implementation breaks under a spec (query budget, norm support, ...).
 - **planner** rules: the planner applies them (a white-box plan schedules a gradient-free check); the
   Rule object exists so the plan can cite it.
+- **schema** rules (family S): values no threat model can have (an Linf epsilon above the input range, an
+  empty detector list, a static target without exactly one artefact, a query budget of 0). They stay in
+  the pydantic schema, so the file is rejected as malformed (exit 2) before any rule runs, but the error
+  names the rule id (``taxonomy.errors.SCHEMA_RULES`` and the validators' messages) and the rule has a
+  reason, fix and source here like every other.
 
 ``validate``, ``realises`` and ``descriptor_violations`` live in ``taxonomy.graph`` (which imports this
 module; nothing here imports the graph): ``from taxonomy.graph import validate``.
@@ -38,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from taxonomy.catalog_types import AttackDescriptor
 
 Severity = Literal["error", "warning"]
-Level = Literal["spec", "descriptor", "planner"]
+Level = Literal["spec", "descriptor", "planner", "schema"]
 
 FAMILIES: dict[str, str] = {
     "A": "model knowledge, model basis and optimiser",
@@ -49,6 +54,7 @@ FAMILIES: dict[str, str] = {
     "F": "scope, consequence and detectability",
     "G": "execution and verification",
     "I": "input-space contract",
+    "S": "schema: a value the file cannot state (exit 2, checked while the file is read)",
 }
 
 
@@ -92,6 +98,8 @@ TOG = "Chow et al. 2020, Adversarial objectness gradient attacks (TOG), arXiv:20
 CARLINI_EVAL = "Carlini et al. 2019, On evaluating adversarial robustness, arXiv:1902.06705"
 CW_DETECT = "Carlini & Wagner 2017, Adversarial examples are not easily detected, arXiv:1705.07263"
 AUTOATTACK = "Croce & Hein 2020, AutoAttack, arXiv:2003.01690"
+KURAKIN_PHYSICAL = "Kurakin, Goodfellow, Bengio 2016, Adversarial examples in the physical world, arXiv:1607.02533"
+LENS = "Li, Schmidt, Kolter 2019, Adversarial camera stickers, arXiv:1904.00759"
 ARGUMENT = "argument"
 
 _RULE_LIST: list[Rule] = [
@@ -122,10 +130,13 @@ _RULE_LIST: list[Rule] = [
        "Set data_knowledge to training or surrogate, or use a pretrained or query-distilled surrogate.",
        f"{ATLAS} AML.T0005.000; {PAPERNOT}"),
     _r("A8-query-budget-covers-attack", E,
-       "A query-limited adversary cannot run an attack whose expected queries per input exceed the budget.",
-       "Raise query_budget, lower the attack's iterations, or prefer query-efficient attacks (Square, "
-       "SimBA) or transfer with a few verification queries.",
-       f"{ILYAS}; Andriushchenko et al. 2020, Square attack, arXiv:1912.00049", level="descriptor"),
+       "A query-limited adversary cannot run an attack below its minimum useful query count per input (the "
+       "descriptor's min_queries, checked before the planner shrinks iterations to fit the budget), nor a "
+       "plan item whose parameters expect more queries than the budget.",
+       "Raise query_budget to the attack's minimum, or prefer query-efficient attacks (Square, SimBA) or "
+       "transfer with a few verification queries.",
+       f"{ILYAS}; Andriushchenko et al. 2020, Square attack, arXiv:1912.00049; {BRENDEL} (10^3+ queries)",
+       level="descriptor"),
     _r("A9-top-k-may-hide-the-target", W,
        "Top-k scores do not show the target class until it enters the top k; the margin to it is unknown.",
        "Use granularity probabilities or logits, or start from an input of the target class "
@@ -282,6 +293,12 @@ _RULE_LIST: list[Rule] = [
        "Use rule remove_classes (or consequence vanishing), mislabel (from_classes -> to_class) for a class "
        "mapping, or a static target with target_boxes.",
        TOG + "; " + ARGUMENT + ": attackgen.run.objectives.detection builds only DetVanishing for dynamic targets"),
+    _r("C18-dlr-needs-enough-classes", E,
+       "The DLR loss divides the margin by the spread of the top logits: untargeted it reads the 3 largest "
+       "logits, targeted (APGD-T) the 4 largest, so a model with fewer classes has no DLR loss.",
+       "Use a cross-entropy attack (apgd_ce, pgd_linf), or the autoattack presets on a model with at least "
+       "4 classes (3 for apgd_dlr).",
+       AUTOATTACK + "; fra31/auto-attack issues #70 and #76 (crashes on 2-class models)", level="descriptor"),
     # ------------------------------------------------------------------ D: imperceptibility
     _r("D1-attack-supports-norm", E,
        "The implementation optimises another Lp norm than the spec bounds (FGSM/PGD Linf or L2, C&W "
@@ -304,9 +321,10 @@ _RULE_LIST: list[Rule] = [
        "Write the epsilon in grey levels, or set epsilon_units pixel_255 with the value on that scale.",
        CARLINI_EVAL),
     _r("D3-perceptual-bound-without-projection", W,
-       "SSIM, LPIPS and Wasserstein balls have no cheap projection; second-order methods do not handle "
-       "them.",
-       "Use a first-order optimiser with a penalty or Lagrangian (or projected Sinkhorn), or evolution.",
+       "SSIM, LPIPS and Wasserstein balls have no cheap projection; a second-order method handles them only "
+       "in penalty form (lbfgs_ssim for an SSIM floor), which is weaker than a first-order Lagrangian.",
+       "Use a first-order optimiser with a penalty or Lagrangian (or projected Sinkhorn), or evolution; keep "
+       "second order for the penalty-form L-BFGS under an SSIM floor.",
        "Wong, Schmidt, Kolter 2019, Wasserstein adversarial examples, arXiv:1902.07906; "
        "Laidlaw et al. 2021, Perceptual adversarial robustness, arXiv:2006.12655"),
     _r("D4-black-box-detector-is-not-adaptive", W,
@@ -369,15 +387,18 @@ _RULE_LIST: list[Rule] = [
        "Add capability.transformations (rotation, scale, translate, brightness, noise).",
        EOT),
     _r("E2-physical-needs-scene-artefact", E,
-       "A physical adversary changes the scene, not sensor pixels: the perturbation must be a patch, "
-       "sticker or texture in a region, rendered under EOT.",
-       "Add capability.spatial (kind patch or box) and choose an attack that produces a physical artefact.",
-       f"{ATLAS} AML.T0041; {PATCH}; Thys et al. 2019, arXiv:1904.08653"),
+       "A physical adversary changes the world, not sensor pixels: the perturbation must be a patch or sticker "
+       "in a region, an image printed whole (a printed photo, an object's texture), or a layer over the lens, "
+       "and it is seen under EOT.",
+       "Add capability.spatial (kind patch or box), or state capability.placement everywhere (a printed image) "
+       "or overlay (a lens sticker).",
+       f"{ATLAS} AML.T0041; {PATCH}; {KURAKIN_PHYSICAL}; {LENS}"),
     _r("E3-physical-needs-shared-artefact", E,
-       "One printed artefact must work across captures and views: a physical attack is contextual (one "
-       "object, many views) or universal, not per input.",
-       "Use scope contextual (the object's views) or universal.",
-       f"{EOT}; {RP2}"),
+       "A patch placed into scenes, or a layer over the lens, is one artefact for every capture: it is shared "
+       "(universal or contextual). Only an image printed whole or a sticker on one object may be fitted to one "
+       "input, under EOT over that object's views.",
+       "Use scope contextual (the object's views) or universal, or placement everywhere / box for one object.",
+       f"{EOT}; {RP2}; {LENS}; {KURAKIN_PHYSICAL}"),
     _r("E4-physical-printability", W,
        "Printers cannot reproduce every colour and cameras smooth fine detail; without a non-printability "
        "term the artefact degrades when printed.",
@@ -440,11 +461,50 @@ _RULE_LIST: list[Rule] = [
        "Keep the gradient-free check the planner adds (Square, HopSkipJump); investigate if it finds more.",
        f"{AUTOATTACK}; Athalye, Carlini, Wagner 2018, Obfuscated gradients, arXiv:1802.00420",
        level="planner"),
+    _r("G3-preset-fits-threat-model", E,
+       "A named evaluation preset reproduces a published protocol on the threat model it was defined for "
+       "(AutoAttack: white-box, untargeted, individual inputs, a fixed Linf or L2 epsilon, classification); "
+       "on another threat model its figures would not be the protocol's.",
+       "Use the preset the detail names, or plan without --preset (the planner covers every feasible cell).",
+       AUTOATTACK + "; RobustBench, Croce et al. 2021, arXiv:2010.09670", level="planner"),
     # ------------------------------------------------------------------ I: input space
     _r("I1-negative-bounds-suggest-normalized", W,
        "Input bounds below 0 usually mean normalised inputs; epsilons then apply in normalised units.",
        "Use bounds [0, 1] with normalisation inside the model, or state epsilons in these units on purpose.",
        CARLINI_EVAL),
+    # ------------------------------------------------------------------ S: schema (exit 2; id in the error)
+    _r("S1-linf-epsilon-exceeds-input-range", E,
+       "An Linf epsilon larger than the input range allows every input in the box: it bounds nothing and is "
+       "almost always an epsilon in the wrong units (8 meant as 8/255).",
+       "Write the epsilon in input units (8/255 = 0.0314 for [0, 1]) or set input_space.epsilon_units: "
+       "pixel_255.",
+       CARLINI_EVAL + " (state epsilon with its units)", level="schema"),
+    _r("S2-detector-list-empty", E,
+       "A detector-evasion bound names the detectors that must not fire; with none it constrains nothing and "
+       "no adaptive attack can model it.",
+       "Name at least one detector (e.g. feature_squeezing), or drop the detector item.",
+       CW_DETECT, level="schema"),
+    _r("S3-static-target-needs-one-artefact", E,
+       "A static target is one fixed output for every input: exactly one artefact (a class, a label map or "
+       "boxes) states it.",
+       "Give exactly one of target_class, target_map or target_boxes (rule C3 then checks it fits the task).",
+       METZEN, level="schema"),
+    _r("S4-query-budget-positive", E,
+       "A query budget counts victim queries per input; zero queries is not a query-limited adversary but a "
+       "full black-box one.",
+       "Give a budget of at least 1 (100+ for a query attack, rule A21), or model_knowledge full_black_box.",
+       f"{ILYAS}; {ATLAS} AML.T0043.002", level="schema"),
+    _r("S5-placement-fits-spatial", E,
+       "A placement states where the change sits: a patch needs a patch region, a box sticker a box or mask, and "
+       "a change everywhere or a lens overlay has no region.",
+       "Make capability.placement and capability.spatial agree, or leave placement out (it follows spatial).",
+       f"{PATCH}; {RP2}; {KURAKIN_PHYSICAL}; {LENS}", level="schema"),
+    _r("S6-oracle-matches-gradient-source", E,
+       "A score-based search reads scores and a decision-based walk reads decisions; a gradient estimated from "
+       "the other answer, or an analytic gradient, contradicts the oracle.",
+       "Leave out strategy.optimizer.oracle or gradient_source, or make them agree (estimated_scores with "
+       "scores, estimated_decisions with decisions).",
+       f"{BRENDEL}; Andriushchenko et al. 2020, Square attack, arXiv:1912.00049", level="schema"),
 ]
 
 RULES: dict[str, Rule] = {rule.id: rule for rule in _RULE_LIST}
@@ -535,6 +595,10 @@ EDGES: list[Edge] = [
                spec_only=True),
     *_requires("A3-label-only-needs-decision-based", "victim.gradient:estimated_scores", "capability:scores"),
     *_requires("A3-label-only-needs-decision-based", "victim.access:scores", "capability:scores"),
+    *_requires("A3-label-only-needs-decision-based", "oracle:scores", "capability:scores",
+               field="strategy.optimizer.oracle"),
+    *_requires("A5-full-black-box-needs-surrogate", "oracle:decisions", "capability:labels",
+               field="strategy.optimizer.oracle"),
     *_excludes("A5-full-black-box-needs-surrogate", "knowledge:full_black_box", "basis:victim",
                field="strategy.model_basis"),
     *_requires("A7-trained-surrogate-needs-data", "surrogate_source:trained_on_data", "data_knowledge:training",
@@ -588,9 +652,10 @@ EDGES: list[Edge] = [
     # E: capability
     *_requires("E1-physical-needs-transformations", "feed:physical", "eot:transformations",
                field="threat.capability.transformations"),
-    *_requires("E2-physical-needs-scene-artefact", "feed:physical", "spatial:region",
-               field="threat.capability.spatial"),
-    *_excludes("E3-physical-needs-shared-artefact", "feed:physical", "scope:individual", field="threat.scope"),
+    *_requires("E2-physical-needs-scene-artefact", "feed:physical", "spatial:region", "placement:everywhere",
+               "placement:overlay", field="threat.capability.spatial"),
+    *_excludes("E3-physical-needs-shared-artefact", "physical_artefact:shared", "scope:individual",
+               field="threat.scope"),
     *_requires("E4-physical-printability", "feed:physical", "printability:on",
                field="threat.capability.printability"),
     *_excludes("E5-physical-queries-are-captures", "feed:physical", "victim.access:scores",
@@ -929,7 +994,15 @@ def _queries_of(d: AttackDescriptor, params: Mapping[str, Any]) -> float:
 
 @descriptor_check("A8-query-budget-covers-attack")
 def _budget(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
+    """The attack's minimum useful budget (always), and the expected queries of concrete plan parameters
+    (``params`` other than the descriptor's own defaults, which the planner shrinks before running)."""
     if f.query_budget is None:
+        return
+    if d.min_queries > f.query_budget:
+        yield ("threat.model_knowledge.query_budget",
+               f"{d.id} needs at least {d.min_queries} queries per input; the budget is {f.query_budget}")
+        return
+    if params is d.defaults:
         return
     queries = _queries_of(d, params)
     if queries > f.query_budget:
@@ -990,13 +1063,26 @@ def _spatial(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterat
         yield "threat.capability.spatial", f"{d.id} cannot be confined to a region"
 
 
+DLR_LOSSES = {"dlr": 3, "dlr-targeted": 4}
+"""Classes each DLR loss reads (the untargeted one the 3 largest logits, the targeted one the 4 largest)."""
+
+
+@descriptor_check("C18-dlr-needs-enough-classes")
+def _dlr_classes(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
+    loss = str(params.get("loss", d.defaults.get("loss", "")))
+    need = DLR_LOSSES.get(loss)
+    if need is not None and f.classes is not None and len(f.classes) < need:
+        yield "classes", (f"{d.id} uses the {loss} loss, which needs {need} classes; the spec lists "
+                          f"{len(f.classes)}")
+
+
 # =========================================================================== consistency and re-exports
 
 
 def _check_encoding() -> None:
     """Every rule is encoded somewhere; every edge and predicate names a known rule."""
     encoded = {e.rule for e in EDGES if e.rule} | {p.rule for p in PREDICATES} | {c.rule for c in DESCRIPTOR_CHECKS}
-    encoded |= {r.id for r in RULES.values() if r.level == "planner"}
+    encoded |= {r.id for r in RULES.values() if r.level in ("planner", "schema")}
     unknown = {e for e in encoded if e not in RULES}
     missing = set(RULES) - encoded
     if unknown or missing:  # pragma: no cover - a programming error caught at import

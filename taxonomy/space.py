@@ -312,8 +312,10 @@ def _knowledge_atoms(kind: str) -> frozenset[str]:
 
 def _capability_atoms(feed: str, spatial: bool) -> frozenset[str]:
     atoms = [f"feed:{feed}", "spatial:region" if spatial else "spatial:none"]
+    if spatial:
+        atoms.append("placement:patch")  # the representative region is a patch
     if feed == "physical":
-        atoms += ["eot:transformations", "printability:on"]
+        atoms += ["eot:transformations", "printability:on", "physical_artefact:shared"]
     return _part_atoms(*atoms)
 
 
@@ -733,6 +735,42 @@ def feasible_realisers(cell: ThreatCell, catalog: Mapping[str, AttackDescriptor]
     return hit
 
 
+_ANSWERS: dict[tuple[ThreatCell, int], Any] = {}
+
+
+def cell_answer(cell: ThreatCell, catalog: Mapping[str, AttackDescriptor] | None = None) -> Any:
+    """The shared feasibility answer (``taxonomy.feasibility``) for a cell: the same decision ``validate`` and
+    ``plan`` take on the cell's representative spec, from the fast tables (tested to agree)."""
+    from taxonomy.catalog import cell_features, fits_purpose
+    from taxonomy.feasibility import decide
+
+    index = _index(catalog)
+    key = (cell, id(index))
+    hit = _ANSWERS.get(key)
+    if hit is not None:
+        return hit
+    verdict = verdicts()[cell]
+    if not verdict.feasible:
+        hit = decide(verdict, (), {}, ())
+    else:
+        features = cell_features(cell)
+        pool = [i for i in index.realisers(cell) if fits_purpose(features, index.catalog[i])]
+        breaks = {i: [v for v in cell_descriptor_violations(cell, index.catalog[i]) if v.rule.severity == "error"]
+                  for i in pool}
+        hit = decide(verdict, pool, breaks, [i for i in pool if index.catalog[i].implemented])
+    _ANSWERS[key] = hit
+    return hit
+
+
+def cell_feasibility_verdict(cell: ThreatCell) -> list[Violation]:
+    """The cell's rule findings as the audit counts them: the spec-level verdict, plus the attack-level errors
+    when every realising attack breaks one (so such a cell is infeasible, not a gap)."""
+    ans = cell_answer(cell)
+    if ans.verdict == "infeasible" and not any(v.rule.severity == "error" for v in ans.findings):
+        return [*ans.blocking, *ans.findings]
+    return list(ans.findings)
+
+
 def census(catalog: Mapping[str, AttackDescriptor] | None = None) -> dict[str, Any]:
     """Validate every cell and find the attacks that realise each feasible one without breaking a rule.
 
@@ -774,12 +812,14 @@ def clear_caches() -> None:
     """Forget cached verdicts (for benchmarks that want a cold run)."""
     _VERDICTS.clear()
     _DESC_CACHE.clear()
+    _ANSWERS.clear()
     _INDEX.clear()
     for cached in (all_cells, _tables, _depth_tables, cell_units, atom_axes):
         cached.cache_clear()
 
 
 __all__ = [
-    "AXES", "ThreatCell", "cell_data", "cell_feasible", "cell_of", "cell_verdict", "cells_of", "census",
+    "AXES", "ThreatCell", "cell_answer", "cell_data", "cell_feasibility_verdict", "cell_feasible", "cell_of",
+    "cell_verdict", "cells_of", "census",
     "enumerate_cells", "facts_of", "facts_of_cell", "feasible_realisers", "realisers", "spec_for_cell",
 ]

@@ -41,6 +41,13 @@ class ThreatModel(Strict):
     capability: Capability = Field(default_factory=Capability)
 
 
+LATER_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("threat", "capability", "placement"),
+    ("strategy", "optimizer", "oracle"),
+)
+"""Optional fields added to schema version 1 after plans were written; left out of the hash while unset."""
+
+
 class AttackSpec(Strict):
     """One threat model, as a user writes it in YAML."""
 
@@ -63,7 +70,8 @@ class AttackSpec(Strict):
                 scaled = self.input_space.to_input_scale(eps)
                 if budget.norm == "inf" and scaled > span:
                     raise ValueError(
-                        f"threat.imperceptibility: Linf epsilon {eps} ({scaled:g} in input units) exceeds the "
+                        "threat.imperceptibility: [S1-linf-epsilon-exceeds-input-range] "
+                        f"Linf epsilon {eps} ({scaled:g} in input units) exceeds the "
                         f"input range {self.input_space.bounds}; did you mean {eps}/255 or "
                         "input_space.epsilon_units: pixel_255?"
                     )
@@ -84,8 +92,16 @@ class AttackSpec(Strict):
         return None
 
     def spec_hash(self) -> str:
-        """A stable digest of the spec's content, recorded in plans and results."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A stable digest of the spec's content, recorded in plans and results. Fields added to schema
+        version 1 later (``LATER_FIELDS``) count only when set, so plans made before them keep their hash."""
+        data = self.model_dump(mode="json")
+        for path in LATER_FIELDS:
+            node = data
+            for key in path[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if isinstance(node, dict) and node.get(path[-1]) is None:
+                node.pop(path[-1], None)
+        payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -14,12 +14,13 @@ from torch import Tensor
 
 from attackgen.cli.main import run_in_process as cli
 from attackgen.plan.document import load_plan, save_plan
+from attackgen.plan.planner import FAST_CORE
 from attackgen.plan.planner import plan as make_plan
 from attackgen.results import RunResult
 from attackgen.run.access import Access
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
-from taxonomy.catalog import register, unregister
+from taxonomy.catalog import CATALOG, register, unregister
 from taxonomy.catalog_types import AttackDescriptor, Cost
 from taxonomy.errors import SpecError
 from taxonomy.params import StepParams
@@ -88,8 +89,12 @@ def toy() -> Iterator[AttackDescriptor]:
 
 @pytest.fixture(scope="module")
 def toy_plan(toy, tmp_path_factory) -> Path:
-    """Step 4: the planner schedules the toy attack; the gradient-free check is dropped to keep this fast."""
-    plan = make_plan(load_spec(SPEC), max_primary=1)
+    """Step 4: the planner schedules the toy attack; the gradient-free check is dropped to keep this fast.
+
+    A white-box Linf spec runs the fast core (APGD-CE, then APGD-T) before any other gradient attack, so the
+    catalogue here leaves it out: the toy is then the strongest attack for the cell."""
+    catalog = {k: d for k, d in CATALOG.items() if k not in FAST_CORE}
+    plan = make_plan(load_spec(SPEC), catalog=catalog, max_primary=1)
     assert [i.attack for i in plan.items if i.role == "primary"] == ["toy_sign"] * 3
     plan.items = [i for i in plan.items if i.attack == "toy_sign"]
     return save_plan(plan, tmp_path_factory.mktemp("toy") / "plan.yaml")

@@ -119,9 +119,17 @@ def test_plan_writes_a_plan_and_exit_codes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", VALID, ids=lambda p: p.name)
 def test_every_valid_example_gets_a_plan_file(path: Path, tmp_path: Path) -> None:
+    """Runnable examples get a plan (exit 0); the gap examples (named *-gap) exit 3, write nothing, and
+    validate says gap with the same exit status: one answer for both verbs."""
     out = tmp_path / f"{path.stem}.plan.json"
     result = run("plan", str(path), "-o", str(out))
+    checked = run("validate", str(path))
+    if path.stem.endswith("-gap"):
+        assert result.exit_code == 3 and "gap" in result.output and not out.exists(), result.output
+        assert checked.exit_code == 3 and ": gap" in checked.output, checked.output
+        return
     assert result.exception is None, result.output
+    assert checked.exit_code == 0, checked.output
     assert load_plan(out).spec_hash == load_spec(path).spec_hash()
 
 

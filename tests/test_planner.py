@@ -73,17 +73,17 @@ def assert_plan_is_sound(spec: AttackSpec, result: Plan, catalog: dict) -> None:
 # --------------------------------------------------------------------------- the demo and friends
 
 
-def test_demo_spec_gets_pgd_per_epsilon_and_a_gradient_free_check(implemented: dict) -> None:
+def test_demo_spec_gets_apgd_per_epsilon_and_a_gradient_free_check(implemented: dict) -> None:
     spec = load_spec(EXAMPLES / "digits-whitebox-linf.yaml")
     result = plan(spec)
     assert isinstance(result, Plan)
     assert result.epsilons == [0.05, 0.1, 0.2]
     assert {item.epsilon for item in result.items} == {0.05, 0.1, 0.2}
     first = result.items[0]
-    assert first.attack == "pgd_linf" and first.role == "primary"
+    assert first.attack == "apgd_ce" and first.role == "primary"  # the fast core: APGD-CE, then APGD-T
     assert first.context.norm == "inf" and first.epsilon == 0.05
-    assert first.params["steps"] == 40 and first.params["step_size"] == pytest.approx(2.5 * 0.05 / 40)
-    assert "rel_stepsize" not in first.params
+    assert first.params["steps"] == 100 and "step_size" not in first.params  # APGD sets its own step
+    assert [i.attack for i in result.items[:3]] == ["apgd_ce", "apgd_t", "square_linf"]
     roles = {item.role for item in result.items}
     assert "gradient_free_check" in roles
     check = next(i for i in result.items if i.role == "gradient_free_check")
@@ -341,7 +341,7 @@ def test_the_planner_never_writes_params_the_attack_model_refuses(path: Path) ->
 
 def edited_demo_plan(tmp_path: Path, **changes: Any) -> Path:
     result = plan(load_spec(EXAMPLES / "digits-whitebox-linf.yaml"))
-    assert isinstance(result, Plan) and result.items[0].attack == "pgd_linf"
+    assert isinstance(result, Plan) and result.items[0].attack == "apgd_ce"
     data = yaml.safe_load(result.dumps())
     data["items"][0]["params"].update(changes)
     out = tmp_path / "edited.yaml"
@@ -350,11 +350,12 @@ def edited_demo_plan(tmp_path: Path, **changes: Any) -> Path:
 
 
 @pytest.mark.parametrize(("changes", "expected"), [
-    ({"stpes": 1}, "items[0].params.stpes: attack 'pgd_linf' has no parameter 'stpes' (did you mean 'steps'?)"),
-    ({"steps": -5}, "items[0].params.steps (attack 'pgd_linf'): input should be greater than or equal to 1 (got -5)"),
-    ({"steps": "many"}, "items[0].params.steps (attack 'pgd_linf'): input should be a valid integer"),
-    ({"random_start": "perhaps"}, "items[0].params.random_start (attack 'pgd_linf'): input should be a valid boolean"),
-    ({"norm": "2"}, "items[0].params.norm: attack 'pgd_linf' has no parameter 'norm'"),
+    ({"stpes": 1}, "items[0].params.stpes: attack 'apgd_ce' has no parameter 'stpes' (did you mean 'steps'?)"),
+    ({"steps": -5}, "items[0].params.steps (attack 'apgd_ce'): input should be greater than or equal to 1 (got -5)"),
+    ({"steps": "many"}, "items[0].params.steps (attack 'apgd_ce'): input should be a valid integer"),
+    ({"batch_start": "perhaps"}, "items[0].params.batch_start (attack 'apgd_ce'): input should be a valid boolean"),
+    ({"loss": "hinge"}, "items[0].params.loss (attack 'apgd_ce'): input should be 'ce', 'dlr' or 'dlr-targeted'"),
+    ({"norm": "2"}, "items[0].params.norm: attack 'apgd_ce' has no parameter 'norm'"),
 ])
 def test_an_edited_plan_with_a_bad_parameter_fails_at_load(tmp_path: Path, changes: dict, expected: str) -> None:
     with pytest.raises(SpecError) as error:

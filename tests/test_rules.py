@@ -4,6 +4,7 @@ attack-level rules judge implementations; the rules live in the networkx graph a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from typing import Any
 
@@ -209,10 +210,10 @@ VALID: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 def test_at_least_45_rules_with_reason_fix_and_source() -> None:
     assert len(RULES) >= 45
     for rule in RULES.values():
-        assert re.fullmatch(r"[A-GI]\d+[a-z]?-[a-z0-9-]+", rule.id), rule.id
+        assert re.fullmatch(r"[A-GIS]\d+[a-z]?-[a-z0-9-]+", rule.id), rule.id
         assert rule.family == rule.id[0] and rule.family in FAMILIES
         assert rule.severity in ("error", "warning")
-        assert rule.level in ("spec", "descriptor", "planner")
+        assert rule.level in ("spec", "descriptor", "planner", "schema")
         for text in (rule.reason, rule.fix, rule.source):
             assert isinstance(text, str) and len(text) > 8, rule.id
         assert "\n" not in rule.reason
@@ -242,7 +243,7 @@ def test_every_rule_is_encoded_once_somewhere() -> None:
     by_edges = {e.rule for e in EDGES if e.rule}
     by_predicates = {p.rule for p in PREDICATES}
     by_checks = {c.rule for c in DESCRIPTOR_CHECKS}
-    planner = {r.id for r in RULES.values() if r.level == "planner"}
+    planner = {r.id for r in RULES.values() if r.level in ("planner", "schema")}
     assert set(RULES) == by_edges | by_predicates | by_checks | planner
     assert not by_edges & by_predicates
     for rid in by_checks:
@@ -430,12 +431,17 @@ def test_one_finding_per_broken_edge_rule() -> None:
     assert found.count("A1-victim-gradients-need-white-box") == 1
 
 
-def test_a8_query_budget_against_cost_model() -> None:
+def test_a8_query_budget_against_minimum_and_plan_parameters() -> None:
+    """Ilyas et al. 2018 (query-limited setting): an attack fits a budget if its minimum useful query count
+    does; the defaults are shrunk by the planner, concrete plan parameters are checked as they are."""
     s = spec(model_knowledge=K("query_limited", query_budget=1000))
-    assert "A8-query-budget-covers-attack" in dids(s, SQUARE)
+    assert "A8-query-budget-covers-attack" not in dids(s, SQUARE)  # 5000 by default, shrinkable to 1000
+    assert "A8-query-budget-covers-attack" in dids(s, SQUARE, {"n_queries": 1200})  # a plan item asking too much
     assert "A8-query-budget-covers-attack" not in dids(s, SQUARE, {"n_queries": 800})
+    needy = dataclasses.replace(SQUARE, min_queries=2000)
+    assert "A8-query-budget-covers-attack" in dids(s, needy)
     s = spec(model_knowledge=K("label_only", query_budget=1000))
-    assert "A8-query-budget-covers-attack" in dids(s, HSJ)
+    assert "A8-query-budget-covers-attack" in dids(s, HSJ, {"max_queries": 5000})
 
 
 def test_planner_filled_strategy_does_not_trigger_spec_only_warnings() -> None:
@@ -538,7 +544,7 @@ def test_specific_edges() -> None:
     assert has("victim.gradient:analytic", "capability:gradients", "requires")
     assert has("knowledge:full_black_box", "basis:victim", "excludes")
     assert has("consequence:confusing_target", "task:segmentation", "requires")
-    assert has("feed:physical", "scope:individual", "excludes")
+    assert has("physical_artefact:shared", "scope:individual", "excludes")  # E3: patch, overlay or unstated
 
 
 def test_graph_with_catalogue_has_implementation_nodes() -> None:
@@ -573,7 +579,7 @@ def test_dot_output() -> None:
     assert dot.count("{") == dot.count("}")
     assert '"knowledge:white_box" [label=' in dot
     assert '"attack:toy_pgd" [label=' in dot
-    assert '"feed:physical" -> "scope:individual"' in dot
+    assert '"physical_artefact:shared" -> "scope:individual"' in dot
     edge_lines = [line for line in dot.splitlines() if " -> " in line]
     assert len(edge_lines) == g.number_of_edges()
     node_lines = [line for line in dot.splitlines() if line.strip().startswith('"') and " -> " not in line]

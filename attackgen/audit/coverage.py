@@ -246,7 +246,7 @@ def default_space() -> ThreatSpace:
         features = cell_features(cell)
         return tuple(i for i in space.feasible_realisers(cell, catalog) if fits_purpose(features, catalog[i]))
 
-    return ThreatSpace.from_axes(space.AXES, space.ThreatCell, space.cell_verdict, space.cells_of,
+    return ThreatSpace.from_axes(space.AXES, space.ThreatCell, space.cell_feasibility_verdict, space.cells_of,
                                  space.spec_for_cell, verdict_cache(), realisers)
 
 

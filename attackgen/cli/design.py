@@ -1,7 +1,8 @@
 """The design verbs: taxonomy, catalog, validate, plan. None of them imports torch.
 
-Exit codes: 0 success (warnings allowed), 1 a spec breaks a rule (validate) or has no plan (plan),
-2 a file is missing, unreadable or breaks the schema (SpecError, reported as one clear message).
+Exit codes: 0 success (warnings allowed), 1 a spec is infeasible (a rule blocks it), 2 a file is missing,
+unreadable or breaks the schema (SpecError, reported as one clear message), 3 a gap (feasible, no implemented
+attack): see taxonomy.feasibility, the one answer validate, plan and audit share.
 
 Size (about 550 lines): one click command per verb with its text and JSON output; the logic lives
 in taxonomy and attackgen.plan, and what remains here is presentation that reads best next to its verb.
@@ -22,9 +23,10 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
+from attackgen.plan.presets import PRESETS
 from taxonomy import axes
 from taxonomy.catalog import CATALOG, describe
-from taxonomy.errors import SpecError
+from taxonomy.errors import SpecError, schema_rule_ids
 from taxonomy.spec import json_schema, load_spec
 
 # --------------------------------------------------------------------------- the taxonomy reference
@@ -61,6 +63,8 @@ VALUE_NOTES: dict[str, str] = {
     "gradient:estimated_decisions": "Sign estimates from label queries (HopSkipJump).",
 }
 """Descriptions for enum values, which carry no docstring of their own."""
+
+PRESET_NAMES = list(PRESETS)
 
 _ENUM_PREFIX = {"Task": "task", "DataKnowledge": "data", "OptimizerKind": "optimizer", "GradientSource": "gradient"}
 
@@ -413,19 +417,35 @@ def _violation_dict(violation: Any) -> dict[str, str]:
     }
 
 
-def check_file(path: str) -> dict[str, Any]:
-    """One file's verdict: ok / warnings / infeasible / invalid, with every finding."""
-    from taxonomy.graph import validate
+def check_file(path: str, preset: str | None = None) -> dict[str, Any]:
+    """One file's verdict (the shared feasibility answer): runnable / gap / infeasible / invalid. With a
+    preset, the preset's own fit (rule G3) and its attacks' rules (C18) count too."""
+    from taxonomy.feasibility import EXIT_CODES, answer
 
     try:
         spec = load_spec(path)
     except SpecError as error:
-        return {"file": path, "verdict": "invalid", "exit": 2, "problems": error.problems, "violations": []}
-    found = [_violation_dict(v) for v in validate(spec)]
+        return {"file": path, "verdict": "invalid", "exit": EXIT_CODES["invalid"], "problems": error.problems,
+                "rules": schema_rule_ids(error.problems), "violations": []}
+    result = answer(spec)
+    found = [_violation_dict(v) for v in result.findings]
+    if result.verdict == "infeasible" and not any(v["severity"] == "error" for v in found):
+        found = [_violation_dict(v) for v in result.blocking] + found  # every realising attack breaks these
+    verdict, code = result.line(), result.exit_code
+    if preset is not None:
+        from attackgen.plan.document import Infeasible
+        from attackgen.plan.presets import plan_preset
+
+        planned = plan_preset(spec, preset)
+        notes = planned.blocking + planned.warnings if isinstance(planned, Infeasible) else planned.warnings
+        seen = {(v["id"], v["field"], v["detail"]) for v in found}
+        found += [n.model_dump() for n in notes if (n.id, n.field, n.detail) not in seen]
+        if isinstance(planned, Infeasible):
+            verdict, code = f"infeasible with preset {preset}", EXIT_CODES["infeasible"]
     found.sort(key=lambda v: (v["severity"] != "error", v["id"]))
-    errors = [v for v in found if v["severity"] == "error"]
-    verdict = "infeasible" if errors else ("ok, with warnings" if found else "ok")
-    return {"file": path, "name": spec.name, "verdict": verdict, "exit": 1 if errors else 0, "problems": [],
+    return {"file": path, "name": spec.name, "verdict": verdict, "answer": result.verdict,
+            "exit": code, "problems": [], "rules": [v["id"] for v in found if v["severity"] == "error"],
+            "runnable_attacks": list(result.runnable), "catalogued_not_implemented": list(result.waiting),
             "violations": found}
 
 
@@ -450,15 +470,27 @@ def _expand_folders(files: Iterable[str]) -> list[str]:
 @click.command("validate")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def validate_command(files: tuple[str, ...], fmt: str) -> None:
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="Also check that the named protocol (e.g. autoattack-standard) fits each spec.")
+def validate_command(files: tuple[str, ...], fmt: str, preset: str | None) -> None:
     """Check specs against the schema and the rules: every violation with rule id, field, reason and fix.
 
-    FILES may include folders: every .yaml, .yml and .json file directly inside is checked.
+    FILES may include folders: every .yaml, .yml and .json file directly inside is checked. With --preset
+    the protocol's own fit (rule G3) and its attacks' rules (e.g. C18, DLR needs 3-4 classes) count too.
 
-    Exit 0 when every file is coherent (warnings allowed), 1 when a rule error makes a spec infeasible,
-    2 when a file is missing, unreadable or breaks the schema.
+    Every file gets the answer `plan` and `audit` use: runnable (an implemented attack realises it),
+    gap (feasible, but no implemented attack realises it), infeasible (rule ids), or invalid (schema).
+
+    \b
+    Exit status (several files: the first that applies, in this order):
+      2  a file is missing, unreadable or breaks the schema (schema rules S1-S6 are named)
+      1  a rule error makes a spec infeasible (or every attack realising it breaks one)
+      3  gap: the spec is feasible but no implemented attack realises it
+      0  every spec is feasible and runnable (warnings allowed)
     """
-    results = [check_file(f) for f in _expand_folders(files)]
+    from taxonomy.feasibility import EXIT_CODES, WORST_FIRST
+
+    results = [check_file(f, preset) for f in _expand_folders(files)]
     if fmt == "json":
         click.echo(json.dumps(results, indent=2))
     else:
@@ -473,9 +505,9 @@ def validate_command(files: tuple[str, ...], fmt: str) -> None:
                 if v["fix"]:
                     click.echo(f"      fix: {v['fix']}")
         if len(results) > 1:
-            counts = Counter(r["verdict"].split(",")[0] for r in results)
+            counts = Counter(r.get("answer", r["verdict"]) for r in results)
             click.echo("summary: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    code = max(r["exit"] for r in results)
+    code = next(EXIT_CODES[v] for v in WORST_FIRST if any(r["exit"] == EXIT_CODES[v] for r in results))
     if code:
         raise SystemExit(code)
 
@@ -508,10 +540,12 @@ def _echo_plan(plan: Any, out: Any) -> None:
         echo(f"  ATLAS: {' '.join(plan.atlas)}")
 
 
-def _echo_infeasible(result: Any, out: Any) -> None:
-    out(f"'{result.spec_name}' is infeasible: no plan")
+def _echo_infeasible(result: Any, out: Any, preset: str | None = None) -> None:
+    out(f"'{result.spec_name}' is infeasible: no plan" + (f" with preset {preset}" if preset else ""))
     for note in result.blocking:
         out(f"  {note.line()}")
+    if preset:
+        return
     if result.nearest:
         out("nearest feasible specs (one axis changed):")
         for suggestion in result.nearest:
@@ -531,23 +565,33 @@ def _echo_infeasible(result: Any, out: Any) -> None:
               help="Plan file format (default: from the output extension, else yaml).")
 @click.option("--max-primary", type=click.IntRange(1, 20), default=4, show_default=True,
               help="Most attacks scheduled per evaluation (the gradient-free check comes on top).")
-def plan_command(file: str, output: str | None, fmt: str | None, max_primary: int) -> None:
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default=None,
+              help="A named protocol instead of the planner's choice: AutoAttack's attacks, order and parameters.")
+def plan_command(file: str, output: str | None, fmt: str | None, max_primary: int, preset: str | None) -> None:
     """Turn a spec into a ranked plan of concrete attacks with parameters and the reason for each.
 
+    With --preset the plan is that protocol's (e.g. autoattack-standard), refused by rule when the spec's
+    threat model is not the one the protocol was defined for.
+
     Exit 0 with a plan, 1 when the spec is infeasible (the blocking rules and the nearest feasible specs
-    are printed), 2 when the file is missing or breaks the schema.
+    are printed), 2 when the file is missing or breaks the schema, 3 when the spec is feasible but no
+    implemented attack realises it (a gap: nothing to run, so no plan is written).
     """
     from attackgen.plan.document import Infeasible, plan_format, save_plan
     from attackgen.plan.planner import plan as make_plan
+    from attackgen.plan.presets import plan_preset
 
     spec = load_spec(file)
-    result = make_plan(spec, max_primary=max_primary)
+    result = plan_preset(spec, preset) if preset else make_plan(spec, max_primary=max_primary)
     say = click.echo if output else (lambda text: click.echo(text, err=True))
     if isinstance(result, Infeasible):
-        _echo_infeasible(result, say)
+        _echo_infeasible(result, say, preset)
         raise SystemExit(1)
     chosen = fmt or (plan_format(output) if output else "yaml")
     _echo_plan(result, say)
+    if not result.items:
+        say(f"'{result.spec_name}' is a gap: feasible, but no implemented attack realises it; no plan written")
+        raise SystemExit(3)
     if output:
         path = save_plan(result, output, chosen)  # type: ignore[arg-type]
         say(f"wrote {path}")

@@ -18,7 +18,7 @@ from taxonomy.errors import AttackgenError
 DEMO_SPEC = "digits-whitebox-linf.yaml"
 DEMO_MODEL, DEMO_DATA = "digits-cnn", "digits"
 DEMO_LIMIT = 256
-DEMO_PRIMARY = 1  # attacks per epsilon besides the gradient-free check: the demo shows the loop, not a full audit
+DEMO_PRIMARY = 2  # attacks per epsilon besides the gradient-free check: APGD-CE and APGD-T, the fast core
 DEMO_QUERIES = 500  # cap on query-based items in the demo
 # used when the examples folder is not next to the package (an installed wheel)
 DEMO_SPEC_DATA: dict[str, Any] = {
@@ -191,8 +191,12 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     if isinstance(plan, Infeasible):
         raise AttackgenError(f"{source}: the planner found no plan: " + "; ".join(n.line() for n in plan.blocking))
     for item in plan.items:
-        if int(item.params.get("n_queries", 0)) > DEMO_QUERIES:
+        queries = int(item.params.get("n_queries", 0))
+        if queries > DEMO_QUERIES:
             item.params["n_queries"] = DEMO_QUERIES
+            item.expected_cost.queries = float(DEMO_QUERIES)
+            item.rationale = item.rationale.replace(f"{queries} queries each", f"{DEMO_QUERIES} queries each").replace(
+                f"~{queries} victim queries", f"~{DEMO_QUERIES} victim queries")
     force = _previous_demo(out, spec.spec_hash())
     if not force:
         raise AttackgenError(f"-o {out}: holds another run, not an earlier demo; choose another output folder.")
@@ -202,7 +206,7 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     for n, item in enumerate(plan.items, 1):
         eps = "" if item.epsilon is None else f" eps={item.epsilon:g}"
         click.echo(f"   {n}. {item.attack} [{item.role}]{eps}: {item.rationale}")
-    click.echo(f"   (the demo schedules {DEMO_PRIMARY} primary attack per epsilon and caps query-based checks at "
+    click.echo(f"   (the demo schedules {DEMO_PRIMARY} primary attacks per epsilon and caps query-based checks at "
                f"{DEMO_QUERIES} queries; `attackgen plan` gives the full plan)")
 
     click.echo(f"3. run       model {DEMO_MODEL} on {DEMO_DATA} ({limit} test inputs)")

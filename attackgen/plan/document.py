@@ -173,6 +173,7 @@ class Plan(_Model):
     warnings: list[RuleNote] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     atlas: list[str] = Field(default_factory=list)
+    preset: str | None = Field(None, description="The named protocol this plan reproduces (--preset), if any.")
 
     @property
     def runnable(self) -> bool:
@@ -192,6 +193,8 @@ class Plan(_Model):
         data = self.model_dump(mode="json", exclude_defaults=False)
         for item in data["items"]:  # the context shows what applies, not every field it could hold
             item["context"] = {k: v for k, v in item["context"].items() if v is not None and v != []}
+        if data.get("preset") is None:  # unset: plans (and their digests) read as before presets existed
+            data.pop("preset", None)
         return data
 
     def dumps(self, fmt: Literal["yaml", "json"] = "yaml") -> str:

@@ -20,6 +20,8 @@ away with the shared line search (measured: 0.44 of untargeted inputs fooled ins
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from scipy.optimize import minimize
@@ -30,7 +32,8 @@ from attackgen.run.attacks._gradient import on_device
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
-from taxonomy.params import LBFGSParams
+from attackgen.run.ssim import ssim
+from taxonomy.params import LBFGSParams, LBFGSSSIMParams
 
 
 class LBFGS(Attack[LBFGSParams]):
@@ -80,7 +83,8 @@ class LBFGS(Attack[LBFGSParams]):
             def fun(flat: np.ndarray, c: Tensor = c) -> tuple[float, np.ndarray]:
                 delta = torch.from_numpy(flat).to(device=device, dtype=dtype).view(shape).requires_grad_(True)
                 out = model(x + delta, rows)
-                total = (c * delta.flatten(1).pow(2).sum(dim=1) + objective.loss(out).clamp_min(-kappa)).sum()
+                total = (c * delta.flatten(1).pow(2).sum(dim=1) + objective.loss(out).clamp_min(-kappa)
+                         + self.penalty(x, x + delta, budget)).sum()
                 (grad,) = torch.autograd.grad(total, delta)
                 return float(total.detach()), grad.flatten().double().cpu().numpy()
 
@@ -89,7 +93,7 @@ class LBFGS(Attack[LBFGSParams]):
             delta = torch.from_numpy(result.x).to(device=device, dtype=dtype).view(shape)
             x_adv = budget.project(x, x + delta)
             with torch.no_grad():
-                ok = objective.success(model(x_adv, rows)).cpu()
+                ok = objective.success(model(x_adv, rows)).cpu() & self.admissible(x, x_adv, budget).cpu()
             norm = (x_adv - x).flatten(1).norm(dim=1)
             better = ok.to(device) & (norm < best_norm)
             best[better] = x_adv[better]
@@ -103,3 +107,40 @@ class LBFGS(Attack[LBFGSParams]):
         failed = torch.isinf(best_norm)
         best[failed] = x_adv[failed]  # no success for these: the last iterate (the executor will say so)
         return AttackOutput(best, {"const": const.float()})
+
+    def penalty(self, x: Tensor, x_adv: Tensor, budget: Budget) -> Tensor:
+        """Per-input extra term of the inner objective (none for plain L-BFGS)."""
+        return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def admissible(self, x: Tensor, x_adv: Tensor, budget: Budget) -> Tensor:
+        """Per-input: does the candidate meet the bounds the projection cannot hold (all, for plain L-BFGS)."""
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+
+
+class SSIMLBFGS(LBFGS):
+    """L-BFGS in penalty form under an SSIM floor: the inner objective adds ``ssim_penalty`` *
+    max(0, floor + margin - SSIM(x, x + r)) (Lagrangian form: SSIM has no projection, rule D3), and a
+    candidate counts only when its SSIM, re-measured, is at least the floor. Second-order (quasi-Newton
+    curvature from the gradient history) under a perceptual bound; Szegedy et al. 2014 with the SSIM of
+    Wang et al. 2004."""
+
+    params_model = LBFGSSSIMParams
+
+    def _floor(self, budget: Budget) -> float | None:
+        return None if budget.ssim_floor is None else float(budget.ssim_floor)
+
+    def penalty(self, x: Tensor, x_adv: Tensor, budget: Budget) -> Tensor:
+        floor = self._floor(budget)
+        if floor is None:
+            return super().penalty(x, x_adv, budget)
+        params = cast(LBFGSSSIMParams, self.params)
+        weight = params.ssim_penalty
+        margin = params.margin
+        span = budget.bounds[1] - budget.bounds[0]
+        return weight * (floor + margin - ssim(x, x_adv, data_range=span)).clamp_min(0)
+
+    def admissible(self, x: Tensor, x_adv: Tensor, budget: Budget) -> Tensor:
+        floor = self._floor(budget)
+        if floor is None:
+            return super().admissible(x, x_adv, budget)
+        return ssim(x, x_adv, data_range=budget.bounds[1] - budget.bounds[0]) >= floor

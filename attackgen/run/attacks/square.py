@@ -11,13 +11,14 @@ within one iteration, also as in the reference.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._query import bview, live, query_budget, score, with_loss
+from attackgen.run.attacks._query import as_outputs, bview, left, query_budget, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
@@ -58,29 +59,47 @@ class _Square(Attack[SquareLinfParams]):
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
         n_iters = query_budget(access, rows, self.params.n_queries)
+        # queries each input may make: the oracle's budget left now, and the attack's own cap
+        room = left(access, rows).clamp(max=n_iters)
 
         rng = self.row_random(x)  # per-input streams: an input's squares do not depend on its batch
         x_best = budget.project(x, self._init(x, eps, gen, budget, rng))
-        loss_best = torch.full((n,), float("inf"), device=x.device, dtype=torch.float64)
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
+        # The working set: the inputs still searching, gathered once and compacted only when one stops
+        # (success, or its queries spent). Per iteration the loop then costs one proposal, one query
+        # and a few element-wise updates, with no scatter back into the full batch.
+        idx = rows[room > 0]
+        xs, best, sub, last, rows_rng = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1, rng.subset(idx)
+        loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
+        skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
         for it in range(n_iters):
-            active = ~done & live(access, rows) & (used == it)  # an input that missed a query is out
-            if not bool(active.any()):
+            if idx.numel() == 0:
                 break
-            idx = active.nonzero().squeeze(1)
             if it == 0:
-                x_new = x_best[idx]
+                x_new = best
             else:
-                p = p_selection(p_init, it, n_iters)
-                x_new = budget.project(x[idx], self._propose(x[idx], x_best[idx], eps, p, gen, budget,
-                                                             rng.subset(idx)))
-            loss, success, _ = score(access, objective, x_new, idx)
-            used[idx] += 1
-            better = (loss < loss_best[idx]) | success
-            x_best[idx[better]] = x_new[better]
-            loss_best[idx[better]] = loss[better]
-            done[idx] |= success
+                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), gen, budget, rows_rng)
+                x_new = cand if skip_project else budget.project(xs, cand)
+            # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
+            outputs = as_outputs(access, access(x_new, idx), sub)
+            loss = sub.loss(outputs).detach().to(device=x.device, dtype=loss_best.dtype)
+            success = sub.success(outputs).to(x.device).bool()
+            better = (loss < loss_best) | success
+            best = torch.where(bview(better, best), x_new, best)
+            loss_best = torch.where(better, loss, loss_best)
+            stop = success | (last <= it)  # last: the iteration of an input's final query
+            if bool(stop.any()):  # write the stopping inputs back and shrink the working set
+                x_best[idx] = best
+                used[idx] = it + 1
+                done[idx] |= success
+                keep = ~stop
+                idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
+                if idx.numel():
+                    sub, rows_rng = objective.subset(idx), rows_rng.subset(keep.nonzero().squeeze(1))
+        if idx.numel():
+            x_best[idx] = best
+            used[idx] = n_iters
         return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
 
     def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
@@ -104,26 +123,32 @@ class SquareLinf(_Square):
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
                  budget: Budget, rng: RowRandom) -> Tensor:
-        n, c, h, w = x.shape
+        _, c, h, w = x.shape
         s = round(math.sqrt(p * h * w))
         s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
         top = rng.randint(0, h - s + 1)
         left = rng.randint(0, w - s + 1)
-        hh = torch.arange(h, device=x.device)
-        ww = torch.arange(w, device=x.device)
-        in_h = (hh[None] >= top[:, None]) & (hh[None] < top[:, None] + s)
-        in_w = (ww[None] >= left[:, None]) & (ww[None] < left[:, None] + s)
-        window = (in_h[:, None, :, None] & in_w[:, None, None, :]).expand(n, c, h, w)
+        # one row of a per-side table per input (one op each) instead of comparing index ranges
+        window = _spans(h, s, x.device)[top][:, None, :, None] & _spans(w, s, x.device)[left][:, None, None, :]
         signs = rng.randint(0, 2, c, 1, 1).to(x.dtype) * 2 - 1
         lo, hi = budget.bounds
         cand = torch.where(window, (x + eps * signs).clamp(lo, hi), x_best)
         # the reference redraws until the square changes something; flipping the signs always does
-        same = ((cand - x_best).abs() < 1e-7).flatten(1).all(dim=1)
+        same = (cand == x_best).flatten(1).all(dim=1)
         if bool(same.any()):
             cand[same] = torch.where(window[same], (x[same] - eps * signs[same]).clamp(lo, hi), x_best[same])
         return cand
 
 
+@functools.lru_cache(maxsize=64)
+def _spans(size: int, s: int, device: torch.device) -> Tensor:
+    """(size - s + 1, size) bool: row t is True on the s positions t .. t + s - 1."""
+    pos = torch.arange(size, device=device)
+    start = torch.arange(size - s + 1, device=device)[:, None]
+    return (pos >= start) & (pos < start + s)
+
+
+@functools.lru_cache(maxsize=64)
 def _rect_bump(a: int, b: int, device: torch.device) -> Tensor:
     """The reference's pseudo-Gaussian rectangle: nested rings with weights 1/(k+1)^2, unit L2 norm."""
     delta = torch.zeros(a, b, device=device)
@@ -136,12 +161,18 @@ def _rect_bump(a: int, b: int, device: torch.device) -> Tensor:
     return delta / delta.norm().clamp_min(1e-12)
 
 
-def _bump(s: int, gen: torch.Generator, device: torch.device) -> Tensor:
-    """The reference's meta_pseudo_gaussian_pert: two opposite-sign halves, randomly transposed."""
+@functools.lru_cache(maxsize=64)
+def _halves(s: int, device: torch.device) -> Tensor:
+    """The reference's meta_pseudo_gaussian_pert before its random transpose (cached: a function of s)."""
     delta = torch.zeros(s, s, device=device)
     delta[: s // 2] = _rect_bump(s // 2, s, device) if s // 2 > 0 else 0.0
     delta[s // 2 :] = -_rect_bump(s - s // 2, s, device)
-    delta = delta / delta.norm().clamp_min(1e-12)
+    return delta / delta.norm().clamp_min(1e-12)
+
+
+def _bump(s: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """The reference's meta_pseudo_gaussian_pert: two opposite-sign halves, randomly transposed."""
+    delta = _halves(s, device)
     if bool(torch.rand(1, generator=gen, device=device).item() > 0.5):
         delta = delta.t()
     return delta
@@ -185,21 +216,23 @@ class SquareL2(_Square):
         r2, c2 = (int(torch.randint(0, d - s + 1, (1,), generator=gen, device=x.device)) for d in (h, w))
         w1 = (slice(None), slice(None), slice(r1, r1 + s), slice(c1, c1 + s))
         w2 = (slice(None), slice(None), slice(r2, r2 + s), slice(c2, c2 + s))
-        mask1 = torch.zeros(1, 1, h, w, device=x.device)
-        mask1[w1] = 1.0
-        mask2 = torch.zeros_like(mask1)
-        mask2[w2] = 1.0
-        norm_window1 = (delta * mask1).pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
-        norm_image = delta.flatten(1).norm(dim=1).view(n, 1, 1, 1)
-        norm_windows = (delta * torch.maximum(mask1, mask2)).pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
+        # window sums of squares on views of one squared tensor, not masked copies of the image
+        sq = delta.square()
+        in1 = sq[w1].sum(dim=(2, 3), keepdim=True)
+        in_both = in1 + sq[w2].sum(dim=(2, 3), keepdim=True)
+        top, bottom, left, right = max(r1, r2), min(r1, r2) + s, max(c1, c2), min(c1, c2) + s
+        if top < bottom and left < right:  # the windows overlap: count the shared pixels once
+            in_both = in_both - sq[:, :, top:bottom, left:right].sum(dim=(2, 3), keepdim=True)
+        norm_window1 = in1.sqrt()
+        norm_image = sq.sum(dim=(1, 2, 3), keepdim=True).sqrt()
+        norm_windows = in_both.clamp_min(0).sqrt()
 
         signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen, device=x.device).to(x.dtype) * 2 - 1
         new = _bump(s, gen, x.device).view(1, 1, s, s) * signs
         new = new + delta[w1] / (1e-10 + norm_window1)
-        new_norm = new.pow(2).sum(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-12)
+        new_norm = torch.linalg.vector_norm(new, dim=(2, 3), keepdim=True).clamp_min(1e-12)
         room = ((eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
-        delta = delta.clone()
-        delta[w2] = 0.0
+        delta[w2] = 0.0  # delta is this call's own tensor (x_best - x)
         delta[w1] = new / new_norm * room
-        total = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return x + delta / bview(total, x) * eps
+        total = torch.linalg.vector_norm(delta, dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        return x + delta / total * eps

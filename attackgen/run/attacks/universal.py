@@ -131,3 +131,11 @@ class UniversalPerturbation(UniversalAttack[UAPParams]):
         if self.fitted is None:
             raise RuntimeError("fit the universal perturbation before applying it")
         return budget.project(x, x + self.fitted.to(x.device, x.dtype))
+
+
+class TransferUniversalPerturbation(UniversalPerturbation):
+    """The same fit on a surrogate model (its gradients; the victim is never queried while fitting), then
+    applied to the victim unchanged: a universal perturbation evaluated by transfer (Moosavi-Dezfooli et al.
+    2017 report that UAPs transfer across architectures; Papernot et al. 2017 for substitute models)."""
+
+    access = "surrogate"

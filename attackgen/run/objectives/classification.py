@@ -6,7 +6,11 @@ class_map without their class, remove_classes not naming it) have ``applicable``
 0 and they never count as a success, so the executor can leave them out.
 
 Losses (per input, minimised): "ce" is -CE(labels) untargeted and CE(targets) targeted; "margin" is
-the logit margin, negative exactly when the input is misclassified (towards the target). Outputs may be
+the logit margin, negative exactly when the input is misclassified (towards the target); "dlr" is the
+Difference of Logits Ratio (Croce & Hein 2020): the margin divided by the spread of the top logits, so it
+does not change when the logits are rescaled (saturated or temperature-scaled models). Untargeted DLR
+reads the third-largest logit and needs 3 classes, targeted DLR the fourth and needs 4 (rule
+C18-dlr-needs-enough-classes). Outputs may be
 logits (default) or probabilities (``for_outputs("probabilities")``, for score oracles): probabilities
 are turned into log-probabilities, on which both losses equal their logit versions.
 """
@@ -24,7 +28,8 @@ from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.axes import DynamicTarget, StaticTarget, Untargeted
 from taxonomy.errors import AttackgenError
 
-LOSS_KINDS = ("ce", "margin")
+LOSS_KINDS = ("ce", "margin", "dlr")
+DLR_RULE = "C18-dlr-needs-enough-classes"
 OUTPUT_KINDS = ("logits", "probabilities")
 
 
@@ -65,8 +70,13 @@ class ClassificationObjective(Objective):
         return ClassificationObjective(**fields)
 
     def with_loss(self, loss_kind: str) -> ClassificationObjective:
-        """The same objective with another loss ("ce" or "margin")."""
+        """The same objective with another loss ("ce", "margin" or "dlr")."""
         return self if loss_kind == self.loss_kind else self._copy(loss_kind=loss_kind)
+
+    def towards(self, targets: Tensor, loss_kind: str | None = None) -> ClassificationObjective:
+        """The same inputs and labels aimed at ``targets`` (one class per input): the sub-objective of a
+        target sweep (APGD-T, the targeted FMN sweep), whose success the caller still judges untargeted."""
+        return self._copy(targets=targets, loss_kind=loss_kind or self.loss_kind)
 
     def for_outputs(self, output_kind: str) -> ClassificationObjective:
         """The same objective reading "logits" or "probabilities"."""
@@ -100,9 +110,33 @@ class ClassificationObjective(Objective):
         z_other = z.scatter(1, goal, float("-inf")).amax(dim=1)
         return z_other - z_goal if self.targeted else z_goal - z_other
 
+    def dlr_classes_needed(self) -> int:
+        """Classes the DLR loss reads: the top 3 logits untargeted, the top 4 targeted."""
+        return 4 if self.targeted else 3
+
+    def dlr(self, outputs: Tensor) -> Tensor:
+        """Per-input DLR loss (minimised): the margin over the spread of the top logits (scale-free)."""
+        z = self._logits(outputs)
+        need = self.dlr_classes_needed()
+        if z.shape[1] < need:
+            kind = "targeted " if self.targeted else ""
+            raise AttackgenError(
+                f"{DLR_RULE}: the {kind}DLR loss reads the {need} largest logits, and the model has "
+                f"{z.shape[1]} classes; use a cross-entropy attack (apgd_ce, pgd_linf) on this model")
+        top = z.topk(need, dim=1).values
+        labels = self.labels.clamp_min(0).view(-1, 1)
+        z_label = z.gather(1, labels).squeeze(1)
+        if self.targeted:
+            z_target = z.gather(1, self._goal.view(-1, 1)).squeeze(1)
+            return (z_label - z_target) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+        z_other = z.scatter(1, labels, float("-inf")).amax(dim=1)
+        return (z_label - z_other) / (top[:, 0] - top[:, 2] + 1e-12)
+
     def loss(self, outputs: Tensor) -> Tensor:
         if self.loss_kind == "margin":
             value = self.margin(outputs)
+        elif self.loss_kind == "dlr":
+            value = self.dlr(outputs)
         else:
             ce = F.cross_entropy(self._logits(outputs), self._goal, reduction="none")
             value = ce if self.targeted else -ce

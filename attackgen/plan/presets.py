@@ -1,0 +1,234 @@
+"""Named plans that reproduce a published evaluation protocol: AutoAttack (Croce & Hein 2020).
+
+``attackgen plan SPEC --preset autoattack-standard`` schedules AutoAttack's attacks in its order with its
+parameters (fra31/auto-attack, ``autoattack.py``, ``_set_version``), so the robust accuracy compares
+with RobustBench and the papers that report AutoAttack:
+
+- standard (Linf, L2): APGD-CE (100 steps, 1 restart), APGD-T (100 steps, 9 target classes, 1 restart),
+  FAB-T (9 target classes), Square (5,000 queries, p_init 0.8);
+- plus: APGD-CE (5 restarts), APGD-DLR (5 restarts), FAB (5 restarts), Square (5,000 queries),
+  APGD-T (9 targets), FAB-T (9 targets);
+- rand (randomised defences): APGD-CE and APGD-DLR, each with EOT over 20 passes, 1 restart.
+
+One substitution, stated in every plan it affects: FAB and FAB-T are run as FMN (Pintor et al. 2021)
+and as FMN targeted over the same 9 classes (see attackgen/run/attacks/fmn_t.py for why); FAB's 5
+restarts in plus become one FMN run (FMN has no random start). APGD-L1 is not implemented, so the
+presets take Linf and L2 budgets only.
+
+``autoattack-square`` is AutoAttack's one black-box component alone (Square, 5,000 queries): the
+nearest preset for an adversary with score access only.
+
+A preset is refused by rule G3-preset-fits-threat-model (with the nearest fitting preset) on a threat
+model it was not defined for, and by the catalogue's own rules on a spec one of its attacks cannot run
+(C18: DLR on fewer than 3 or 4 classes). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from attackgen.plan.document import Infeasible, ItemContext, Plan, PlanCost, PlanItem, RuleNote
+from attackgen.plan.planner import (
+    _cost,
+    _dedupe,
+    _errors,
+    _strategy,
+    check_rule,
+    derive_params,
+    epsilons_in_input_units,
+    primary_budget,
+    query_budget,
+    rule_breaks,
+    spec_notes,
+    split_params,
+)
+from taxonomy.catalog import CATALOG
+from taxonomy.errors import SpecError
+from taxonomy.spec import AttackSpec
+
+AUTOATTACK = "Croce & Hein 2020, AutoAttack, arXiv:2003.01690; fra31/auto-attack autoattack.py (_set_version)"
+SCORE_KNOWLEDGE = frozenset({"output_transparent", "query_limited"})
+SQUARE_QUERIES = 5000
+FMN_NOTE = ("FAB-T runs as targeted FMN over the same 9 classes (fmn_t; why: attackgen/run/attacks/fmn_t.py), "
+            "so figures can differ from the reference where FAB-T alone breaks an input")
+
+
+@dataclass(frozen=True)
+class PresetItem:
+    attack: str  # a catalogue id; "square" picks square_linf or square_l2 by the budget's norm
+    params: Mapping[str, Any]
+    label: str  # the protocol's own name for the item (APGD-CE, FAB-T, ...)
+    role: str = "primary"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    items: tuple[PresetItem, ...]
+    knowledge: frozenset[str] = frozenset({"white_box"})
+    norms: frozenset[str] = frozenset({"inf", "2"})
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _square(label: str = "Square") -> PresetItem:
+    return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8}, label, "gradient_free_check")
+
+
+_APGD_T = PresetItem("apgd_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False},
+                     "APGD-T")
+_FAB_T = PresetItem("fmn_t", {"steps": 100, "n_target_classes": 9}, "FAB-T (as targeted FMN)")
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("autoattack-standard", "AutoAttack, standard version", (
+            PresetItem("apgd_ce", {"steps": 100, "restarts": 1}, "APGD-CE"),
+            _APGD_T,
+            _FAB_T,
+            _square(),
+        ), notes=(FMN_NOTE,)),
+        Preset("autoattack-plus", "AutoAttack, plus version", (
+            PresetItem("apgd_ce", {"steps": 100, "restarts": 5}, "APGD-CE"),
+            PresetItem("apgd_dlr", {"steps": 100, "restarts": 5}, "APGD-DLR"),
+            PresetItem("fmn", {"steps": 100}, "FAB (as FMN, one run for FAB's 5 restarts)"),
+            _square(),
+            _APGD_T,
+            _FAB_T,
+        ), notes=(FMN_NOTE, "FAB's 5 random restarts become one FMN run (FMN starts at the clean input)")),
+        Preset("autoattack-rand", "AutoAttack, version for randomised defences", (
+            PresetItem("apgd_ce", {"steps": 100, "restarts": 1, "eot_iter": 20}, "APGD-CE with EOT 20"),
+            PresetItem("apgd_dlr", {"steps": 100, "restarts": 1, "eot_iter": 20}, "APGD-DLR with EOT 20"),
+        )),
+        Preset("autoattack-square", "AutoAttack's black-box component: Square, 5,000 queries",
+               (_square("Square (AutoAttack's parameters)"),), knowledge=frozenset({"white_box", *SCORE_KNOWLEDGE})),
+    )
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def _rule() -> Any:
+    from taxonomy import rules
+
+    return rules.RULES["G3-preset-fits-threat-model"]
+
+
+def _note(field: str, detail: str) -> RuleNote:
+    rule = _rule()
+    return RuleNote(id=rule.id, severity="error", field=field, reason=rule.reason, fix=rule.fix, detail=detail)
+
+
+def _nearest(spec: AttackSpec, preset: Preset) -> str:
+    """The nearest preset that fits the spec's knowledge, or what to do when none does."""
+    knowledge = spec.threat.model_knowledge.kind
+    budget = query_budget(spec)
+    if knowledge in SCORE_KNOWLEDGE and (budget is None or budget >= SQUARE_QUERIES):
+        return "nearest fitting preset: autoattack-square (Square alone needs only scores)"
+    if knowledge == "white_box" and preset.name == "autoattack-square":
+        return "nearest fitting preset: autoattack-standard"
+    return "no preset fits; plan without --preset"
+
+
+def fit_notes(spec: AttackSpec, preset: Preset) -> list[RuleNote]:
+    """Why the preset does not fit the spec (rule G3), each finding naming the nearest fitting preset."""
+    notes: list[RuleNote] = []
+    threat = spec.threat
+    knowledge = threat.model_knowledge.kind
+    if spec.task.value != "classification":
+        notes.append(_note("task", f"{preset.name} evaluates classifiers, not {spec.task.value}; no preset fits, "
+                                   "plan without --preset"))
+    if knowledge not in preset.knowledge:
+        notes.append(_note("threat.model_knowledge", f"{preset.name} needs {' or '.join(sorted(preset.knowledge))} "
+                                                     f"knowledge, the spec grants {knowledge}; "
+                                                     + _nearest(spec, preset)))
+    budget = query_budget(spec)
+    if preset.name == "autoattack-square" and budget is not None and budget < SQUARE_QUERIES:
+        notes.append(_note("threat.model_knowledge.query_budget",
+                           f"{preset.name} runs Square for {SQUARE_QUERIES} queries per input, the budget is "
+                           f"{budget}; no preset fits, plan without --preset"))
+    if threat.consequence.kind != "untargeted":
+        notes.append(_note("threat.consequence", f"AutoAttack is untargeted, the spec asks for "
+                                                 f"{threat.consequence.kind}; no preset fits, plan without --preset"))
+    if threat.scope.kind != "individual":
+        notes.append(_note("threat.scope", f"AutoAttack perturbs each input on its own, the spec's scope is "
+                                           f"{threat.scope.kind}; no preset fits, plan without --preset"))
+    if threat.capability.feed != "digital":
+        notes.append(_note("threat.capability.feed", "AutoAttack is a digital evaluation; no preset fits, "
+                                                     "plan without --preset"))
+    lp = spec.lp_budgets
+    others = [i for i in threat.imperceptibility if i.kind != "lp"]
+    if len(lp) != 1 or others:
+        notes.append(_note("threat.imperceptibility", "AutoAttack bounds one Lp norm and nothing else; the spec has "
+                                                      f"{len(threat.imperceptibility)} imperceptibility items; "
+                                                      "no preset fits, plan without --preset"))
+    elif lp[0].mode != "fixed":
+        notes.append(_note("threat.imperceptibility[0].mode", "AutoAttack measures robust accuracy at a fixed "
+                                                              "epsilon, the spec asks for minimal norms; no preset "
+                                                              "fits, plan without --preset"))
+    elif lp[0].norm not in preset.norms:
+        extra = " (APGD-L1 is not implemented yet)" if lp[0].norm == "1" else ""
+        notes.append(_note("threat.imperceptibility[0].norm", f"{preset.name} takes Linf or L2 budgets, the spec "
+                                                              f"bounds L{lp[0].norm}{extra}; no preset fits, plan "
+                                                              "without --preset"))
+    return notes
+
+
+def _descriptor_id(item: PresetItem, norm: str | None) -> str:
+    if item.attack == "square":
+        return "square_l2" if norm == "2" else "square_linf"
+    return item.attack
+
+
+def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
+    """The preset's plan for the spec, or why it does not fit (rules G3, C18, ... and the spec's own rules)."""
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise SpecError("--preset", [f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}"])
+    notes = spec_notes(spec)
+    warnings = [n for n in notes if n.severity == "warning"]
+    blocking = _errors(notes) or fit_notes(spec, preset)
+    budget = primary_budget(spec)
+    norm = budget.norm if budget is not None else None
+    epsilons = epsilons_in_input_units(spec, budget)
+    items: list[PlanItem] = []
+    if not blocking:
+        for epsilon in epsilons:
+            for index, entry in enumerate(preset.items, 1):
+                descriptor = CATALOG[_descriptor_id(entry, norm)]
+                params = derive_params(spec, descriptor, epsilon, epsilons)
+                params.update(entry.params)
+                own, context = split_params(descriptor, params)
+                item = PlanItem(attack=descriptor.id, role=entry.role, epsilon=epsilon,  # type: ignore[arg-type]
+                                params=own, context=ItemContext.model_validate(context),
+                                strength=descriptor.strength)
+                found = rule_breaks(spec, descriptor, item)
+                blocking += _errors(found)
+                warnings += [n for n in found if n.severity == "warning"]
+                cost = _cost(descriptor, params)
+                item.expected_cost = PlanCost(forward=cost.forward, backward=cost.backward, queries=cost.queries)
+                item.rationale = (f"{preset.title}, item {index}/{len(preset.items)}: {entry.label} "
+                                  f"({descriptor.title}) with the protocol's parameters; at most ~{cost.passes:g} "
+                                  f"passes + {cost.queries:g} queries per input, run only on inputs still unbroken")
+                items.append(item)
+    if not blocking and spec.threat.model_knowledge.kind == "white_box" and not any(
+            i.role == "gradient_free_check" for i in items):
+        rule = check_rule()
+        if rule is not None:
+            warnings.append(RuleNote(id=rule.id, severity="warning", field="--preset", reason=rule.reason, fix=rule.fix,
+                                     detail=f"{preset.name} schedules no gradient-free attack (as in AutoAttack)"))
+    if blocking:
+        return Infeasible(spec_name=spec.name, spec_hash=spec.spec_hash(), blocking=_dedupe(blocking),
+                          warnings=_dedupe(warnings), nearest=[])
+    strategy, filled = _strategy(spec, [CATALOG[items[0].attack]])
+    atlas = sorted({a for item in items for a in CATALOG[item.attack].atlas} | {"AML.T0015"})
+    return Plan(
+        spec_name=spec.name, spec_hash=spec.spec_hash(), spec=spec.model_dump(mode="json", by_alias=True),
+        strategy=strategy, filled=filled, epsilons=epsilons, query_budget=query_budget(spec), items=items,
+        warnings=_dedupe(warnings), atlas=atlas, preset=preset.name,
+        notes=[f"preset {preset.name}: {preset.title}, in the protocol's order ({AUTOATTACK})", *preset.notes],
+    )

@@ -1,0 +1,346 @@
+"""APGD (Croce & Hein 2020, arXiv:2003.01690): PGD without a step size to tune, Linf and L2.
+
+Each run starts at a random point on the sphere of radius epsilon and takes momentum steps (alpha 0.75)
+of size 2*epsilon, halved per input at the paper's checkpoints (after 22% of the steps, then at
+intervals shrinking by 3% of the steps down to 6%) when the loss rose in fewer than rho = 75% of the
+steps since the last checkpoint, or when the step was not halved last time and the best loss has not
+improved; a halving restarts that input from its best (highest-loss) point and gradient. This is the
+schedule of the reference code (fra31/auto-attack, autopgd_base.py), so the figures compare.
+
+Losses: cross-entropy (APGD-CE), DLR (APGD-DLR: scale-free, so saturated logits do not starve it) and,
+for APGD-T, the targeted DLR towards each of the clean prediction's top-k other classes in turn
+(k = 9 in AutoAttack), each target run only on the inputs no earlier target broke.
+
+Beyond the reference: survivors only at every level (restarts and targets run on the inputs still
+unbroken, and inside a run an input leaves the batch at its first successful iterate, so a broken
+input costs no further passes), device-agnostic, seeded from the attack's generator. An input's
+candidate is its first successful iterate, else its highest-loss point; the executor verifies it.
+APGD-L1 (Croce & Hein 2021) is not implemented: an L1 budget is refused by rule D1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from attackgen.run.access import Access
+from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm
+from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
+from attackgen.run.attacks.randomness import RowRandom
+from attackgen.run.objectives.base import Capability, Objective
+from attackgen.run.objectives.classification import ClassificationObjective
+from taxonomy.errors import AttackgenError
+from taxonomy.params import APGDDLRParams, APGDParams, APGDTParams, AttackParams
+
+ALPHA = 0.75
+"""Momentum weight of the new step (the reference's ``a``)."""
+
+
+@dataclass
+class APGDConfig:
+    steps: int = 100
+    restarts: int = 1
+    rho: float = 0.75
+    eot_iter: int = 1  # gradients averaged over this many passes (randomised models, AutoAttack 'rand')
+
+    @property
+    def first_checkpoint(self) -> int:
+        return max(int(0.22 * self.steps), 1)
+
+    @property
+    def min_interval(self) -> int:
+        return max(int(0.06 * self.steps), 1)
+
+    @property
+    def interval_decrease(self) -> int:
+        return max(int(0.03 * self.steps), 1)
+
+
+class BatchStream:
+    """One generator for the whole batch, drawn as the reference code draws its random starts
+    (``torch.rand(x.shape)`` per run on the inputs still unbroken): with ``batch_start`` and the same seed
+    the starts, and so the results, match fra31/auto-attack's exactly (tests/test_apgd_crosscheck.py).
+    Not the default: a draw then depends on the batch, which per-input streams (row_random) avoid."""
+
+    def __init__(self, gen: torch.Generator, n: int) -> None:
+        self.gen, self.n = gen, n
+
+    def subset(self, rows: Tensor) -> BatchStream:
+        return BatchStream(self.gen, rows.numel())
+
+    def rand(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.rand((self.n, *shape), generator=self.gen, device=self.gen.device, dtype=dtype)
+
+    def randn(self, *shape: int, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.randn((self.n, *shape), generator=self.gen, device=self.gen.device, dtype=dtype)
+
+
+Stream = RowRandom | BatchStream
+
+
+def _unit(t: Tensor, norm: str) -> Tensor:
+    """t scaled to unit Linf or L2 norm per input."""
+    flat = t.flatten(1)
+    size = flat.abs().amax(dim=1) if norm == "inf" else flat.norm(dim=1)
+    return t / (size.view(-1, *([1] * (t.dim() - 1))) + 1e-12)
+
+
+class _Run:
+    """The state of one APGD run on the active inputs; ``keep(rows)`` drops the others."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        self.__dict__.update(tensors)
+
+    def keep(self, rows: Tensor) -> None:
+        for name, value in list(self.__dict__.items()):
+            self.__dict__[name] = value[:, rows] if name == "history" else value[rows]
+
+
+def _loss_and_grad(access: Access, xa: Tensor, rows: Tensor, objective: Objective, success: Objective,
+                   cfg: APGDConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """(gain to maximise, its gradient, success) at xa from the same passes; eot_iter passes averaged."""
+    grad = torch.zeros_like(xa)
+    gain = torch.zeros(xa.shape[0], device=xa.device, dtype=xa.dtype)
+    hit = torch.zeros(xa.shape[0], dtype=torch.bool, device=xa.device)
+    for _ in range(cfg.eot_iter):
+        xg = xa.detach().requires_grad_(True)
+        out = access(xg, rows)
+        value = -objective.loss(out)  # objectives are minimised; APGD ascends
+        (g,) = torch.autograd.grad(value.sum(), xg)
+        grad += g
+        gain += value.detach()
+        hit |= success.success(out.detach())
+    if cfg.eot_iter > 1:
+        grad /= cfg.eot_iter
+        gain /= cfg.eot_iter
+    return gain, grad, hit
+
+
+def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
+             cfg: APGDConfig, rng: Stream, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One APGD run on the inputs at batch rows ``rows``; returns (candidates, found) per owner.
+
+    ``objective`` gives the loss; ``success`` decides when an input is broken (they differ for APGD-T,
+    whose loss targets one class while any misclassification counts). ``owner`` maps each row to the
+    input it is a copy of (APGD-T with all targets in one batch): when one copy succeeds, every copy of
+    that input leaves the run. Without it each row is its own input.
+    """
+    x = ball.x
+    n = x.shape[0]
+    owner = torch.arange(n, device=x.device) if owner is None else owner.to(x.device)
+    owners = int(owner.max()) + 1 if n else 0
+    shape = (-1, *([1] * (x.dim() - 1)))
+    # the start: one draw per input from its own stream, so it does not depend on the batch
+    noise = (rng.rand(*x.shape[1:], dtype=x.dtype) * 2 - 1 if ball.norm == "inf"
+             else rng.randn(*x.shape[1:], dtype=x.dtype))
+    if ball.mask is not None:
+        noise = noise * ball.mask
+    xa = ball.project(x + ball.epsilon * _unit(noise, ball.norm))
+    out = torch.empty((owners, *x.shape[1:]), device=x.device, dtype=x.dtype)  # candidates, per owner
+    found = torch.zeros(owners, dtype=torch.bool, device=x.device)
+    pos = torch.arange(n, device=x.device)
+
+    gain, grad, hit = _loss_and_grad(access, xa, rows, objective, success, cfg)
+    s = _Run(x=x, xa=xa, x_old=xa.clone(), grad=grad, x_best=xa.clone(), grad_best=grad.clone(),
+             best=gain.clone(), step=torch.full((n,), 2.0 * ball.epsilon, device=x.device, dtype=x.dtype),
+             best_at_check=gain.clone(), halved_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
+             history=gain.view(1, -1).clone())
+
+    def retire(hit: Tensor) -> bool:
+        """Inputs that succeeded leave the run; True when none is left."""
+        nonlocal pos, objective, success, ball
+        if not bool(hit.any()):
+            return False
+        out[owner[pos[hit]]] = s.xa[hit]
+        found[owner[pos[hit]]] = True
+        keep = (~found[owner[pos]]).nonzero().squeeze(1)
+        pos = pos[keep]
+        s.keep(keep)
+        objective, success = objective.subset(keep), success.subset(keep)
+        ball = ball.subset(keep)
+        return keep.numel() == 0
+
+    if retire(hit):
+        return out, found
+    interval, since_check = cfg.first_checkpoint, 0
+    for i in range(cfg.steps):
+        with torch.no_grad():
+            a = ALPHA if i > 0 else 1.0
+            momentum = s.xa - s.x_old
+            s.x_old = s.xa
+            if ball.norm == "inf":
+                z = ball.project(s.xa + s.step.view(shape) * s.grad.sign())
+            else:
+                g = s.grad if ball.mask is None else s.grad * ball.mask
+                z = ball.project(s.xa + s.step.view(shape) * _unit(g, "2"))
+            s.xa = ball.project(s.xa + a * (z - s.xa) + (1 - a) * momentum)
+        active = rows[pos]
+        gain, s.grad, hit = _loss_and_grad(access, s.xa, active, objective, success, cfg)
+        with torch.no_grad():
+            better = gain > s.best
+            s.x_best = torch.where(better.view(shape), s.xa, s.x_best)
+            s.grad_best = torch.where(better.view(shape), s.grad, s.grad_best)
+            s.best = torch.where(better, gain, s.best)
+            s.history = torch.cat([s.history, gain.view(1, -1)])
+            since_check += 1
+            if since_check == interval:
+                recent = s.history[-(interval + 1):]
+                rises = (recent[1:] > recent[:-1]).sum(dim=0)
+                halve = (rises <= interval * cfg.rho) | (~s.halved_at_check & (s.best_at_check >= s.best))
+                s.halved_at_check, s.best_at_check = halve, s.best.clone()
+                if bool(halve.any()):
+                    s.step = torch.where(halve, s.step / 2, s.step)
+                    s.xa = torch.where(halve.view(shape), s.x_best, s.xa)
+                    s.grad = torch.where(halve.view(shape), s.grad_best, s.grad)
+                interval = max(interval - cfg.interval_decrease, cfg.min_interval)
+                since_check = 0
+        if retire(hit):
+            return out, found
+    out[owner[pos]] = s.x_best
+    return out, found
+
+
+def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: APGDConfig, norm: str,
+         epsilon: float, rng: Stream, targets: int = 0,
+         parallel: bool = False) -> tuple[Tensor, dict[str, Any]]:
+    """APGD with restarts (``targets`` = 0), or APGD-T over the top ``targets`` other classes.
+
+    Every restart and every target runs only on the inputs not yet broken. ``parallel`` runs the
+    targets of APGD-T side by side in one batch (one copy per input and target, all copies of an input
+    leaving at its first success) instead of one after the other: the same passes or fewer per broken
+    input in far fewer, larger batches (wall time), at the price of running targets the reference would
+    have skipped for an input a previous target broke.
+    """
+    x = x.detach()
+    objective = on_device(objective, x.device)
+    ball = Ball(x, budget, norm, epsilon)
+    n = x.shape[0]
+    best = x.clone()
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    runs = 0
+    schedule: list[int | None] = [None] * cfg.restarts
+    if targets:
+        schedule = [t for t in range(targets) for _ in range(cfg.restarts)]
+    if targets and parallel:  # every target in one batch: one copy of each input per target
+        schedule = [None] * cfg.restarts
+    for target_rank in schedule:
+        todo = (~found).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        if targets and parallel:
+            cand, hit = _all_targets(access, x, todo, objective, ball, cfg, rng, targets)
+            best[todo], found[todo] = cand, hit
+            runs += 1
+            continue
+        success = objective.subset(todo)
+        loss_objective = success if target_rank is None else _targeted(access, x[todo], todo, success, target_rank)
+        if loss_objective is None:  # fewer classes than targets asked for
+            break
+        cand, hit = apgd_run(access, todo, loss_objective, success, ball.subset(todo), cfg, rng.subset(todo))
+        best[todo] = cand
+        found[todo] = hit
+        runs += 1
+    return best, {"steps": cfg.steps, "restarts": cfg.restarts, "targets": targets, "runs": runs,
+                  "found_during_attack": int(found.sum())}
+
+
+def _all_targets(access: Access, x: Tensor, todo: Tensor, objective: Objective, ball: Ball, cfg: APGDConfig,
+                 rng: Stream, targets: int) -> tuple[Tensor, Tensor]:
+    """APGD-T with all top-``targets`` classes at once on the inputs ``todo``; (candidates, found) per input."""
+    success = objective.subset(todo)
+    with torch.no_grad():
+        clean = access(x[todo], todo)
+    _need_four(clean)
+    k = min(targets, clean.shape[1] - 1)
+    order = clean.argsort(dim=1, descending=True)[:, 1:k + 1]
+    copy = torch.arange(todo.numel(), device=x.device).repeat_interleave(k)
+    copies = success.subset(copy)
+    loss = _sweepable(copies).towards(order.reshape(-1), "dlr")
+    return apgd_run(access, todo[copy], loss, copies, ball.subset(todo[copy]), cfg, rng.subset(todo[copy]),
+                    owner=copy)
+
+
+def _sweepable(objective: Objective) -> ClassificationObjective:
+    """The objective, when a target sweep can aim it at other classes (an untargeted classification one)."""
+    if not isinstance(objective, ClassificationObjective) or objective.targeted:
+        raise AttackgenError("apgd_t sweeps target classes on an untargeted classification objective")
+    return objective
+
+
+def _need_four(clean: Tensor) -> None:
+    if clean.shape[1] < 4:
+        raise AttackgenError(
+            "C18-dlr-needs-enough-classes: APGD-T's targeted DLR loss reads the 4 largest logits and the "
+            f"model has {clean.shape[1]} classes; use apgd_ce on this model")
+
+
+def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, rank: int) -> Objective | None:
+    """The targeted-DLR objective towards each input's (rank+2)-th most likely clean class (None: no such class)."""
+    sweep = _sweepable(objective)
+    with torch.no_grad():
+        clean = access(x, rows)
+    _need_four(clean)
+    if rank + 1 >= clean.shape[1]:
+        return None
+    order = clean.argsort(dim=1, descending=True)
+    return sweep.towards(order[:, rank + 1], "dlr")
+
+
+class _APGD(Attack[APGDParams]):
+    access = "gradients"
+    params_model: ClassVar[type[AttackParams]] = APGDParams
+    loss = "ce"
+    targeted_sweep = False
+
+    def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
+            env: AttackEnv | None = None) -> AttackOutput:
+        name = self.__class__.__name__.lower()
+        self.check_objective(objective)
+        norm = require_norm(budget, ("inf", "2"), name)
+        eps = require_epsilon(budget, name)
+        p = self.params
+        cfg = APGDConfig(steps=p.steps, restarts=p.restarts, rho=p.rho, eot_iter=p.eot_iter)
+        loss = p.loss
+        targets = 0
+        if self.targeted_sweep and not objective.targeted:
+            targets = p.n_target_classes if isinstance(p, APGDTParams) else 9
+            if env is not None and env.num_classes is not None:
+                targets = min(targets, env.num_classes - 1)
+        else:
+            objective = objective.with_loss("dlr" if loss == "dlr-targeted" else loss)  # targeted DLR is DLR
+        rng: Stream = (BatchStream(self.generator(x.device), x.shape[0]) if p.batch_start
+                       else self.row_random(x))
+        x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, rng, targets,
+                           parallel=isinstance(p, APGDTParams) and p.parallel_targets)
+        info.update(norm=norm, loss="dlr-targeted" if targets else loss)
+        return AttackOutput(x_adv, info)
+
+
+class APGDCE(_APGD):
+    """APGD on the cross-entropy (AutoAttack's first attack)."""
+
+    loss = "ce"
+    params_model = APGDParams
+
+
+class APGDDLR(_APGD):
+    """APGD on the DLR loss (scale-free; AutoAttack plus and rand)."""
+
+    loss = "dlr"
+    params_model = APGDDLRParams
+    objective_needs = frozenset({Capability.LOSS_CHOICE})
+
+
+class APGDT(_APGD):
+    """APGD-T: targeted DLR towards each of the top-k other classes in turn, survivors only."""
+
+    loss = "dlr"
+    params_model = APGDTParams
+    targeted_sweep = True
+    objective_needs = frozenset({Capability.GOAL, Capability.LOSS_CHOICE})
+
+
+__all__ = ["APGDCE", "APGDDLR", "APGDT", "APGDConfig", "apgd", "apgd_run"]

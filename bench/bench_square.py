@@ -1,0 +1,105 @@
+"""Square attack: attackgen's against torchattacks' on the same inputs, queries and p_init, per query.
+
+    .venv-bench/bin/python bench/bench_square.py [--n 128] [--queries 1000] [--repeats 2]
+
+Two settings per norm (Linf and L2) on the built-in digits CNN:
+
+- "attack": the usual epsilon (Linf 0.1, L2 1.5): success and time, inputs stop when they succeed;
+- "no success": a tiny epsilon (Linf 0.002, L2 0.02) that no input can reach, so both spend every
+  query on every input with the same batch sizes: the pure cost of a query, overheads included.
+
+Time per query = the process's CPU time (steadier than wall time on a shared machine; wall is shown
+too) over the inputs forwarded through the model, counted by a wrapper. attackgen's Square queries a
+counted, budgeted ScoreOracle (logits); torchattacks calls the model directly. Runs alternate between
+the two libraries; the table gives the median over the repeats and the ratio attackgen / torchattacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.run.access import ScoreOracle
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.square import SquareL2, SquareLinf
+from attackgen.run.objectives.classification import ClassificationObjective
+
+
+class Counted(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.inputs = model, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.inputs += int(x.shape[0])
+        return self.model(x)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--p-init", type=float, default=0.8, help="both libraries (AutoAttack's value)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    import torchattacks
+
+    model = load_builtin_model("digits-cnn").requires_grad_(False)
+    data = load_builtin_data("digits")
+    x, y = data.x[: args.n], data.y[: args.n]
+
+    def ours(norm: str, eps: float) -> tuple[Tensor, int]:
+        counted = Counted(model)
+        attack = (SquareLinf if norm == "inf" else SquareL2)(n_queries=args.queries, p_init=args.p_init, seed=0)
+        oracle = ScoreOracle(counted, len(x), "logits", budget=args.queries)
+        out = attack.run(oracle, x, ClassificationObjective(y), Budget(norm=norm, epsilon=eps))
+        return out.x_adv, counted.inputs
+
+    def theirs(norm: str, eps: float) -> tuple[Tensor, int]:
+        counted = Counted(model)
+        attack = torchattacks.Square(counted, norm="Linf" if norm == "inf" else "L2", eps=eps,
+                                     n_queries=args.queries, p_init=args.p_init, seed=0)
+        return attack(x, y), counted.inputs
+
+    load = os.getloadavg()
+    print(f"digits-cnn, {args.n} test inputs, {args.queries} queries, p_init {args.p_init}, 1 thread, "
+          f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    print("\n| setting | library | robust acc | inputs forwarded | CPU s | wall s | CPU us / query | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for norm, eps_attack, eps_none in (("inf", 0.1, 0.002), ("2", 1.5, 0.02)):
+        for setting, eps in (("attack", eps_attack), ("no success", eps_none)):
+            runs: dict[str, list[tuple[float, float, int, float]]] = {"attackgen": [], "torchattacks": []}
+            for _ in range(args.repeats):
+                for name, fn in (("attackgen", ours), ("torchattacks", theirs)):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    x_adv, inputs = fn(norm, eps)
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    with torch.no_grad():
+                        robust = float((model(x_adv.clamp(0, 1)).argmax(1) == y).float().mean())
+                    runs[name].append((cpu, wall, inputs, robust))
+            per_query = {k: statistics.median(c / q for c, _, q, _ in v) for k, v in runs.items()}
+            for name, values in runs.items():
+                cpu = statistics.median(v[0] for v in values)
+                wall = statistics.median(v[1] for v in values)
+                ratio = per_query[name] / per_query["torchattacks"]
+                print(f"| {'Linf' if norm == 'inf' else 'L2'} {eps} ({setting}) | {name} | {values[0][3]:.1%} | "
+                      f"{values[0][2]} | {cpu:.1f} | {wall:.1f} | {per_query[name] * 1e6:.0f} | {ratio:.2f} |",
+                      flush=True)
+    load = os.getloadavg()
+    print(f"\nload after {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""APGD-CE, APGD-DLR, APGD-T and the targeted FMN sweep on the digits model: they break it, beat PGD at
+equal steps, hit targets, stay in budget, and refuse DLR on too few classes with the rule's id."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.apgd import APGDCE, APGDDLR, APGDT
+from attackgen.run.attacks.base import Budget
+from attackgen.run.attacks.fmn_t import TargetedFMNSweep
+from attackgen.run.attacks.pgd import LinfPGD
+from attackgen.run.objectives.classification import ClassificationObjective
+from taxonomy.errors import AttackgenError
+
+N = 128
+LINF = Budget(norm="inf", epsilon=0.1)
+
+
+@pytest.fixture(scope="module")
+def batch(test_set):
+    x, y = test_set
+    return x[:N], y[:N]
+
+
+def run(model, cls, x, objective, budget, **params):
+    access = WhiteBoxAccess(model, x.shape[0])
+    x_adv = cls(seed=0, **params).run(access, x, objective, budget).x_adv
+    assert x_adv.shape == x.shape and int(access.queries.min()) >= 1
+    delta = (x_adv - x).flatten(1)
+    limit = budget.epsilon * (1 + 1e-5)
+    size = delta.abs().amax(dim=1) if budget.norm == "inf" else delta.norm(dim=1)
+    assert float(size.max()) <= limit, "a candidate left the epsilon ball"
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    with torch.no_grad():
+        return x_adv, model(x_adv).argmax(dim=1), access
+
+
+def test_apgd_ce_breaks_most_inputs_and_beats_pgd_at_equal_steps(victim, batch):
+    x, y = batch
+    _, pred, _ = run(victim, APGDCE, x, ClassificationObjective(y), LINF, steps=20)
+    _, pgd_pred, _ = run(victim, LinfPGD, x, ClassificationObjective(y), LINF, steps=20)
+    apgd_robust, pgd_robust = int((pred == y).sum()), int((pgd_pred == y).sum())
+    assert apgd_robust <= 0.2 * N, f"APGD-CE left {apgd_robust}/{N} correct at Linf 0.1"
+    assert apgd_robust < pgd_robust, f"APGD-CE {apgd_robust} vs PGD {pgd_robust} robust inputs at 20 steps"
+
+
+def test_survivors_leave_early_so_broken_inputs_cost_fewer_passes(victim, batch):
+    x, y = batch
+    _, pred, access = run(victim, APGDCE, x, ClassificationObjective(y), LINF, steps=40)
+    broken = pred != y
+    assert bool(broken.any()) and bool((~broken).any())
+    assert float(access.queries[broken].float().mean()) < float(access.queries[~broken].float().mean())
+    assert int(access.queries.max()) <= 40 + 1  # one pass per step plus the start, no more
+
+
+def test_apgd_t_breaks_inputs_apgd_ce_left(victim, batch):
+    x, y = batch
+    _, pred, _ = run(victim, APGDCE, x, ClassificationObjective(y), LINF, steps=30)
+    left = (pred == y).nonzero().squeeze(1)
+    assert left.numel() > 0
+    for parallel in (False, True):
+        _, pred_t, _ = run(victim, APGDT, x[left], ClassificationObjective(y[left]), LINF, steps=30,
+                           parallel_targets=parallel)
+        assert int((pred_t != y[left]).sum()) >= 1, f"APGD-T (parallel={parallel}) broke none of {left.numel()}"
+
+
+def test_apgd_t_hits_a_static_target(victim, batch):
+    x, y = batch
+    keep = y != 3
+    x, y = x[keep][:32], y[keep][:32]
+    targets = torch.full_like(y, 3)
+    _, pred, _ = run(victim, APGDT, x, ClassificationObjective(y, targets), Budget(norm="inf", epsilon=0.2), steps=50)
+    assert float((pred == 3).float().mean()) >= 0.8
+
+
+def test_l2_budget_holds_and_dlr_breaks_inputs(victim, batch):
+    x, y = batch
+    _, pred, _ = run(victim, APGDDLR, x[:64], ClassificationObjective(y[:64]), Budget(norm="2", epsilon=1.5), steps=30)
+    assert int((pred != y[:64]).sum()) >= 32
+
+
+def test_mask_is_respected(victim, batch):
+    x, y = batch
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 4:12, 4:12] = 1
+    budget = Budget(norm="inf", epsilon=0.2, mask=mask)
+    x_adv, _, _ = run(victim, APGDCE, x[:32], ClassificationObjective(y[:32]), budget, steps=10)
+    outside = (x_adv - x[:32]) * (1 - mask)
+    assert float(outside.abs().max()) == 0.0
+
+
+def test_dlr_loss_ignores_the_scale_of_the_logits(victim, batch):
+    x, y = batch
+    with torch.no_grad():
+        logits = victim(x[:16])
+    for objective in (ClassificationObjective(y[:16], loss_kind="dlr"),
+                      ClassificationObjective(y[:16], (y[:16] + 1) % 10, loss_kind="dlr")):
+        assert torch.allclose(objective.loss(logits), objective.loss(1000 * logits), atol=1e-4)
+
+
+def test_dlr_on_too_few_classes_is_refused_by_rule_id():
+    logits = torch.randn(4, 2)
+    with pytest.raises(AttackgenError, match="C18-dlr-needs-enough-classes"):
+        ClassificationObjective(torch.zeros(4), loss_kind="dlr").loss(logits)
+    with pytest.raises(AttackgenError, match="C18-dlr-needs-enough-classes"):
+        ClassificationObjective(torch.zeros(4), torch.ones(4), loss_kind="dlr").loss(torch.randn(4, 3))
+
+
+def test_l1_budget_is_a_clear_error(victim, batch):
+    x, y = batch
+    with pytest.raises(AttackgenError, match="L1"):
+        APGDCE(seed=0).run(WhiteBoxAccess(victim, 4), x[:4], ClassificationObjective(y[:4]),
+                           Budget(norm="1", epsilon=5))
+
+
+def test_seeded_runs_are_reproducible(victim, batch):
+    x, y = batch
+    first, _, _ = run(victim, APGDCE, x[:32], ClassificationObjective(y[:32]), LINF, steps=10)
+    second, _, _ = run(victim, APGDCE, x[:32], ClassificationObjective(y[:32]), LINF, steps=10)
+    assert torch.equal(first, second)
+
+
+def test_targeted_fmn_sweep_breaks_inputs_within_budget(victim, batch):
+    x, y = batch
+    _, pred, _ = run(victim, TargetedFMNSweep, x[:16], ClassificationObjective(y[:16]), LINF, steps=30,
+                     n_target_classes=3)
+    assert int((pred != y[:16]).sum()) >= 8

@@ -1,0 +1,61 @@
+"""APGD-CE and APGD-T against the original AutoAttack code on the same digits inputs, steps and restarts.
+
+The reference (fra31/auto-attack, PyPI ``pyautoattack``) is never a dependency: the test runs where it is
+importable (``pip install --no-deps --target .venv-aa/site pyautoattack`` in the worktree, or any
+environment that has ``pyautoattack`` or ``autoattack``) and is skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from attackgen.run.access import WhiteBoxAccess
+from attackgen.run.attacks.apgd import APGDCE, APGDT
+from attackgen.run.attacks.base import Budget
+from attackgen.run.objectives.classification import ClassificationObjective
+
+LOCAL = Path(__file__).resolve().parents[1] / ".venv-aa" / "site"
+EPS, N = 0.1, 256
+TOLERANCE = 0.5  # points of robust accuracy (one input in 256): with batch_start the random starts are the
+# reference's own draws, so only floating-point order can differ
+
+
+def reference() -> ModuleType | None:
+    if LOCAL.is_dir() and str(LOCAL) not in sys.path:
+        sys.path.append(str(LOCAL))
+    for name in ("pyautoattack", "autoattack"):
+        try:
+            return importlib.import_module(f"{name}.autopgd_base")
+        except ImportError:
+            continue
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attack", ["apgd-ce", "apgd-t"])
+def test_apgd_matches_the_reference_robust_accuracy(victim, test_set, attack: str) -> None:
+    base = reference()
+    if base is None:
+        pytest.skip("the reference AutoAttack (pyautoattack) is not importable here")
+    x, y = test_set[0][:N], test_set[1][:N]
+    if attack == "apgd-ce":
+        ref = base.APGDAttack(victim, n_iter=100, norm="Linf", eps=EPS, seed=0, loss="ce", device="cpu")
+        ours = APGDCE(seed=0, steps=100, batch_start=True)
+    else:
+        ref = base.APGDAttack_targeted(victim, n_iter=100, norm="Linf", eps=EPS, seed=0, n_target_classes=9,
+                                       device="cpu")
+        ours = APGDT(seed=0, steps=100, parallel_targets=False, batch_start=True)
+    theirs = ref.perturb(x.clone(), y.clone()).detach()  # seeds torch's global generator with 0, as ours
+    mine = ours.run(WhiteBoxAccess(victim, N), x, ClassificationObjective(y), Budget(norm="inf", epsilon=EPS)).x_adv
+    with torch.no_grad():
+        robust_ref = float((victim(theirs.clamp(0, 1)).argmax(1) == y).float().mean()) * 100
+        robust_ours = float((victim(mine).argmax(1) == y).float().mean()) * 100
+    assert float((mine - x).abs().max()) <= EPS + 1e-6
+    assert abs(robust_ours - robust_ref) <= TOLERANCE, f"{attack}: ours {robust_ours:.1f}%, reference {robust_ref:.1f}%"
+    assert robust_ours < 50.0  # both actually attack
