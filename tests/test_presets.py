@@ -38,7 +38,8 @@ def test_standard_is_autoattacks_four_attacks_in_order() -> None:
     assert isinstance(result, Plan) and result.preset == "autoattack-standard"
     assert steps(result) == [
         ("apgd_ce", "primary", {"steps": 100, "restarts": 1, "eot_iter": 1}),
-        ("apgd_t", "primary", {"steps": 100, "restarts": 1, "eot_iter": 1, "n_target_classes": 9, "parallel_targets": False}),
+        ("apgd_t", "primary",
+         {"steps": 100, "restarts": 1, "eot_iter": 1, "n_target_classes": 9, "parallel_targets": False}),
         ("fmn_t", "primary", {"steps": 100, "n_target_classes": 9}),
         ("square_linf", "gradient_free_check", {"n_queries": 5000, "p_init": 0.8}),
     ]
