@@ -68,16 +68,28 @@ class ItemLike(Protocol):
 
 
 class RunLike(Protocol):
-    spec: Mapping[str, Any]
-    spec_hash: str
-    task: str
-    model: str
-    data: str
-    n_inputs: int
-    clean_accuracy: float
-    robust_accuracy: float
-    curve: Sequence[Mapping[str, float]]
-    items: Sequence[Any]
+    """What the checks read from a run (read-only, so a RunResult with its list fields satisfies it)."""
+
+    @property
+    def spec(self) -> Mapping[str, Any]: ...
+    @property
+    def spec_hash(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def n_inputs(self) -> int: ...
+    @property
+    def clean_accuracy(self) -> float: ...
+    @property
+    def robust_accuracy(self) -> float: ...
+    @property
+    def curve(self) -> Sequence[Mapping[str, float]]: ...
+    @property
+    def items(self) -> Sequence[Any]: ...
 
 
 # --------------------------------------------------------------------------- what an item and a spec are

@@ -203,7 +203,7 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
                 params = derive_params(spec, descriptor, epsilon, epsilons)
                 params.update(entry.params)
                 own, context = split_params(descriptor, params)
-                item = PlanItem(attack=descriptor.id, role=entry.role, epsilon=epsilon,  # type: ignore[arg-type]
+                item = PlanItem(attack=descriptor.id, role=entry.role, epsilon=epsilon,
                                 params=own, context=ItemContext.model_validate(context),
                                 strength=descriptor.strength)
                 found = rule_breaks(spec, descriptor, item)

@@ -96,6 +96,9 @@ class RunResources:
                                    "supported yet; run them as two plans.")
                 budget -= sum(int(s.params.get("verify_queries") or 0) for s in surrogate_steps)
             linf = [s.epsilon for s in surrogate_steps if s.norm == "inf" and s.epsilon]
+            if ctx.num_classes is None:
+                raise RunError(f"{step.attack}: a surrogate model needs the victim's number of classes, and the model "
+                               "did not tell it (surrogates are built for classifiers)")
             built = build_surrogate(
                 request, input_shape=tuple(ctx.data.x.shape[1:]), classes=ctx.num_classes,
                 layout=spec.input_space.layout, basis=self.data_basis(step), victim=ctx.model,

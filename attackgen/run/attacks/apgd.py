@@ -91,6 +91,18 @@ def _unit(t: Tensor, norm: str) -> Tensor:
 class _Run:
     """The state of one APGD run on the active inputs; ``keep(rows)`` drops the others."""
 
+    x: Tensor
+    xa: Tensor
+    x_old: Tensor
+    grad: Tensor
+    x_best: Tensor
+    grad_best: Tensor
+    best: Tensor
+    step: Tensor
+    best_at_check: Tensor
+    halved_at_check: Tensor
+    history: Tensor  # (checks so far, inputs)
+
     def __init__(self, **tensors: Tensor) -> None:
         self.__dict__.update(tensors)
 

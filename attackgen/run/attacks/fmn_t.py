@@ -15,6 +15,8 @@ robust accuracy rarely moves.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -54,7 +56,7 @@ class TargetedFMNSweep(Attack[FMNTParams]):
         if not isinstance(objective, ClassificationObjective):
             raise AttackgenError("fmn_t needs a classification objective (a class per input)")
         x = x.detach()
-        objective = on_device(objective, x.device)
+        objective = cast(ClassificationObjective, on_device(objective, x.device))  # moving keeps its class
         targets = self.params.n_target_classes
         fmn_params = {k: v for k, v in self.params.planned().items() if k in FMNParams.model_fields}
         best = x.clone()
