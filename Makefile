@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test test-extras lint bench clean venv
+SERVE_VENV ?= .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
 
 venv: $(STAMP)
 
@@ -21,6 +23,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The [onnx] and [serve] extras (onnxruntime, onnx, kserve, orjson) in their own venv, torch still pinned:
+# ONNX Runtime oracles and a real KServe ModelServer on loopback (tests/test_onnx.py, tests/test_endpoint.py).
+$(SERVE_STAMP): pyproject.toml constraints.txt
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q -c constraints.txt -e ".[dev,data,onnx,serve]"
+	touch $(SERVE_STAMP)
+
+test-extras: $(SERVE_STAMP)
+	$(SERVE_VENV)/bin/python -m pytest -q tests/test_onnx.py tests/test_endpoint.py
+
 # ruff, then mypy over taxonomy and attackgen (config: [tool.mypy] in pyproject.toml); both must pass.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/threat_space.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache runs
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache runs

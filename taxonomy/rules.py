@@ -736,8 +736,14 @@ def _linf(f: Facts) -> Iterator[tuple[str, float, float]]:
                 yield path, e, f.to_input(e)
 
 
+def _index_text(ref: Any) -> bool:
+    """A class reference written as an index ("3"): ASCII digits, short enough to convert (a 5,000-digit
+    string, or a digit like "³" that int() refuses, is a name that matches no class)."""
+    return isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) <= 18
+
+
 def _name_ref(ref: Any) -> bool:
-    return isinstance(ref, str) and not ref.isdigit()
+    return isinstance(ref, str) and not _index_text(ref)
 
 
 def _index_of(f: Facts, ref: Any) -> int | None:
@@ -745,7 +751,7 @@ def _index_of(f: Facts, ref: Any) -> int | None:
         return None
     if isinstance(ref, int):
         return ref
-    if isinstance(ref, str) and ref.isdigit():
+    if _index_text(ref):
         return int(ref)
     if f.classes and ref in f.classes:
         return f.classes.index(ref)

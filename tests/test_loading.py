@@ -258,3 +258,60 @@ def test_masks(tmp_path):
     np.save(tmp_path / "zero.npy", np.zeros((4, 4)))
     with pytest.raises(AttackgenError, match="all zeros"):
         load_mask(str(tmp_path / "zero.npy"), (1, 3, 4, 4))
+
+
+# --------------------------------------------------------------------------- class names decide the labels
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _word_spec():
+    return parse_spec({
+        "name": "t", "task": "classification", "classes": WORDS,
+        "threat": {"consequence": "untargeted", "imperceptibility": [{"kind": "lp", "norm": "inf", "epsilon": 0.1}],
+                   "model_knowledge": "white_box"},
+        "input_space": {"bounds": [0, 1]},
+    })
+
+
+def _clean_accuracy(data) -> float:
+    from attackgen.models.zoo import load_builtin_model
+
+    with torch.no_grad():
+        return float((load_builtin_model("digits-cnn")(data.x).argmax(1) == data.y).float().mean())
+
+
+def test_image_folder_follows_the_spec_class_order(tmp_path):
+    """Folders sort alphabetically (eight, five, four...) but the model's outputs follow the spec's order:
+    labelled by position, the trained digits CNN scored near chance; by name, as on the same images as .npz."""
+    from PIL import Image
+
+    from attackgen.models.zoo import load_builtin_data
+
+    digits = load_builtin_data("digits").take(slice(0, 200))
+    pixels = (digits.x * 255).round().to(torch.uint8)
+    for name in WORDS:
+        (tmp_path / "folder" / name).mkdir(parents=True)
+    for i, (image, label) in enumerate(zip(pixels, digits.y.tolist(), strict=True)):
+        Image.fromarray(image[0].numpy()).save(tmp_path / "folder" / WORDS[label] / f"{i:04d}.png")
+    np.savez(tmp_path / "same.npz", x=(pixels.float() / 255).numpy(), y=digits.y.numpy(), classes=np.array(WORDS))
+    folder = load_data(str(tmp_path / "folder"), _word_spec())
+    arrays = load_data(str(tmp_path / "same.npz"), _word_spec())
+    assert folder.classes == WORDS
+    assert sorted(folder.y.tolist()) == sorted(digits.y.tolist())
+    assert _clean_accuracy(folder) == pytest.approx(_clean_accuracy(arrays)) and _clean_accuracy(folder) > 0.9
+    (tmp_path / "folder" / "ten").mkdir()
+    Image.fromarray(pixels[0, 0].numpy()).save(tmp_path / "folder" / "ten" / "x.png")
+    with pytest.raises(DataLoadError, match=r"class names \['ten'\].*Data classes: \['eight'.*spec classes: \['zero'"):
+        load_data(str(tmp_path / "folder"), _word_spec())
+
+
+def test_data_file_class_names_are_checked_and_mapped(pt, tmp_path):
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    reordered = pt(x, y, "reordered.pt")
+    torch.save({"x": x, "y": y, "classes": ["two", "zero", "one"]}, reordered)
+    spec = _word_spec()
+    assert load_data(str(reordered), spec).y.tolist() == [2, 0, 1, 2]  # names decide, not positions
+    np.savez(tmp_path / "other.npz", x=x.numpy(), y=y.numpy(), classes=np.array(["cat", "dog", "one"]))
+    with pytest.raises(DataLoadError, match=r"\['cat', 'dog'\].*Data classes: \['cat', 'dog', 'one'\]; spec classes"):
+        load_data(str(tmp_path / "other.npz"), spec)

@@ -37,7 +37,7 @@ from attackgen.audit.atlas import TECHNIQUES, TechniqueCoverage, techniques_for
 from attackgen.audit.soundness import plan_kind, run_flags, suite_flags
 from attackgen.results import RESULTS_VERSION, Flag
 from taxonomy.errors import AttackgenError, SpecError
-from taxonomy.spec import AttackSpec, dump_spec, parse_spec
+from taxonomy.spec import AttackSpec, dump_spec, load_yaml_text, parse_spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 DATA_SUFFIXES = (".json", ".jsonl")
@@ -335,7 +335,7 @@ class SpecRecord:
 @dataclass
 class SourceNote:
     path: str
-    kind: str  # spec, plan, results, skipped, error
+    kind: str  # spec, plan, results, queries (an endpoint's query log), skipped, error
     records: int = 0
     message: str = ""
 
@@ -614,6 +614,9 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
     if b"\r" in raw:  # universal newlines, as when read as text
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     suffix = path.suffix.lower()
+    if suffix == ".jsonl" and _is_query_log(raw):
+        suite.sources.append(_query_log_note(path, raw))
+        return
     if suffix == ".jsonl":
         runs, bad = reader.parse_many(raw, str(path))
         suite.runs.extend(runs)
@@ -631,12 +634,11 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
             suite.sources.append(SourceNote(str(path), "results", 1))
             return
         text = raw.decode("utf-8")
-        if suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
+        # YAML is read bounded (depth, integer size, aliases, duplicate keys)
+        data = json.loads(text) if suffix == ".json" else load_yaml_text(text, str(path))
+    except SpecError as error:
+        suite.sources.append(SourceNote(str(path), "error", 0, f"{error}; skipped".removeprefix(f"{path}: ")))
+        return
     except json.JSONDecodeError as error:
         text = text or raw.decode("utf-8")
         suite.sources.append(SourceNote(str(path), "error", 0, _json_problem(error, text) + "; skipped"))
@@ -671,6 +673,38 @@ def read_file(path: Path, suite: Suite, reader: RecordReader | None = None) -> N
         suite.sources.append(SourceNote(str(path), "error", 0, f"{error}; skipped".removeprefix(f"{path}: ")))
         return
     suite.sources.append(SourceNote(str(path), kind, 1))
+
+
+def _is_query_log(raw: bytes) -> bool:
+    """An endpoint's query log (attackgen.models.remote): JSON Lines whose records carry hash and latency."""
+    first = raw.split(b"\n", 1)[0]
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"hash", "latency_ms", "purpose"} <= set(record)
+
+
+def _query_log_note(path: Path, raw: bytes) -> SourceNote:
+    """How many queries the log holds, by purpose: the audit counts them, it does not judge them."""
+    counts = {"attack": 0, "evaluation": 0}
+    runs: set[str] = set()
+    bad = 0
+    for line in raw.splitlines():
+        try:
+            record = json.loads(line)
+            purpose = record["purpose"]
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        counts["attack" if purpose == "attack" else "evaluation"] += 1
+        runs.add(str(record.get("run")))
+    total = counts["attack"] + counts["evaluation"]
+    message = (f"endpoint query log: {total} queries sent ({counts['attack']} by attacks, {counts['evaluation']} "
+               f"for clean predictions and verification) in {len(runs)} run(s)")
+    if bad:
+        message += f"; {bad} unreadable line(s) skipped (a run killed mid-write leaves one)"
+    return SourceNote(str(path), "queries", total, message)
 
 
 @contextmanager
@@ -1068,13 +1102,98 @@ class SuggestedSpec:
     new_cells: int
     new_pairs: int
     runnable: bool | None  # None: no planner to ask
+    basis: str = ""  # where its classes and input space come from, and what to run it on
 
     def yaml(self, report: AuditReport) -> str:
         header = (
             f"# suggested by attackgen audit: covers the gap {report.space.label(self.row)}\n"
             f"# adds {self.new_cells} uncovered feasible cell(s) and {self.new_pairs} uncovered axis-value pair(s)\n"
         )
+        if self.basis:
+            header += f"# {self.basis}\n"
         return header + dump_spec(self.spec)
+
+
+@dataclass(frozen=True)
+class SuiteBasis:
+    """What a suggested spec takes from the suite's own specs of its task: class names, input space, and
+    the model and data its runs used. Without it a suggestion for a digits suite would name
+    Fashion-MNIST classes, and `run` would then attack the digits model with them silently."""
+
+    classes: tuple[str, ...] | None
+    input_space: Mapping[str, Any] | None
+    source: str
+    model: str | None = None
+    data: str | None = None
+
+    def note(self) -> str:
+        run = f"; run it as the suite's runs were: --model {self.model} --data {self.data}" if self.model else ""
+        return f"classes and input space from {self.source}{run}"
+
+
+def _task_name(task: Any) -> str:
+    return str(getattr(task, "value", task))
+
+
+def suite_basis(suite: Suite, task: str) -> SuiteBasis | None:
+    """The most common classes and input space among the suite's specs (and runs) of one task."""
+    from collections import Counter
+
+    votes: Counter[str] = Counter()
+    found: dict[str, tuple[tuple[str, ...] | None, Mapping[str, Any] | None, str]] = {}
+    for record in suite.specs:
+        if _task_name(record.spec.task) == task:
+            spec_json = record.spec.model_dump(mode="json")
+            key = json.dumps([spec_json.get("classes"), spec_json.get("input_space")], sort_keys=True)
+            votes[key] += 1
+            classes = tuple(spec_json["classes"]) if spec_json.get("classes") else None
+            found.setdefault(key, (classes, spec_json.get("input_space"), record.source))
+    for run in suite.runs:
+        if run.task == task and isinstance(run.spec, Mapping):
+            raw = run.spec.get("classes")
+            classes = tuple(str(c) for c in raw) if isinstance(raw, list) and raw else None
+            space = run.spec.get("input_space") if isinstance(run.spec.get("input_space"), Mapping) else None
+            key = json.dumps([list(classes) if classes else None, space], sort_keys=True, default=str)
+            votes[key] += 1
+            found.setdefault(key, (classes, space, run.source))
+    if not votes:
+        return None
+    classes, space, source = found[votes.most_common(1)[0][0]]
+    runs = [r for r in suite.runs if r.task == task and isinstance(r.model, str) and isinstance(r.data, str)]
+    model = Counter((r.model, r.data) for r in runs).most_common(1)[0][0] if runs else (None, None)
+    return SuiteBasis(classes, space, source, *model)
+
+
+def _rebase(data: dict[str, Any], basis: SuiteBasis, template: Sequence[str]) -> dict[str, Any]:
+    """A representative spec moved onto the suite: its classes (class references mapped by position)
+    and its input space (fixed epsilons scaled to the suite's value range, kept in input units)."""
+    out = json.loads(json.dumps(data))
+    if basis.classes:
+        names = list(basis.classes)
+        mapping = {t: names[min(i, len(names) - 1)] for i, t in enumerate(template)}
+
+        def swap(value: Any) -> Any:
+            if isinstance(value, str):
+                return mapping.get(value, value)
+            if isinstance(value, list):
+                return [swap(v) for v in value]
+            if isinstance(value, dict):
+                return {k: swap(v) for k, v in value.items()}
+            return value
+
+        out["threat"]["consequence"] = swap(out["threat"].get("consequence"))
+        out["threat"]["scope"] = swap(out["threat"].get("scope"))
+        out["classes"] = names
+    if basis.input_space:
+        space = dict(basis.input_space)
+        lo, hi = (space.get("bounds") or (0.0, 1.0))[:2]
+        span = float(hi) - float(lo)
+        space["epsilon_units"] = "input_scale"
+        for item in out["threat"].get("imperceptibility", []):
+            if item.get("kind") == "lp" and isinstance(item.get("epsilon"), (int, float)) and item.get("norm") != "0":
+                item["epsilon"] = item["epsilon"] * span
+        out["input_space"] = space
+    return out
 
 
 def _planner_verdict(spec: AttackSpec) -> bool | None:
@@ -1115,6 +1234,8 @@ def suggest(report: AuditReport, n: int, max_tries: int = 2000) -> list[Suggeste
     have[pair_ids[report.status == _CODE[COVERED]].ravel()] = True
     open_rows = report.status == _CODE[GAP]
     out: list[SuggestedSpec] = []
+    tasks = {_task_name(s.spec.task) for s in report.suite.specs} | {str(r.task) for r in report.suite.runs}
+    bases = {task: suite_basis(report.suite, task) for task in tasks}
     for tier in TIERS:
         passed = np.zeros(len(space), dtype=bool)  # found wanting for this tier
         while len(out) < n:
@@ -1123,9 +1244,9 @@ def suggest(report: AuditReport, n: int, max_tries: int = 2000) -> list[Suggeste
                 break
             gains = 1 + (~have[pair_ids[candidates]]).sum(axis=1)
             for row in candidates[np.argsort(-gains, kind="stable")][:max_tries].tolist():
-                pick = _try_cell(space, row, tier, passed, open_rows)
+                pick = _try_cell(space, row, tier, passed, open_rows, bases)
                 if pick is not None:
-                    out.append(SuggestedSpec(row, pick[0], 1, int((~have[pair_ids[row]]).sum()), pick[1]))
+                    out.append(SuggestedSpec(row, pick[0], 1, int((~have[pair_ids[row]]).sum()), pick[1], pick[2]))
                     have[pair_ids[row]] = True
                     open_rows[row] = False
                     break
@@ -1134,24 +1255,39 @@ def suggest(report: AuditReport, n: int, max_tries: int = 2000) -> list[Suggeste
     return out
 
 
-def _try_cell(space: ThreatSpace, row: int, tier: str, passed: np.ndarray,
-              open_rows: np.ndarray) -> tuple[AttackSpec, bool | None] | None:
-    """The cell's spec and its planner verdict when it belongs to the tier; else mark it and return None."""
+def _try_cell(space: ThreatSpace, row: int, tier: str, passed: np.ndarray, open_rows: np.ndarray,
+              bases: Mapping[str, SuiteBasis | None] | None = None) -> tuple[AttackSpec, bool | None, str] | None:
+    """The cell's spec (on the suite's classes and input space when it has specs of that task), its planner
+    verdict and the basis note, when it belongs to the tier; else mark it and return None."""
     cell = space.cell(row)
     if tier != "feasible" and space.realisers is not None and not space.realisers(cell, tier == "runnable"):
         passed[row] = True
         return None
     try:
         spec = space.spec_for_cell(cell)  # type: ignore[misc]
-        spec = parse_spec(json.loads(json.dumps(spec.model_dump(mode="json"))), "suggested spec")
+        data = json.loads(json.dumps(spec.model_dump(mode="json")))
     except Exception:  # a cell without a representative spec: never suggest it
         open_rows[row] = False
         return None
+    basis = (bases or {}).get(_task_name(spec.task))
+    note = ""
+    if basis is not None:
+        try:
+            from taxonomy.space import CLASSES
+
+            template = CLASSES.get(_task_name(spec.task), ())
+            spec = parse_spec(_rebase(data, basis, template), "suggested spec")
+            note = basis.note()
+        except Exception:  # the suite's classes do not fit this cell: keep the representative spec, and say so
+            spec = parse_spec(data, "suggested spec")
+            note = f"the classes of {basis.source} do not fit this cell; edit the placeholder classes first"
+    else:
+        spec = parse_spec(data, "suggested spec")
     runnable = _planner_verdict(spec)
     if tier == "runnable" and runnable is False:
         passed[row] = True
         return None
-    return spec, runnable
+    return spec, runnable, note
 
 
 def write_suggestions(report: AuditReport, suggestions: Sequence[SuggestedSpec], folder: Path) -> list[Path]:

@@ -190,7 +190,7 @@ def _weakest_ra(report: AuditReport, cov: CellCoverage) -> str:
     text = _ra(cov.robust_accuracy)
     if cov.weakest_run is not None:
         eps = report.suite.runs[cov.weakest_run].metrics.get("headline_epsilon")
-        if eps is not None:
+        if isinstance(eps, (int, float)) and not isinstance(eps, bool):
             text += f" at ε {eps:.4g}"
     return text
 
@@ -199,9 +199,30 @@ def _ra(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def answer(report: AuditReport) -> list[str]:
+    """The audit's answer in a few sentences, before any table: what is covered, the gaps, what is infeasible."""
+    s = summary(report)
+    lines = [
+        f"Covered: {s['covered']} of {s['feasible']} feasible cells ({_pct(s['covered'], s['feasible'])}), "
+        f"{s['tested']} of them with run results; {s['pairs_covered']} of {s['pairs_feasible']} axis-value pairs.",
+    ]
+    missing = [f"{title(axis)} {value_label(v['value'])}" for axis, values in report.per_value().items()
+               for v in values if v["feasible"] and not v["covered"]]
+    gap = f"Gaps: {s['gaps']} feasible cells no spec or run covers"
+    more = f" and {len(missing) - 12} more axis values" if len(missing) > 12 else ""
+    lines.append(gap + (f"; no covered cell has {', '.join(missing[:12])}{more}" if missing else "") + ".")
+    rules = sorted(report.rules().items(), key=lambda kv: -kv[1])
+    top = ", ".join(f"{rule} ({n})" for rule, n in rules[:3])
+    lines.append(f"Infeasible: {s['infeasible']} cells break a rule" + (f", most often {top}" if top else "") + ".")
+    if s["flags"]:
+        lines.append(f"Soundness: {s['flags']} flag(s) raised; see Soundness flags before trusting the numbers.")
+    return lines
+
+
 def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> str:
     s = summary(report)
     out = ["# Threat coverage audit", ""]
+    out += ["## Answer", ""] + [f"- {line}" for line in answer(report)] + ["", "## In numbers", ""]
     out += [
         f"- Threat space: **{s['cells']}** cells ({', '.join(report.tasks) or 'all tasks'}), "
         f"**{s['feasible']}** feasible under the rules",
@@ -228,19 +249,6 @@ def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) 
             rows.append([title(axis), value_label(v["value"]), f"{v['covered']}/{v['feasible']}",
                          _pct(v["covered"], v["feasible"]), v["tested"], v["cells"]])
     out += _md_table(["axis", "value", "covered/feasible", "share", "with results", "cells"], rows)
-    out += ["## Pairwise coverage", "", "Covered value pairs out of the feasible ones, for every pair of axes.", ""]
-    out += _md_table(
-        ["axes", "covered pairs", "feasible pairs", "share"],
-        [[f"{title(p.axes[0])} × {title(p.axes[1])}", p.pairs_covered, p.pairs_feasible,
-          _pct(p.pairs_covered, p.pairs_feasible)] for p in report.pairs],
-    )
-    out += ["<details><summary>Pair matrices (covered/feasible cells; ✗ no feasible cell)</summary>", ""]
-    for p in report.pairs:
-        out += [f"**{title(p.axes[0])} × {title(p.axes[1])}**", ""]
-        out += _md_table([f"{title(p.axes[0])} \\ {title(p.axes[1])}", *[value_label(c) for c in p.cols]],
-                         [[value_label(r), *[_pair_text(p, i, j) for j in range(len(p.cols))]]
-                          for i, r in enumerate(p.rows) if p.cells[i].sum()])
-    out += ["</details>", ""]
     out += ["## Weakest covered cells", ""]
     weakest = report.weakest()
     if weakest:
@@ -269,6 +277,19 @@ def to_markdown(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) 
         out += [f"... and {len(covered) - MAX_CELLS_MD} more covered cells (all in the JSON output).", ""]
     out += ["## Infeasible cells by rule", ""]
     out += _md_table(["rule", "cells blocked"], list(report.rules().items())) if report.rules() else ["None.", ""]
+    out += ["## Pairwise coverage", "", "Covered value pairs out of the feasible ones, for every pair of axes.", ""]
+    out += _md_table(
+        ["axes", "covered pairs", "feasible pairs", "share"],
+        [[f"{title(p.axes[0])} × {title(p.axes[1])}", p.pairs_covered, p.pairs_feasible,
+          _pct(p.pairs_covered, p.pairs_feasible)] for p in report.pairs],
+    )
+    out += ["<details><summary>Pair matrices (covered/feasible cells; ✗ no feasible cell)</summary>", ""]
+    for p in report.pairs:
+        out += [f"**{title(p.axes[0])} × {title(p.axes[1])}**", ""]
+        out += _md_table([f"{title(p.axes[0])} \\ {title(p.axes[1])}", *[value_label(c) for c in p.cols]],
+                         [[value_label(r), *[_pair_text(p, i, j) for j in range(len(p.cols))]]
+                          for i, r in enumerate(p.rows) if p.cells[i].sum()])
+    out += ["</details>", ""]
     if suggestions:
         out += ["## Suggested specs", "", "Greedy cover: each adds the most uncovered feasible cells and pairs.", ""]
         out += _md_table(["spec", "cell", "new pairs", "runnable now"],
@@ -358,18 +379,11 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
             ("pairs covered", f"{s['pairs_covered']}/{s['pairs_feasible']}"), ("flags", s["flags"])]
     parts.append("<div class='kpi'>" + "".join(f"<div><b>{html.escape(str(v))}</b>{k}</div>" for k, v in kpis)
                  + "</div>")
+    parts.append("<h2>Answer</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in answer(report)) + "</ul>")
     notes = report.notes + report.outside + [f"{p.path}: {p.message}" for p in report.suite.problems]
     if notes:
         parts.append("<h2>Notes and problems</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    parts.append("<h2>Pairwise coverage</h2><p>For every pair of axes: green, a value pair some covered cell has "
-                 "(deeper with the share of its feasible cells covered); orange, a feasible pair no covered cell "
-                 "has (a gap); grey ✗, no feasible cell has the pair. Each entry reads covered/feasible cells."
-                 "</p><div class='grid'>")
-    for p in report.pairs:
-        caption = f"{title(p.axes[0])} × {title(p.axes[1])}: {p.pairs_covered}/{p.pairs_feasible} pairs"
-        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{heatmap_png(p)}'>"
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    parts.append("</div><h2>Coverage by axis value</h2>")
+    parts.append("<h2>Coverage by axis value</h2>")
     rows = [[title(axis), value_label(v["value"]), f"{v['covered']}/{v['feasible']}", _pct(v["covered"], v["feasible"]),
              v["tested"], v["cells"]] for axis, values in report.per_value().items() for v in values]
     parts.append(_html_table(["axis", "value", "covered/feasible", "share", "with results", "cells"], rows))
@@ -401,6 +415,15 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
             ["spec", "cell", "new pairs", "runnable now"],
             [[x.spec.name, report.space.label(x.row), x.new_pairs, {True: "yes", False: "no", None: "?"}[x.runnable]]
              for x in suggestions]))
+    parts.append("<h2>Pairwise coverage</h2><p>For every pair of axes: green, a value pair some covered cell has "
+                 "(deeper with the share of its feasible cells covered); orange, a feasible pair no covered cell "
+                 "has (a gap); grey ✗, no feasible cell has the pair. Each entry reads covered/feasible cells."
+                 "</p><div class='grid'>")
+    for p in report.pairs:
+        caption = f"{title(p.axes[0])} × {title(p.axes[1])}: {p.pairs_covered}/{p.pairs_feasible} pairs"
+        parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{heatmap_png(p)}'>"
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append("</div>")
     parts.append("<h2>MITRE ATLAS techniques</h2>" + _html_table(
         ["technique", "name", "score", "covered/feasible cells", "runs"],
         [[t.id, TECHNIQUES[t.id].name if t.id in TECHNIQUES else "", t.score, f"{t.covered}/{t.feasible}", t.runs]
@@ -415,6 +438,7 @@ def to_html(report: AuditReport, suggestions: Sequence[SuggestedSpec] = ()) -> s
 def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), console: Any = None) -> None:
     """The summary in the terminal (rich)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -427,9 +451,9 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
         f"axis-value pairs {s['pairs_covered']}/{s['pairs_feasible']}"
     )
     for note in report.notes + report.outside:
-        console.print(f"[cyan]note:[/cyan] {note}", highlight=False)
+        console.print(f"[cyan]note:[/cyan] {escape(note)}", highlight=False)
     for problem in report.suite.problems:
-        console.print(f"[red]problem:[/red] {problem.path}: {problem.message}", highlight=False)
+        console.print(f"[red]problem:[/red] {escape(problem.path)}: {escape(problem.message)}", highlight=False)
     table = Table(title="Coverage by axis value", show_lines=False)
     for name in ("axis", "value", "covered/feasible", "share", "with results"):
         table.add_column(name)
@@ -437,7 +461,8 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
         for n, v in enumerate(values):
             share = v["covered"] / v["feasible"] if v["feasible"] else 0.0
             style = "green" if share > 0 else ("dim" if not v["feasible"] else "yellow")
-            table.add_row(title(axis) if n == 0 else "", value_label(v["value"]), f"{v['covered']}/{v['feasible']}",
+            table.add_row(title(axis) if n == 0 else "", escape(value_label(v["value"])),
+                          f"{v['covered']}/{v['feasible']}",
                           f"[{style}]{_pct(v['covered'], v['feasible'])}[/{style}]", str(v["tested"]))
     console.print(table)
     weakest = report.weakest(5)
@@ -447,15 +472,16 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
             table.add_column(name)
         for c in weakest:
             run = report.suite.runs[c.weakest_run].label if c.weakest_run is not None else "-"
-            table.add_row(report.space.label(c.row), _weakest_ra(report, c), run)
+            table.add_row(escape(report.space.label(c.row)), _weakest_ra(report, c), escape(run))
         console.print(table)
     if report.flags:
         table = Table(title="Soundness flags")
         for name in ("severity", "check", "evidence", "fix"):
             table.add_column(name, overflow="fold")
         for f in report.flags:
-            table.add_row(f"[{f.flag.severity if f.flag.severity != 'info' else 'dim'}]{f.flag.severity}",
-                          f.flag.check, f.flag.evidence, f.flag.fix)
+            style = {"error": "red", "warning": "yellow"}.get(str(f.flag.severity), "dim")
+            table.add_row(f"[{style}]{escape(str(f.flag.severity))}",
+                          escape(f.flag.check), escape(f.flag.evidence), escape(f.flag.fix))
         console.print(table)
     else:
         console.print("Soundness flags: none.")
@@ -464,6 +490,6 @@ def print_table(report: AuditReport, suggestions: Sequence[SuggestedSpec] = (), 
         for name in ("spec", "cell", "new pairs", "runnable"):
             table.add_column(name)
         for x in suggestions:
-            table.add_row(x.spec.name, report.space.label(x.row), str(x.new_pairs),
+            table.add_row(escape(x.spec.name), escape(report.space.label(x.row)), str(x.new_pairs),
                           {True: "yes", False: "no", None: "?"}[x.runnable])
         console.print(table)

@@ -22,6 +22,7 @@ and fix text; they share the helpers that group runs by cell, so they stay in on
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -186,6 +187,13 @@ def spec_facts(spec: Mapping[str, Any], spec_hash: str | None = None) -> SpecFac
     return facts
 
 
+def _number(value: Any) -> float | None:
+    """A finite number from a results file, or None for anything else (a hand-edited or damaged file)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def curve_points(run: RunLike, facts: SpecFacts | None = None) -> list[tuple[float, float]]:
     """(epsilon in input units, robust accuracy) of one run: its curve, or its single epsilon.
 
@@ -193,10 +201,13 @@ def curve_points(run: RunLike, facts: SpecFacts | None = None) -> list[tuple[flo
     epsilon in its metrics; the spec's own epsilons are converted from its epsilon_units.
     """
     if run.curve:
-        return sorted([(float(p["epsilon"]), float(p["robust_accuracy"])) for p in run.curve])
-    headline = (getattr(run, "metrics", None) or {}).get("headline_epsilon")
+        points = [(_number(p.get("epsilon")), _number(p.get("robust_accuracy")))
+                  for p in run.curve if isinstance(p, Mapping)]
+        return sorted((e, a) for e, a in points if e is not None and a is not None)
+    metrics = getattr(run, "metrics", None)
+    headline = _number(metrics.get("headline_epsilon")) if isinstance(metrics, Mapping) else None
     if headline is not None:
-        return [(float(headline), float(run.robust_accuracy))]
+        return [(headline, float(run.robust_accuracy))]
     facts = facts or spec_facts(run.spec, run.spec_hash)
     epsilons = {e for _, eps, _ in facts.lp for e in eps}
     if len(epsilons) == 1:
@@ -415,7 +426,10 @@ def suite_flags(runs: Sequence[RunLike], plan_kinds: Sequence[str] | None = None
             points = by_knowledge.setdefault(facts.knowledge, {})
             if run.curve:  # curve_points without its sort: every use below sorts by epsilon
                 for p in run.curve:
-                    points.setdefault(float(p["epsilon"]), []).append((float(p["robust_accuracy"]), i))
+                    eps, acc = (_number(p.get("epsilon")), _number(p.get("robust_accuracy"))) \
+                        if isinstance(p, Mapping) else (None, None)
+                    if eps is not None and acc is not None:
+                        points.setdefault(eps, []).append((acc, i))
             else:
                 for eps, acc in curve_points(run, facts):
                     points.setdefault(eps, []).append((acc, i))

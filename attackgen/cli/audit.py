@@ -16,7 +16,10 @@ FORMATS = ("table", "md", "html", "json", "atlas")
 FILES = {"md": "coverage.md", "html": "coverage.html", "json": "coverage.json", "atlas": "atlas-layer.json"}
 
 
-@click.command("audit")
+@click.command("audit", epilog="""\b
+Exit codes:
+  0    audited (files that could not be read are listed and skipped)
+  2    nothing in PATHS could be read, or a bad option""")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write every format here: coverage.md, coverage.html, coverage.json, atlas-layer.json.")
@@ -64,11 +67,12 @@ def audit_command(paths: tuple[Path, ...], out_dir: Path | None, fmt: str, n_sug
 
     if fmt == "table" or out_dir is not None:
         from rich.console import Console
+        from rich.markup import escape
 
         console = Console(stderr=fmt != "table")
         render.print_table(report, suggestions, console)
         for path in written:
-            console.print(f"wrote {path}", highlight=False)
+            console.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
     if fmt != "table":
         if out_dir is None:
             for line in report.notes + report.outside + [f"{p.path}: {p.message}" for p in suite.problems]:

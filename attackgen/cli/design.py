@@ -313,10 +313,11 @@ def taxonomy_command(fmt: str) -> None:
 # --------------------------------------------------------------------------- catalog
 
 
-def _console() -> Any:
+def _console(wide: bool = False) -> Any:
+    """The terminal's width; when printing to a file or pipe, 80 columns (150 for the wide view)."""
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+    return Console(width=None if sys.stdout.isatty() else 150 if wide else 80, highlight=False)
 
 
 def _short_set(values: Iterable[str]) -> str:
@@ -334,10 +335,35 @@ def _abbrev(values: Iterable[str], table: dict[str, str]) -> str:
     return " ".join(table[v] for v in sorted(values, key=lambda v: order.index(v) if v in order else 99))
 
 
+_BOUND_ABBR = {"lp:0": "L0", "lp:1": "L1", "lp:2": "L2", "lp:inf": "Linf", "perceptual:ssim": "SSIM",
+               "perceptual:wasserstein": "Wass.", "perceptual:lpips": "LPIPS", "unrestricted": "any",
+               "detector": "det.", "output": "out."}
+
+
+def _bounds(values: Iterable[str]) -> str:
+    order = list(_BOUND_ABBR)
+    ranked = sorted(values, key=lambda v: (order.index(v) if v in order else 99, v))
+    return " ".join(_BOUND_ABBR.get(v, v.replace("detector:", "det:").replace("output:", "out:")) for v in ranked)
+
+
+def _price(d: Any, short: bool = False) -> str:
+    cost = d.cost(d.defaults)
+    passes, queries = ("p", "q") if short else (" passes", " queries")
+    return ("+" if short else " + ").join(p for p in (f"{cost.passes:g}{passes}" if cost.passes else "",
+                                  f"{cost.queries:g}{queries}" if cost.queries else "") if p) or "—"
+
+
+def _optimizer(d: Any) -> str:
+    return d.optimizer.replace("_order", "") + (f" ({d.gradient_source.replace('estimated_', 'est. ')})"
+                                                if d.gradient_source and d.gradient_source != "analytic" else "")
+
+
 @click.command("catalog")
 @click.option("--gaps", is_flag=True, help="List feasible threat cells that no implemented attack realises.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def catalog_command(gaps: bool, fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table: a summary for the terminal; json: every field of every attack.")
+@click.option("--wide", is_flag=True, help="Add the optimizer, strength and ATLAS columns (needs about 150 columns).")
+def catalog_command(gaps: bool, fmt: str, wide: bool) -> None:
     """Every attack implementation, the taxonomy cells it realises, its cost and ATLAS techniques."""
     if gaps:
         from attackgen.plan.planner import gap_report
@@ -351,29 +377,34 @@ def catalog_command(gaps: bool, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([describe(d) for d in CATALOG.values()], indent=2))
         return
+    from rich import box
     from rich.table import Table
 
     ready = sum(d.implemented for d in CATALOG.values())
-    table = Table(title=f"attack catalogue ({ready} of {len(CATALOG)} implemented)", show_lines=False)
-    for column in ("id", "ready", "tasks", "consequences", "scopes", "imperceptibility", "access", "optimizer",
-                   "cost/input", "str", "ATLAS"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("id", "ready", "access", "str"))
+    table = Table(title=f"attack catalogue ({ready} of {len(CATALOG)} implemented)", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0), title_justify="left")
+    # (header, min width, wraps): words wrap at spaces, never inside a word; ids and costs stay whole
+    columns = [("id", 22, False), ("task", 7, True), ("cons.", 5, False), ("scope", 5, False),
+               ("bounds", 9, True), ("access", 9, False), ("cost", 6, False)]
+    if wide:
+        columns += [("optimizer", 12, True), ("str", 3, False), ("ATLAS", 10, True)]
+    for header, width, wraps in columns:
+        table.add_column(header, min_width=width, no_wrap=not wraps, overflow="fold")
     for d in CATALOG.values():
-        cost = d.cost(d.defaults)
-        price = " + ".join(p for p in (f"{cost.passes:g} passes" if cost.passes else "",
-                                       f"{cost.queries:g} queries" if cost.queries else "") if p) or "—"
-        table.add_row(
-            d.id, "yes" if d.implemented else "no", _abbrev(d.tasks, _TASK_ABBR), _abbrev(d.consequences, _CONS_ABBR),
-            _abbrev(d.scopes, _SCOPE_ABBR), _short_set(d.imperceptibility), d.access,
-            d.optimizer.replace("_order", "") + (f" ({d.gradient_source.replace('estimated_', 'est. ')})"
-                                                 if d.gradient_source and d.gradient_source != "analytic" else ""),
-            price, str(d.strength), " ".join(a.replace("AML.", "") for a in d.atlas),
-        )
-    console = _console()
+        row = [d.id + ("" if d.implemented else " *"), _abbrev(d.tasks, _TASK_ABBR),
+               _abbrev(d.consequences, _CONS_ABBR).replace(" ", ""), _abbrev(d.scopes, _SCOPE_ABBR).replace(" ", ""),
+               _bounds(d.imperceptibility), d.access, _price(d, short=not wide)]
+        if wide:
+            row += [_optimizer(d), str(d.strength), " ".join(a.replace("AML.", "") for a in d.atlas)]
+        table.add_row(*row)
+    console = _console(wide=wide)
     console.print(table)
-    console.print("tasks: cls classification, seg segmentation, det detection; consequences: U untargeted, "
-                  "S static, D dynamic, C confusing, V vanishing, F fabrication, M mislabel; scopes: I individual, "
-                  "C contextual, U universal; ATLAS ids without the AML. prefix; --format json for every field.")
+    console.print("task: cls classification, seg segmentation, det detection. cons. (consequences): U untargeted, "
+                  "S static, D dynamic, C confusing, V vanishing, F fabrication, M mislabel. scope: I individual, "
+                  "C contextual, U universal. bounds: Wass. Wasserstein, det. detector evasion, out. output "
+                  "plausibility, any unrestricted." + ("" if wide else " cost: p passes, q queries.")
+                  + ("" if ready == len(CATALOG) else " *: catalogued, not yet implemented.")
+                  + ("" if wide else " --wide adds optimizer, strength, ATLAS; --format json gives every field."))
 
 
 def _print_gaps(report: dict[str, Any]) -> None:

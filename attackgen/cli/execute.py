@@ -15,6 +15,13 @@ import click
 
 from taxonomy.errors import AttackgenError
 
+RUN_EXIT_CODES = """\b
+Exit codes:
+  0    finished: results.json, report.md and report.html written
+  2    a bad input (plan, model, data, output folder), named in one message
+  130  stopped by Ctrl-C or SIGTERM after saving the finished batches
+       (--resume continues)"""
+
 DEMO_SPEC = "digits-whitebox-linf.yaml"
 DEMO_MODEL, DEMO_DATA = "digits-cnn", "digits"
 DEMO_LIMIT = 256
@@ -60,19 +67,22 @@ def print_summary(result: Any, out_dir: Path) -> None:
     import sys
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 120)
     headline = result.metrics.get("headline_epsilon")
     at = f" at epsilon {headline:g}" if headline else ""
-    console.print(f"[bold]{result.spec.get('name', 'run')}[/bold]: {result.n_inputs} inputs, clean accuracy "
+    name = escape(str(result.spec.get("name", "run")))
+    console.print(f"[bold]{name}[/bold]: {result.n_inputs} inputs, clean accuracy "
                   f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%"
                   + ("" if result.complete else " [red](incomplete)[/red]"))
     table = Table(show_edge=False)
     for column in ("#", "attack", "eps", "attacked", "broken", "robust after", "queries", "time"):
         table.add_column(column, justify="left" if column == "attack" else "right", no_wrap=True)
     for n, item in enumerate(result.items, 1):
-        table.add_row(str(n), item.attack, "–" if item.epsilon is None else f"{item.epsilon:g}", str(item.n_attacked),
+        table.add_row(str(n), escape(item.attack), "–" if item.epsilon is None else f"{item.epsilon:g}",
+                      str(item.n_attacked),
                       str(item.n_success), f"{100 * item.robust_accuracy_after:.1f}%",
                       "–" if item.median_queries is None else f"{item.median_queries:g}", f"{item.time_s:.2f}s")
     console.print(table)
@@ -80,9 +90,10 @@ def print_summary(result: Any, out_dir: Path) -> None:
         console.print(f"  epsilon {point['epsilon']:g}: robust accuracy {100 * point['robust_accuracy']:.1f}%")
     for flag in result.flags:
         if flag.severity != "info":
-            console.print(f"  [yellow]{flag.severity}[/yellow] {flag.check}: {flag.evidence}", soft_wrap=True)
-    console.print(f"results: {out_dir / 'results.json'}")
-    console.print(f"report:  {out_dir / 'report.html'} (and report.md)")
+            console.print(f"  [yellow]{escape(flag.severity)}[/yellow] {escape(flag.check)}: {escape(flag.evidence)}",
+                          soft_wrap=True)
+    console.print(f"results: {escape(str(out_dir / 'results.json'))}")
+    console.print(f"report:  {escape(str(out_dir / 'report.html'))} (and report.md)")
 
 
 def _set_threads(threads: int | None, default: int | None) -> None:
@@ -100,6 +111,15 @@ def _set_threads(threads: int | None, default: int | None) -> None:
     torch.set_num_threads(chosen)
 
 
+def _torchrun_launch() -> Any:
+    """The rank torchrun started this process as (RANK, WORLD_SIZE, LOCAL_RANK), or None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    from attackgen.run.distributed import Launch
+
+    return Launch.from_env()
+
+
 def _default_data(model: str, data: str | None) -> str:
     if data is not None:
         return data
@@ -107,13 +127,22 @@ def _default_data(model: str, data: str | None) -> str:
 
     if model in MODEL_INFO:
         return MODEL_INFO[model].data
+    from taxonomy.errors import did_you_mean
+
+    looks_like_name = ":" not in model and not Path(model).suffix and not Path(model).exists()
+    hint = did_you_mean(model, MODEL_INFO) if looks_like_name else ""
+    if hint:  # a misspelt built-in: the spelling is the problem, not the missing --data
+        raise AttackgenError(f"--model {model!r}: not a built-in model{hint}. Built-in models: "
+                             f"{', '.join(sorted(MODEL_INFO))}.")
     raise AttackgenError(f"--data is required: {model!r} is not a built-in model with its own data.")
 
 
-@click.command("run")
+@click.command("run", epilog=RUN_EXIT_CODES)
 @click.argument("plan", type=click.Path(dir_okay=False))
 @click.option("--model", "-m", "model", required=True,
-              help="A built-in model, a 'package.module:function' entry point, or a TorchScript file.")
+              help="A built-in model, a 'package.module:function' entry point (imported from the current "
+              "folder too), a TorchScript file (.pt/.ts/.pth/.jit) or a torch.export archive (.pt2). Entry "
+              "points and TorchScript are code: give only what you trust.")
 @click.option("--data", "-d", "data", default=None,
               help="A built-in data set, a .pt/.npz file, an IDX images file or an image folder "
               "(default for a built-in model: its own test data).")
@@ -121,20 +150,37 @@ def _default_data(model: str, data: str | None) -> str:
 @click.option("--batch-size", "-b", type=click.IntRange(min=1), default=None,
               help="Inputs per batch and per checkpoint (default 256 on CPU, 1024 on CUDA); halves on out-of-memory.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None, help="Evaluate only the first N inputs.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
+              help="Seed for every random choice (restarts, sampling, data order): the same seed repeats a run.")
 @click.option("--resume", is_flag=True, help="Continue the stopped run in the output folder from its last batch.")
 @click.option("--force", is_flag=True, help="Replace the results of another run in the output folder.")
 @click.option("--basis-data", default=None,
               help="Data the attacker holds (the data basis) when it is not the built-in training split.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+@click.option("--autocast", type=click.Choice(["bf16", "fp16"]), default=None,
+              help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
+              "in float32.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--allow-code", is_flag=True,
+              help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
+              "load .pt2 archives that unpickle. Off by default: a file handed over by others is code.")
+@click.option("--onnx-to-torch", is_flag=True,
+              help="Convert an .onnx model to torch with onnx2torch (white-box specs); by default ONNX Runtime "
+              "answers queries (black-box specs only).")
 @click.option("-o", "--output", "output", type=click.Path(file_okay=False), default=None,
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
-                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None, quiet: bool,
+                seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
+                autocast: str | None, compile_model: bool, quiet: bool, allow_code: bool, onnx_to_torch: bool,
                 output: str | None) -> None:
-    """Run PLAN over a model and data: verified results, results.json, report.md and report.html."""
+    """Run PLAN over a model and data: verified results, results.json, report.md and report.html.
+
+    PLAN is a plan file from `attackgen plan`, not a spec.
+    """
+    from attackgen.models.options import LoadOptions, loading_with
+    from attackgen.models.trust import trusting
     from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
     from attackgen.run.executor import RunOptions, execute
@@ -143,12 +189,21 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data)
+                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model)
     _stop_on_sigterm()
+    launch = _torchrun_launch()
     try:
-        result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
+        with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
+            if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports
+                from attackgen.run.distributed import run_distributed
+
+                result = run_distributed(plan, model, _default_data(model, data), out, options, launch, echo=_say)
+                if result is None:
+                    return
+            else:
+                result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
-        if (out / "results.json").exists():
+        if launch is None and (out / "results.json").exists():
             _say(f"stopped: finished batches are saved in {out}; continue with --resume")
         raise
     write_report(out)
@@ -156,10 +211,11 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 
 
 @click.command("demo")
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              help="Output folder for the plan, results and report (an earlier demo there is replaced).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=DEMO_LIMIT, show_default=True,
               help="Digits test inputs to evaluate (512 in all).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     """The whole loop on the built-in digits model: validate, plan, run, report."""

@@ -20,6 +20,7 @@ CLI exits 2 with one paragraph.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from attackgen.models import options, remote, saved, trust
 from attackgen.models.adapters import DENSE_OUTPUT_CHECKS
 from attackgen.models.data import LabeledData
 from attackgen.models.errors import DataLoadError, ModelLoadError
@@ -36,6 +38,7 @@ from taxonomy.spec import AttackSpec
 
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".pth", ".jit")
 EXPORT_SUFFIX = ".pt2"  # torch.export archives
+ONNX_SUFFIX = ".onnx"  # run by ONNX Runtime (attackgen.models.onnx)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 _BYTES_TOL = 1e-6
 
@@ -66,27 +69,48 @@ def load_model(ref: str, layout: str = "NCHW", field: str = "--model") -> nn.Mod
     """The model named by ``ref`` in eval mode, on the CPU (the executor moves it).
 
     ``layout`` is the spec's input_space.layout: a user's NHWC model is wrapped to take NCHW inputs.
-    ``field`` is where the reference came from, for the messages (a surrogate comes from the spec).
+    ``field`` is where the reference came from, for the messages: ``--model`` is the user's own choice;
+    any other field is a file (a spec's surrogate), whose entry points and TorchScript files run only
+    as the command line allows (attackgen.models.trust).
     """
     try:
-        return _load_model(ref, layout)
+        return _load_model(ref, layout, field)
     except ModelLoadError as error:
         if field == "--model":
             raise
         raise ModelLoadError(str(error).replace("--model", field, 1)) from None
 
 
-def _load_model(ref: str, layout: str) -> nn.Module:
+def _load_model(ref: str, layout: str, field: str) -> nn.Module:
     builtins = _builtin_models()
     if ref in builtins:
         from attackgen.models.zoo import load_builtin_model
 
         return load_builtin_model(ref).eval()  # built-in models take NCHW
-    if Path(ref).suffix.lower() == EXPORT_SUFFIX:
-        model = _load_exported(Path(ref))
-    elif Path(ref).suffix.lower() in TORCHSCRIPT_SUFFIXES or Path(ref).exists():
-        model = _load_torchscript(Path(ref))
+    from_file = field != "--model"
+    suffix = Path(ref).suffix.lower()
+    model: Any
+    if remote.is_endpoint_ref(ref):
+        try:
+            model = remote.load_endpoint(ref, options.current().run_dir, options.current().resume)
+        except remote.EndpointError as error:
+            raise ModelLoadError(str(error)) from None
+    elif suffix == ONNX_SUFFIX:
+        from attackgen.models.onnx import OnnxLoadError, load_onnx
+
+        try:
+            model = load_onnx(Path(ref), ref, options.current().onnx_to_torch)
+        except OnnxLoadError as error:
+            raise ModelLoadError(str(error)) from None
+    elif suffix == EXPORT_SUFFIX:
+        model = _saved(lambda: saved.load_exported(Path(ref), ref, trust.policy().allow_code))
+    elif suffix in TORCHSCRIPT_SUFFIXES or Path(ref).exists():
+        if from_file:
+            trust.require_permission(ref, field, "a TorchScript program")
+        model = _saved(lambda: saved.load_torchscript(Path(ref), ref))
     elif ":" in ref:
+        if from_file:
+            trust.require_permission(ref, field, "a Python entry point")
         model = _load_entry_point(ref)
     else:
         known = ", ".join(sorted(builtins)) or "none installed"
@@ -99,7 +123,15 @@ def _load_model(ref: str, layout: str) -> nn.Module:
             f"--model {ref!r}: expected a torch.nn.Module, got {type(model).__name__}. An entry point must "
             "return the model itself (with its weights loaded), not a class or a state dict."
         )
+    model = saved.runnable(model)  # an entry point may return a ScriptModule or an exported module too
     return (ChannelsLast(model) if layout == "NHWC" else model).eval()
+
+
+def _saved(load: Callable[[], nn.Module]) -> nn.Module:
+    try:
+        return load()
+    except saved.SavedModelError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def _load_entry_point(ref: str) -> nn.Module:
@@ -107,11 +139,11 @@ def _load_entry_point(ref: str) -> nn.Module:
     if not module_name or not attr:
         raise ModelLoadError(f"--model {ref!r}: an entry point reads 'package.module:function'.")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_cwd(module_name)
     except Exception as error:  # any import-time failure is the user's module, not ours
         raise ModelLoadError(
             f"--model {ref!r}: module {module_name!r} fails to import ({type(error).__name__}: {error}). "
-            "Check that it is installed or on PYTHONPATH (run from the folder that holds it) and that "
+            f"Check that it is installed, on PYTHONPATH or in the current folder ({Path.cwd()}), and that "
             "it imports on its own."
         ) from None
     factory = getattr(module, attr, None)
@@ -133,29 +165,18 @@ def _load_entry_point(ref: str) -> nn.Module:
         ) from None
 
 
-def _load_torchscript(path: Path) -> nn.Module:
-    if not path.exists():
-        raise ModelLoadError(f"--model {path}: file not found.")
+def _import_from_cwd(module_name: str) -> Any:
+    """Import a user's module, looking in the current folder too (a console script does not put it on
+    sys.path, although ``python -m`` would)."""
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
-        return torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:
-        raise ModelLoadError(
-            f"--model {path}: not a TorchScript archive ({str(error).splitlines()[0][:160]}). Save the model "
-            "with torch.jit.script(model).save(path) (or torch.jit.trace), or give a 'package.module:function' "
-            "entry point that builds it; a bare state dict has no architecture to load into."
-        ) from None
-
-
-def _load_exported(path: Path) -> nn.Module:
-    if not path.exists():
-        raise ModelLoadError(f"--model {path}: file not found.")
-    try:
-        return torch.export.load(str(path)).module()
-    except Exception as error:
-        raise ModelLoadError(
-            f"--model {path}: not a torch.export archive ({str(error).splitlines()[0][:160]}); save it with "
-            "torch.export.save(torch.export.export(model, (example,)), path)."
-        ) from None
+        return importlib.import_module(module_name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 # Task -> check of the model's outputs on a few inputs; other tasks register theirs here.
@@ -199,6 +220,7 @@ for _task, _check in DENSE_OUTPUT_CHECKS.items():  # segmentation and detection,
 
 def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str, device: torch.device) -> int | None:
     """Run the model on a few inputs; returns the number of classes (None for tasks without one)."""
+    check_access(model, spec, ref)
     n = min(4, len(data))
     probe = data.x[:n].to(device)
     try:
@@ -214,6 +236,23 @@ def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str,
         ) from None
     check = OUTPUT_CHECKS.get(spec.task.value)
     return check(outputs, n, spec, ref) if check else None
+
+
+def check_access(model: nn.Module, spec: AttackSpec, ref: str) -> None:
+    """A model that answers queries only (ONNX Runtime, an endpoint) cannot serve a white-box spec."""
+    from attackgen.models.onnx import find_oracle_only, white_box_refusal
+
+    oracle = find_oracle_only(model)
+    kind = getattr(spec.threat.model_knowledge, "kind", "")
+    if oracle is not None and kind == "white_box":
+        raise ModelLoadError(f"--model {ref}: {white_box_refusal(oracle, 'white_box')}")
+    if kind in ("output_transparent", "query_limited") and getattr(getattr(oracle, "config", None), "returns",
+                                                                   "") == "labels":
+        raise ModelLoadError(
+            f"--model {ref}: the spec grants model_knowledge {kind} (score queries), but the endpoint returns "
+            "labels only (endpoint.returns: labels); make the spec label_only, or read the scores the endpoint "
+            "gives (endpoint.response)."
+        )
 
 
 # --------------------------------------------------------------------------- data
@@ -433,8 +472,36 @@ def validate_data(data: LabeledData, spec: AttackSpec, ref: str, scale_bytes: bo
     if scale_bytes and byte_data:
         x = x / 255.0 * (high - low) + low  # image bytes are 0..255 by definition: map them onto the bounds
     _check_bounds(x, low, high, ref)
-    y = _check_labels(data.y, len(x), spec, ref)
-    return LabeledData(data.name or Path(ref).name, x.contiguous(), y, list(data.classes), dict(data.metadata))
+    y, classes = data.y, list(data.classes)
+    if spec.task.value == "classification" and spec.classes is not None and classes:
+        y, classes = _align_classes(torch.as_tensor(y), classes, list(spec.classes), ref)
+    y = _check_labels(y, len(x), spec, ref)
+    return LabeledData(data.name or Path(ref).name, x.contiguous(), y, classes, dict(data.metadata))
+
+
+def _align_classes(y: Tensor, classes: list[str], wanted: list[str], ref: str) -> tuple[Tensor, list[str]]:
+    """Labels re-indexed from the data's class names to the spec's order, which is the model's output order.
+
+    An image folder's classes come in alphabetical folder order and a data file may list them in any
+    order; the names decide, never the positions. Names the spec does not list are an error.
+    """
+    if classes == wanted:
+        return y, classes
+    unknown = [c for c in classes if c not in wanted]
+    if unknown or len(set(classes)) != len(classes):
+        what = f"class names {unknown} that" if unknown else "repeated class names that"
+        raise DataLoadError(
+            f"--data {ref}: has {what} the spec's 'classes' field does not list. Data classes: {classes}; "
+            f"spec classes: {wanted}. Name the data's classes (folder names, or the 'classes' array of a data "
+            "file) exactly as the spec does, in any order, or correct the spec."
+        )
+    if y.dim() != 1 or y.is_floating_point() or (len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes))):
+        raise DataLoadError(
+            f"--data {ref}: labels must be class indices 0..{len(classes) - 1} into the data's {len(classes)} "
+            f"class names {classes}."
+        )
+    index = torch.tensor([wanted.index(c) for c in classes], dtype=torch.long)
+    return index[y.long()], list(wanted)
 
 
 def _to_nchw(x: Tensor, layout: str, ref: str) -> Tensor:

@@ -10,17 +10,17 @@ and edited. Imports no torch.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from attackgen.plan.checks import realises_any, rule_breaks
 from attackgen.plan.notes import RuleNote
 from taxonomy.errors import SpecError, describe_validation_error
 from taxonomy.params import param_problems
-from taxonomy.spec import AttackSpec, parse_spec, read_yaml
+from taxonomy.spec import AttackSpec, dump_yaml, parse_spec, read_yaml
 
 PLAN_VERSION: Literal[2] = 2
 """2: an item's threat context (budget, targets, data basis...) moved from ``params`` to ``context``, and
@@ -33,7 +33,7 @@ Role = Literal["primary", "gradient_free_check", "transfer"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PlanCost(_Model):
@@ -205,7 +205,7 @@ class Plan(_Model):
             f"# attackgen plan for spec '{self.spec_name}' (hash {self.spec_hash}).\n"
             "# Edit params, drop or reorder items freely; the embedded spec must keep its hash.\n"
         )
-        return header + yaml.safe_dump(data, sort_keys=False, width=110, allow_unicode=True)
+        return header + dump_yaml(data, width=110)
 
 
 class Suggestion(_Model):
@@ -255,6 +255,14 @@ def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> P
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "an empty document"
         raise SpecError(source, [f"expected a plan mapping (from `attackgen plan`); got {kind}"])
+    if "threat" in data and "items" not in data and "spec" not in data:
+        raise SpecError(source, [
+            "this is a spec (a threat model), not a plan. Make the plan first: `attackgen plan "
+            f"{source} -o plan.yaml`, then run that plan (`attackgen run plan.yaml --model ...`)"])
+    if "blocking" in data and "items" not in data:
+        raise SpecError(source, [
+            "this is an infeasible plan: no attack can run under the spec it was made from (see its 'blocking' "
+            "rules and 'nearest' specs); change the spec and run `attackgen plan` again"])
     try:
         plan = Plan.model_validate(data)
     except ValidationError as error:
@@ -272,6 +280,7 @@ def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> P
         )
     problems: list[str] = []
     for index, item in enumerate(plan.items):
+        problems.extend(_non_finite(item.attack_params(), f"items[{index}].params"))
         where = f"items[{index}].attack"
         descriptor = CATALOG.get(item.attack)
         if descriptor is None:
@@ -298,6 +307,20 @@ def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> P
     if problems:
         raise SpecError(source, problems)
     return plan
+
+
+_NON_FINITE_WORDS = {"nan", "inf", "infinity", "+inf", "-inf", "+infinity", "-infinity", ".nan", ".inf", "-.inf"}
+
+
+def _non_finite(value: Any, where: str) -> list[str]:
+    """Every NaN or infinite number in an item's params (JSON's NaN/Infinity tokens arrive as strings)."""
+    if isinstance(value, dict):
+        return [p for key, sub in value.items() for p in _non_finite(sub, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [p for i, sub in enumerate(value) for p in _non_finite(sub, f"{where}[{i}]")]
+    bad = (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, str) and value.strip().lower() in _NON_FINITE_WORDS)
+    return [f"{where}: {value!r} is not a finite number; expected a finite value"] if bad else []
 
 
 def _item_breaks(spec: AttackSpec, descriptor: Any, item: PlanItem) -> list[str]:

@@ -416,7 +416,7 @@ def _build_plan(
         epsilons=epsilons,
         query_budget=query_budget(spec),
         items=items,
-        alternatives=[c.descriptor.id for c in others],
+        alternatives=[c.descriptor.id for c in others if c.descriptor.id not in {i.attack for i in items}],
         not_runnable=[
             CatalogueOnly(attack=c.descriptor.id, title=c.descriptor.title, strength=c.descriptor.strength)
             for c in waiting

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from attackgen.report.run_report import Figure, Section, _png, load_examples, register_panel, table
+from attackgen.report.run_report import Figure, Section, _png, load_examples, mpl_text, register_panel, table
 from attackgen.results import RunResult
 
 PALETTE = np.array([(128, 64, 128), (244, 35, 232), (70, 130, 180), (70, 70, 70), (0, 0, 142), (220, 20, 60),
@@ -56,7 +56,7 @@ def _names(examples: dict[str, np.ndarray]) -> list[str]:
 def _legend(fig: Any, names: list[str], used: set[int]) -> None:
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=PALETTE[i % len(PALETTE)] / 255.0, label=names[i] if i < len(names) else str(i))
+    handles = [Patch(color=PALETTE[i % len(PALETTE)] / 255.0, label=mpl_text(names[i]) if i < len(names) else str(i))
                for i in sorted(used) if i >= 0]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=7, frameon=False)
@@ -90,7 +90,7 @@ def segmentation_figure(examples: dict[str, np.ndarray]) -> Figure:
             ax = fig.add_subplot(n, len(panels), j * len(panels) + i + 1)
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1 if img.dtype != np.uint8 else 255,
                       interpolation="nearest")
-            ax.set_title((titles[i] + ("\n" + note if note else "")) if j == 0 else note, fontsize=7)
+            ax.set_title(mpl_text((titles[i] + ("\n" + note if note else "")) if j == 0 else note), fontsize=7)
             ax.axis("off")
     _legend(fig, _names(examples), used)
     caption = ("Clean input, its prediction, the target, the verified adversarial input, its prediction, and the "
@@ -113,7 +113,7 @@ def _draw_boxes(ax: Any, boxes: np.ndarray, names: list[str], dashed: bool = Fal
                                linewidth=1.0, linestyle="--" if dashed else "-"))
         if not dashed:
             name = names[k] if k < len(names) else str(k)
-            ax.text(x0, y0 - 1, f"{name} {score:.2f}", color=colour, fontsize=5, va="bottom")
+            ax.text(x0, y0 - 1, mpl_text(f"{name} {score:.2f}"), color=colour, fontsize=5, va="bottom")
     return used
 
 
@@ -142,8 +142,8 @@ def detection_figure(examples: dict[str, np.ndarray]) -> Figure:
                 if "target_boxes" in examples:
                     used |= _draw_boxes(ax, examples["target_boxes"][j], names, dashed=True)
             note = f"#{int(examples['index'][j])} {examples['attack'][j]}" if i == 0 else ""
-            ax.set_title(((title + (f" (score >= {thr:.2f})" if thr is not None and i < 2 else "")) if j == 0
-                          else "") + ("\n" + note if note else ""), fontsize=6)
+            ax.set_title(mpl_text(((title + (f" (score >= {thr:.2f})" if thr is not None and i < 2 else "")) if j == 0
+                                   else "") + ("\n" + note if note else "")), fontsize=6)
             ax.axis("off")
     _legend(fig, names, used)
     return Figure("detections", _png(fig), "Detections at the model's score threshold on the clean and the verified "

@@ -91,6 +91,12 @@ def pct(value: float | None) -> str:
 # --------------------------------------------------------------------------- pictures
 
 
+def mpl_text(text: object) -> str:
+    """Text from a file (class, attack, spec names) as matplotlib shows it literally: a ``$`` would
+    start mathtext, and a name like ``$\\undefinedcmd$`` would stop the whole report."""
+    return str(text).replace("$", r"\$")
+
+
 def _png(fig: Any) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -150,7 +156,7 @@ def image_grid(examples: dict[str, np.ndarray]) -> Figure:
             ax = fig.add_subplot(3, n, i * n + j + 1)
             shown, cmap = _to_image(img, span)
             ax.imshow(shown, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=7)
+            ax.set_title(mpl_text(title), fontsize=7)
             ax.axis("off")
     return Figure("examples", _png(fig), "Clean input, verified adversarial input, and the perturbation amplified "
                   "to the full range (grey = unchanged).")
@@ -167,6 +173,18 @@ def load_examples(out_dir: Path) -> dict[str, np.ndarray] | None:
 SHOWN_ELSEWHERE = ("median_linf", "median_l2", "median_ssim")
 
 
+METRIC_NOTES = {
+    "adv_confidence": "the model's probability (softmax) for the class it gives the adversarial input, 0 to 1: "
+    "near 1 is a confident wrong answer, near 1/classes a coin toss",
+    "margin_drop": "how far the attack pushed the logit margin: (logit of the true class minus the best other "
+    "logit) on the clean input, minus the same on the adversarial input; for a targeted attack the margin is "
+    "measured towards the target class. Larger: further past the decision boundary",
+    "changed_pixels": "share of pixels whose predicted class changed",
+    "applicable": "share of inputs the consequence applies to (e.g. holding a class to remove)",
+}
+"""What each per-attack metric means, shown under the table (a metric without a note is listed as is)."""
+
+
 def metrics_section(result: RunResult) -> Section | None:
     """Per-attack figures beyond the main table: the objective's metrics, fit queries, in/out of context."""
     keys = sorted({k for item in result.items for k in item.metrics if k not in SHOWN_ELSEWHERE})
@@ -175,21 +193,62 @@ def metrics_section(result: RunResult) -> Section | None:
     rows = [[n, item.attack, item.epsilon, *[item.metrics.get(k) for k in keys]]
             for n, item in enumerate(result.items, 1)]
     md, htm = table(["#", "attack", "epsilon", *keys], rows)
-    return Section("Per-attack metrics", "Means over the inputs each attack ran on.\n\n" + md,
-                   "<p>Means over the inputs each attack ran on.</p>" + htm)
+    notes = [(k, METRIC_NOTES[k]) for k in keys if k in METRIC_NOTES]
+    md_notes = "".join(f"\n- `{k}`: {text}." for k, text in notes)
+    html_notes = ("<ul>" + "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(text)}.</li>"
+                                   for k, text in notes) + "</ul>") if notes else ""
+    return Section("Per-attack metrics", "Means over the inputs each attack ran on.\n\n" + md + "\n" + md_notes,
+                   "<p>Means over the inputs each attack ran on.</p>" + htm + html_notes)
 
 
 def classification_panel(result: RunResult, out_dir: Path) -> list[Section]:
     metrics = metrics_section(result)
-    return ([metrics] if metrics else []) + examples_panel(out_dir)
+    return ([metrics] if metrics else []) + examples_panel(out_dir, result)
 
 
-def examples_panel(out_dir: Path) -> list[Section]:
+MAX_SHOWN = 8
+
+
+def _flagged_attacks(result: RunResult, attacks: list[str]) -> set[str]:
+    """Attacks a soundness flag names in its evidence: their examples are the first a reader should see."""
+    return {a for flag in result.flags if flag.severity != "info" for a in set(attacks) if a in flag.evidence}
+
+
+def pick_examples(examples: dict[str, np.ndarray], result: RunResult | None = None,
+                  limit: int = MAX_SHOWN) -> dict[str, np.ndarray]:
+    """At most ``limit`` examples, taken in turn from every attack that broke inputs, flagged attacks first,
+    so that one attack's many successes do not hide the others'; class names from the spec when the data
+    had none (the executor then writes the indices)."""
+    attacks = [str(a) for a in examples["attack"]]
+    flagged = _flagged_attacks(result, attacks) if result is not None else set()
+    order = list(dict.fromkeys(sorted(attacks, key=lambda a: a not in flagged)))
+    queues = {a: [i for i, b in enumerate(attacks) if b == a] for a in order}
+    chosen: list[int] = []
+    while len(chosen) < limit and any(queues.values()):
+        for a in order:
+            if queues[a] and len(chosen) < limit:
+                chosen.append(queues[a].pop(0))
+    n = len(attacks)
+    picked = {k: (v[chosen] if isinstance(v, np.ndarray) and v.ndim and len(v) == n and k != "classes" else v)
+              for k, v in examples.items()}
+    spec_classes = (result.spec.get("classes") if result is not None else None) or []
+    shown = [str(c) for c in examples.get("classes", [])]
+    if spec_classes and (not shown or shown == [str(i) for i in range(len(shown))]):
+        picked["classes"] = np.array([str(c) for c in spec_classes])
+    return picked
+
+
+def examples_panel(out_dir: Path, result: RunResult | None = None) -> list[Section]:
     examples = load_examples(out_dir)
     if not examples or not len(examples["index"]):
         text = "No input was broken, so there is no adversarial example to show."
         return [Section("Examples", text, f"<p>{text}</p>")]
-    text = f"{len(examples['index'])} verified adversarial examples (the first inputs each attack broke)."
+    examples = pick_examples(examples, result)
+    attacks = list(dict.fromkeys(str(a) for a in examples["attack"]))
+    flagged = [a for a in attacks if result is not None and a in _flagged_attacks(result, attacks)]
+    text = (f"{len(examples['index'])} verified adversarial examples, taken in turn from each attack that broke "
+            f"inputs ({', '.join(attacks)})"
+            + (f"; first those of the attacks a soundness flag names ({', '.join(flagged)})." if flagged else "."))
     return [Section("Examples", text, f"<p>{html.escape(text)}</p>", [image_grid(examples)])]
 
 
@@ -217,7 +276,7 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
     ]
     if not result.complete:
         summary_rows.append(["note", "the run was stopped; figures cover the finished batches (resume with --resume)"])
-    md, htm = table(["", ""], summary_rows)
+    md, htm = table(["measure", "value"], summary_rows)
     out.append(Section("Summary", md, htm))
 
     rows = []

@@ -9,6 +9,10 @@ query over its budget of zero.
 The contract every attack relies on is ``Access``: an abstract callable ``access(x, rows=None)`` that
 answers for the inputs at ``rows`` of the batch and counts the queries, plus ``remaining()``,
 ``granularity`` (what a score answer holds) and ``surrogate`` (a white-box surrogate, NoAccess only).
+
+A model behind an endpoint (attackgen.models.remote) is one more model here: the budget is charged
+before the oracle calls it, so no request leaves for an input whose budget is spent, and the oracle
+tells it which data indices it is querying (``input_ids``, set by the step runner) for its query log.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from attackgen.models.remote import querying
 
 
 class QueryBudgetExceeded(RuntimeError):
@@ -37,6 +43,12 @@ class Access(ABC):
     def __init__(self, n_inputs: int, budget: int | None, device: torch.device | str = "cpu") -> None:
         self.budget = budget
         self.queries = torch.zeros(n_inputs, dtype=torch.long, device=device)
+        self.input_ids: Tensor | None = None  # the data indices of the batch rows (the step runner sets them)
+
+    def _ids(self, rows: Tensor | None, n: int) -> list[int]:
+        """The data indices of the inputs in one query, for a remote model's query log."""
+        local = torch.arange(n) if rows is None else rows.detach().cpu()
+        return (self.input_ids.cpu()[local] if self.input_ids is not None else local).tolist()
 
     def remaining(self, rows: Tensor | None = None) -> Tensor:
         """Queries left per input (a large number when unbudgeted)."""
@@ -111,8 +123,9 @@ class ScoreOracle(Access):
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         """Scores for x; rows are the batch indices of the inputs being queried (default: all, in order)."""
-        self._charge(rows, x.shape[0])
-        logits = self._answer(x)
+        self._charge(rows, x.shape[0])  # the budget is spent before anything is asked of the model
+        with querying(self._ids(rows, x.shape[0])):
+            logits = self._answer(x)
         if self.granularity == "logits" or not isinstance(logits, Tensor):
             return logits  # a detector's scored boxes are its score-level answer, whatever the granularity
         probs = logits.softmax(dim=1)
@@ -148,7 +161,8 @@ class LabelOracle(Access):
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         self._charge(rows, x.shape[0])
-        return self._answer(x)
+        with querying(self._ids(rows, x.shape[0])):
+            return self._answer(x)
 
 
 class NoAccess(Access):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
         data=ctx.data_ref,
         device=str(ctx.device),
         seed=ctx.options.seed,
-        versions=package_versions(ctx.device),
+        versions={**package_versions(ctx.device), **precision(ctx.options)},
         started=started,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds") if complete else None,
         complete=complete,
@@ -187,3 +188,13 @@ def verification_flags(ctx: RunContext, step: Step, state: StepState) -> list[Fl
                           evidence=f"{where}: returned candidates of the wrong shape for {counts['bad_shape']} "
                           "inputs; counted as failures", fix="return x_adv with the shape of x"))
     return flags
+
+
+def precision(options: Any) -> dict[str, str]:
+    """--autocast and --compile, recorded with the versions: they change how the attacks computed."""
+    out = {}
+    if options.autocast:
+        out["autocast"] = f"{options.autocast} (attack steps; every success re-verified in float32)"
+    if options.compile:
+        out["compile"] = "torch.compile"
+    return out

@@ -36,6 +36,8 @@ class RunOptions:
     force: bool = False
     progress: bool = True
     basis_data: str | None = None
+    autocast: str | None = None  # "bf16" or "fp16": attacks take their gradient steps in it; verification stays float32
+    compile: bool = False  # torch.compile the model (attacks and verification run the compiled model)
 
 
 def pick_device(request: str) -> torch.device:
@@ -187,7 +189,7 @@ class RunContext:
 
 def run_identity(plan: Any, model_ref: str, data_ref: str, options: RunOptions) -> dict[str, Any]:
     return {"spec_hash": plan.spec_hash, "plan_hash": plan_digest(plan), "model": model_ref, "data": data_ref,
-            "limit": options.limit, "seed": options.seed}
+            "limit": options.limit, "seed": options.seed, "autocast": options.autocast}
 
 
 def load_context(
@@ -204,13 +206,17 @@ def load_context(
     resumed run's, which it keeps)."""
     from attackgen.models.adapters import adapt
     from attackgen.models.loading import check_labels_against_model, check_model, load_data, load_model
+    from attackgen.models.saved import runnable
 
     spec = plan.parsed_spec()
     device = pick_device(options.device)
     if model is None:
         model = load_model(model_ref, spec.input_space.layout)
+    model = runnable(model)  # ScriptModules and exported modules refuse requires_grad_ / eval()
     model = adapt(model, spec.task.value).eval().to(device)
     model.requires_grad_(False)
+    if options.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
     if data is None:
         data = load_data(data_ref, spec)
     if options.limit is not None:

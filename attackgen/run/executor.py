@@ -172,6 +172,18 @@ def execute(
     echo: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Load a plan file and run it; the entry point of `attackgen run`."""
+    return build_executor(plan_path, model_ref, data_ref, out_dir, options, echo).run()
+
+
+def build_executor(
+    plan_path: str | Path,
+    model_ref: str,
+    data_ref: str,
+    out_dir: str | Path,
+    options: RunOptions | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Executor:
+    """Load and check a plan file (a distributed rank builds its executor here too, then runs its chunks)."""
     from attackgen.plan.document import load_plan
     from taxonomy.graph import validate
 
@@ -184,5 +196,4 @@ def execute(
             + "; ".join(f"{v.id} at {v.field}: {v.reason} ({v.detail}) Fix: {v.fix}" for v in broken)
         )
     plan = load_plan(plan_path)
-    executor = Executor(plan, model_ref, data_ref, out_dir, options, plan_source=str(plan_path), echo=echo)
-    return executor.run()
+    return Executor(plan, model_ref, data_ref, out_dir, options, plan_source=str(plan_path), echo=echo)

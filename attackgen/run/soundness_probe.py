@@ -208,5 +208,8 @@ def probe_model(model: nn.Module, x: Tensor, y: Tensor | None, objective: Any = 
         outputs = _first_output(model(x))
     if outputs is not None:
         flags += check_probabilities(outputs.float())
-    flags += check_gradients(model, x, y, objective)  # autograd.grad w.r.t. x only: no parameter .grad is written
+    from attackgen.models.onnx import find_oracle_only
+
+    if find_oracle_only(model) is None:  # ONNX Runtime and endpoints have no gradients to probe (black-box only)
+        flags += check_gradients(model, x, y, objective)  # autograd.grad w.r.t. x only: no parameter .grad written
     return flags

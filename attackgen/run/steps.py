@@ -165,10 +165,7 @@ class StepRunner:
         which inputs survive)."""
         ctx = self.ctx
         state = states[step.index]
-        attack = step.cls(seed=derive_seed(ctx.options.seed, step.index), **step.attack_params)
-        env = self.resources.env(step)
-        if isinstance(attack, UniversalAttack):
-            self.fit(step, state, attack, env)
+        attack, env = self.setup(step, states)
         broken = broken_by(clean, states[: step.index], step.norm, step.epsilon, step.ssim_floor, ctx.tol)
         broken |= ~clean.applicable
         spent = self.group_spent(step, states)
@@ -181,13 +178,34 @@ class StepRunner:
                 continue
             # survivors not yet attacked: after an interrupt inside a chunk, its finished inputs are kept
             # (each input's result is its own, see Attack.row_random), not attacked again
-            survivors = rows[~broken[rows] & ~state.attacked[rows]]
-            started = time.perf_counter()
-            self.in_sub_batches(survivors, lambda part: self.attack_rows(step, state, attack, env, part, spent))
-            state.time_s += time.perf_counter() - started
+            self.attack_survivors(step, state, attack, env, rows[~broken[rows] & ~state.attacked[rows]], spent)
             state.done.append(chunk_id)
             self.save()
             progress.advance(task, len(rows))
+
+    def setup(self, step: Step, states: Sequence[StepState]) -> tuple[Attack, AttackEnv]:
+        """The attack and environment of one item, fitted first when it is universal."""
+        attack = step.cls(seed=derive_seed(self.ctx.options.seed, step.index), **step.attack_params)
+        env = self.resources.env(step)
+        if isinstance(attack, UniversalAttack):
+            self.fit(step, states[step.index], attack, env)
+        return attack, env
+
+    def attack_survivors(self, step: Step, state: StepState, attack: Attack, env: AttackEnv, survivors: Tensor,
+                         spent: Tensor | None) -> None:
+        started = time.perf_counter()
+        self.in_sub_batches(survivors, lambda part: self.attack_rows(step, state, attack, env, part, spent))
+        state.time_s += time.perf_counter() - started
+
+    def run_rows(self, rows: Tensor, states: Sequence[StepState], clean: CleanPass,
+                 setups: Sequence[tuple[Attack, AttackEnv]]) -> None:
+        """Every item over these inputs, in plan order, survivors only (a chunk one rank of a distributed run
+        claimed, attackgen.run.distributed). Per input this is what ``run`` does item by item."""
+        for step, (attack, env) in zip(self.ctx.steps, setups, strict=True):
+            broken = broken_by(clean, states[: step.index], step.norm, step.epsilon, step.ssim_floor, self.ctx.tol)
+            broken |= ~clean.applicable
+            self.attack_survivors(step, states[step.index], attack, env, rows[~broken[rows]],
+                                  self.group_spent(step, states))
 
     def group_spent(self, step: Step, states: Sequence[StepState]) -> Tensor | None:
         """Queries the earlier items of this step's epsilon group spent per input (budgets are per group)."""
@@ -224,6 +242,7 @@ class StepRunner:
         objective = build_objective(ctx.spec, y, clean)
         self.check_objective(step, attack, objective)
         access = self.resources.access(step, len(rows), None)
+        access.input_ids = rows
         started = time.perf_counter()
         torch.manual_seed(derive_seed(ctx.options.seed, step.index, 0xF17))
         try:
@@ -248,6 +267,7 @@ class StepRunner:
         objective = build_objective(ctx.spec, y, clean)
         self.check_objective(step, attack, objective)
         access = self.resources.access(step, len(rows), None if spent is None else spent[rows])
+        access.input_ids = rows
         before = access.queries.clone()
         budget = ctx.budget(step, rows)
         # Each input draws from its own stream, seeded by (run seed, item, input index): its result does not
@@ -258,7 +278,8 @@ class StepRunner:
         attack.seed = seed
         torch.manual_seed(seed)
         try:
-            candidate: Tensor | None = attack.run(access, x, objective, budget, env).x_adv
+            with self.autocast():
+                candidate: Tensor | None = attack.run(access, x, objective, budget, env).x_adv
         except QueryBudgetExceeded as error:
             candidate = None
             self.flags.add("access.budget_exceeded", "error", f"{step.attack}: {error}",
@@ -270,6 +291,18 @@ class StepRunner:
         verified = verify(ctx.model, x, candidate, objective, bounds, input_bounds=ctx.bounds, tol=ctx.tol,
                           quantize_to=budget if ctx.spec.threat.capability.quantize else None)
         self.record(state, rows, x, objective, clean, verified, queries)
+
+    def autocast(self) -> Any:
+        """--autocast: the attack's forward and backward passes in bf16/fp16; verify() re-runs in float32."""
+        from contextlib import nullcontext
+
+        choice = self.ctx.options.autocast
+        if choice is None:
+            return nullcontext()
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        if choice not in dtypes:
+            raise RunError(f"--autocast {choice}: expected bf16 or fp16.")
+        return torch.autocast(self.ctx.device.type, dtype=dtypes[choice])
 
     def record(self, state: StepState, rows: Tensor, x: Tensor, objective: Objective, clean: Any,
                verified: Verified, queries: Tensor) -> None:

@@ -124,6 +124,7 @@ class LoopConfig:
     restarts: int = 1
     early_stop: bool = False
     decay: float | None = None  # MI-FGSM momentum; None for plain steps
+    check_every: int | None = None  # steps between looks at which inputs are done; None: SYNC_EVERY on CUDA, else 1
 
 
 def _direction(grad: Tensor, cfg: LoopConfig, momentum: Tensor | None, mask: Tensor | None) -> Tensor:
@@ -140,18 +141,28 @@ def _direction(grad: Tensor, cfg: LoopConfig, momentum: Tensor | None, mask: Ten
     return grad * (cfg.step_size / norms).view(-1, *([1] * (grad.dim() - 1)))
 
 
+SYNC_EVERY = 8
+"""On CUDA an early-stopping loop looks at which inputs are done (a device->host sync) every SYNC_EVERY
+steps rather than every step, so the GPU never waits for the host; rows found in between are recorded
+at once (their first success is kept) and dropped at the next look. On the CPU there is no sync to
+save, and dropping rows at once saves their passes."""
+
+
 def _descend(access: Access, rows: Tensor, objective: Objective, ball: Ball, cfg: LoopConfig,
              gen: torch.Generator | RowRandom) -> tuple[Tensor, Tensor]:
     """One run of the loop on the inputs at batch rows ``rows``; returns (candidates, found)."""
     x = ball.x
     n = x.shape[0]
     shape = (-1, *([1] * (x.dim() - 1)))
+    check_every = cfg.check_every or (1 if x.device.type == "cpu" else SYNC_EVERY)
     xa = ball.random_start(gen) if cfg.random_start else x.clone()
     momentum = torch.zeros_like(x) if cfg.decay is not None else None
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     best = xa.clone() if not cfg.early_stop else torch.empty_like(x)
     pos = torch.arange(n, device=x.device)  # positions (within this run) of the inputs still active
-    for _ in range(cfg.steps):
+    pending = torch.zeros(n, dtype=torch.bool, device=x.device)  # active rows that succeeded since the last look
+    held = torch.empty_like(x) if cfg.early_stop else x  # their first successful iterate
+    for step in range(cfg.steps):
         xa.requires_grad_(True)
         out = access(xa, rows if pos.shape[0] == n else rows[pos])
         (grad,) = torch.autograd.grad(objective.loss(out).sum(), xa)
@@ -159,14 +170,17 @@ def _descend(access: Access, rows: Tensor, objective: Objective, ball: Ball, cfg
         with torch.no_grad():
             hit = objective.success(out)
             if cfg.early_stop:
-                if bool(hit.any()):
-                    best[pos[hit]] = xa[hit]
-                    found[pos[hit]] = True
-                    keep = (~hit).nonzero().squeeze(1)
+                held = torch.where((hit & ~pending).view(shape), xa, held)
+                pending |= hit
+                if (step + 1) % check_every == 0 and bool(pending.any()):  # the loop's only sync
+                    best[pos[pending]] = held[pending]
+                    found[pos[pending]] = True
+                    keep = (~pending).nonzero().squeeze(1)
                     if keep.numel() == 0:
                         return best, found
                     m = pos.shape[0]
-                    pos, xa, grad = pos[keep], xa[keep], grad[keep]
+                    pos, xa, grad, held = pos[keep], xa[keep], grad[keep], held[keep]
+                    pending = pending[keep]
                     objective, ball = objective.subset(keep), ball.subset(keep)
                     momentum = take_rows(momentum, keep, m)
             else:
@@ -174,7 +188,8 @@ def _descend(access: Access, rows: Tensor, objective: Objective, ball: Ball, cfg
                 found |= hit
             xa = ball.project(xa - _direction(grad, cfg, momentum, ball.mask))
     if cfg.early_stop:
-        best[pos] = xa
+        best[pos] = torch.where(pending.view(shape), held, xa)
+        found[pos] |= pending
         return best, found
     return torch.where(found.view(shape), best, xa), found
 

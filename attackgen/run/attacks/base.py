@@ -9,6 +9,7 @@ re-measures the perturbation, and only that verification counts.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -49,6 +50,20 @@ class Budget:
         return (x + delta).clamp(*self.bounds)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """One process's share of a data-parallel fit (attackgen.run.distributed): it takes rows rank::world
+    of every batch, and ``total`` sums a tensor over the processes (an all-reduce), so each update is the
+    one a single process computes on the whole batch, up to the order of float additions."""
+
+    rank: int
+    world: int
+    total: Callable[[Tensor], Tensor]
+
+    def rows(self, rows: Tensor) -> Tensor:
+        return rows[self.rank :: self.world]
+
+
 @dataclass
 class AttackEnv:
     """What the strategy grants beyond the batch: the data basis and a surrogate model.
@@ -62,6 +77,7 @@ class AttackEnv:
     data_y: Tensor | None = None
     surrogate: torch.nn.Module | None = None
     num_classes: int | None = None
+    shard: Shard | None = None  # set for a UniversalAttack whose fit is data-parallel (see Shard)
 
 
 @dataclass
@@ -134,6 +150,8 @@ class UniversalAttack(Attack[P]):
     """
 
     fitted: Tensor | None = None
+    data_parallel_fit: ClassVar[bool] = False
+    """True when ``fit`` honours ``env.shard``; otherwise a distributed run fits on rank 0 and sends the result."""
 
     @abstractmethod
     def fit(

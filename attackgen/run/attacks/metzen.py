@@ -141,6 +141,7 @@ class MetzenUniversal(UniversalAttack[MetzenUAPParams]):
 
     access = "gradients"
     params_model = MetzenUAPParams
+    data_parallel_fit = True
 
     def _tiled(self, xi: Tensor, shape: tuple[int, ...]) -> Tensor:
         h, w = shape[-2:]
@@ -160,6 +161,7 @@ class MetzenUniversal(UniversalAttack[MetzenUAPParams]):
         batch = self.params.batch_size
         alpha0 = self.params.step_for(eps)
         fit_size = self.params.fit_size
+        shard = env.shard if env is not None else None
         gen = self.generator(x_fit.device)
         n = x_fit.shape[0]
         pool = torch.arange(n, device=x_fit.device)
@@ -181,13 +183,17 @@ class MetzenUniversal(UniversalAttack[MetzenUAPParams]):
             running = 0.0
             for start in range(0, len(order), batch):
                 rows = order[start : start + batch]
+                if shard is not None:  # this rank's share; the sums below are over all ranks
+                    rows = shard.rows(rows)
                 xi.requires_grad_(True)
                 delta = self._tiled(xi, x_fit.shape)
                 if mask is not None:
                     delta = delta * (mask if mask.shape[0] == 1 else mask[rows])
                 x_adv = (x_fit[rows] + delta).clamp(lo, hi)
                 loss = objective.subset(rows).loss(model(x_adv, rows)).sum()
-                (grad,) = torch.autograd.grad(loss, xi)
+                (grad,) = torch.autograd.grad(loss, xi, allow_unused=True, materialize_grads=True)
+                if shard is not None:
+                    grad, loss = shard.total(grad), shard.total(loss.detach())
                 alpha = alpha0 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(total - 1, 1))))
                 with torch.no_grad():
                     xi = (xi - alpha * grad.sign()).clamp(-eps, eps)

@@ -22,6 +22,7 @@ context (the executor selects them and evaluates in and out of context).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -57,6 +58,7 @@ class UniversalPerturbation(UniversalAttack[UAPParams]):
 
     access = "gradients"
     params_model = UAPParams
+    data_parallel_fit = True
 
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -79,6 +81,9 @@ class UniversalPerturbation(UniversalAttack[UAPParams]):
         batch_size = self.params.batch_size
         fit_size = self.params.fit_size
         min_steps = self.params.min_steps
+        shard = env.shard if env is not None else None
+        mine = (lambda rows: rows) if shard is None else shard.rows
+        total = (lambda t: t) if shard is None else shard.total
         gen = self.generator(x_fit.device)
         rows_all = torch.arange(x_fit.shape[0], device=x_fit.device)
         if x_fit.shape[0] > fit_size:
@@ -92,26 +97,30 @@ class UniversalPerturbation(UniversalAttack[UAPParams]):
             order = rows_all[torch.randperm(rows_all.numel(), generator=gen, device=x_fit.device)]
             fooled = 0
             for i in range(0, order.numel(), batch_size):
-                rows = order[i : i + batch_size]
+                rows = mine(order[i : i + batch_size])
                 sub = objective.subset(rows)
                 delta.requires_grad_(True)
                 x_adv = (x_fit[rows] + delta).clamp(*budget.bounds)
                 out = model(x_adv, rows)
                 done = sub.success(out).detach()
-                fooled += int(done.sum())
-                if bool(done.all()):
+                n_done, n_left = total(torch.stack([done.sum(), (~done).sum()])).tolist()
+                fooled += int(n_done)
+                if n_left == 0:
                     delta = delta.detach()
                     continue
                 loss = (sub.loss(out) * (~done).to(out.dtype)).sum()
-                (grad,) = torch.autograd.grad(loss, delta)
+                (grad,) = torch.autograd.grad(loss, delta, allow_unused=True, materialize_grads=True)
+                grad = total(grad)
                 step = grad.sign() if budget.norm == "inf" else grad / grad.norm().clamp_min(1e-12)
                 delta = project_delta(delta.detach() - alpha * step, budget)
             rate = fooled / max(order.numel(), 1)  # fooling rate seen during the epoch (delta moving)
             if rate >= best_rate:
                 best, best_rate = delta.detach().clone(), rate
         # the final choice is measured with a fixed delta, not the moving one of the last epoch
-        final_rate = self._rate(model, x_fit, rows_all, objective, delta.detach(), budget, batch_size)
-        best_fixed = self._rate(model, x_fit, rows_all, objective, best, budget, batch_size)
+        final_rate = self._rate(model, x_fit, mine(rows_all), objective, delta.detach(), budget, batch_size, total,
+                                rows_all.numel())
+        best_fixed = self._rate(model, x_fit, mine(rows_all), objective, best, budget, batch_size, total,
+                                rows_all.numel())
         self.fitted = delta.detach() if final_rate >= best_fixed else best
         self.fit_rate = max(final_rate, best_fixed)
         return self.fitted
@@ -119,13 +128,14 @@ class UniversalPerturbation(UniversalAttack[UAPParams]):
     @staticmethod
     @torch.no_grad()
     def _rate(model, x_fit: Tensor, rows_all: Tensor, objective: Objective, delta: Tensor, budget: Budget,
-              batch_size: int) -> float:
-        hits = 0
+              batch_size: int, total: Callable[[Tensor], Tensor], n_all: int) -> float:
+        """The fooling rate of a fixed delta over the fitting inputs (this process's rows, summed over all)."""
+        hits = torch.zeros((), dtype=torch.long, device=x_fit.device)
         for i in range(0, rows_all.numel(), 4 * batch_size):
             rows = rows_all[i : i + 4 * batch_size]
             out = model((x_fit[rows] + delta).clamp(*budget.bounds), rows)
-            hits += int(objective.subset(rows).success(out).sum())
-        return hits / max(rows_all.numel(), 1)
+            hits += objective.subset(rows).success(out).sum()
+        return int(total(hits)) / max(n_all, 1)
 
     def apply(self, x: Tensor, budget: Budget) -> Tensor:
         if self.fitted is None:
