@@ -89,3 +89,28 @@ class RunResult(Record):
     items: list[ItemResult]
     flags: list[Flag] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
+
+    def partial_note(self) -> str | None:
+        """For a stopped run, "partial: N of M inputs ..." (what the headline covers); None when complete."""
+        if self.complete:
+            return None
+        n_done = int(self.metrics.get("n_finished", 0))
+        items = int(self.metrics.get("items_finished", 0))
+        if self.metrics.get("robust_upper_bound"):
+            return (f"partial: 0 of {self.n_inputs} inputs finished every attack (the run was stopped); robust "
+                    "accuracy is an upper "
+                    f"bound from the {items} of {len(self.items)} attacks that finished (resume with --resume)")
+        return (f"partial: {n_done} of {self.n_inputs} inputs (the run was stopped); robust accuracy is over those "
+                f"{n_done} (resume with --resume)")
+
+    def excluded_note(self) -> str | None:
+        """Inputs the consequence does not apply to (a targeted run's inputs already of the target class)."""
+        n = int(self.metrics.get("n_not_applicable", 0))
+        if not n:
+            return None
+        consequence = self.spec.get("threat", {}).get("consequence", {})
+        target = consequence.get("target_class") if isinstance(consequence, dict) else None
+        why = (f"already of the target class {target}" if target is not None
+               else "that the consequence does not apply to")
+        return (f"{n} of {self.n_inputs} inputs {why} are not attacked and left out of robust accuracy "
+                f"(over {self.n_inputs - n})")

@@ -21,10 +21,11 @@ SPEC = ROOT / "examples" / "specs" / "digits-whitebox-linf.yaml"
 
 
 @pytest.fixture(scope="module")
-def pgd_plan(tmp_path_factory):
-    """The PGD items of the demo plan only (10 steps): the gradient path that autocast and compile speed up."""
+def gradient_plan(tmp_path_factory):
+    """The APGD-CE items of the demo plan only (10 steps): the gradient path that autocast and compile speed up."""
     plan = make_plan(load_spec(SPEC), max_primary=1)
-    plan.items = [item for item in plan.items if item.attack == "pgd_linf"]
+    plan.items = [item for item in plan.items if item.attack == "apgd_ce"]
+    assert plan.items, "the default white-box plan has no APGD-CE item"
     for item in plan.items:
         item.params.update(steps=10, restarts=1)
     return save_plan(plan, tmp_path_factory.mktemp("plan") / "plan.yaml")
@@ -50,9 +51,9 @@ def test_autocast_context_is_bf16_and_rejects_other_names():
         StepRunner.autocast(runner)  # type: ignore[arg-type]
 
 
-def test_bf16_attack_steps_are_verified_in_float32(pgd_plan, tmp_path):
-    full = run(pgd_plan, tmp_path / "fp32")
-    half = run(pgd_plan, tmp_path / "bf16", "--autocast", "bf16")
+def test_bf16_attack_steps_are_verified_in_float32(gradient_plan, tmp_path):
+    full = run(gradient_plan, tmp_path / "fp32")
+    half = run(gradient_plan, tmp_path / "bf16", "--autocast", "bf16")
     assert "autocast" in half["versions"] and "autocast" not in full["versions"]
     assert abs(half["robust_accuracy"] - full["robust_accuracy"]) <= 0.1  # 48 inputs: within 5 of them
     for item in half["items"]:  # what is claimed holds in float32: re-run label differs, norm within budget
@@ -62,17 +63,17 @@ def test_bf16_attack_steps_are_verified_in_float32(pgd_plan, tmp_path):
                 assert record["norms"]["linf"] <= item["epsilon"] + 1e-6
     # a bf16 run is another run: the folder of the float32 run is not resumed with it
     shutil.rmtree(tmp_path / "bf16")
-    assert cli("run", pgd_plan, "--model", "digits-cnn", "--limit", "48", "-q", "-o", tmp_path / "fp32",
+    assert cli("run", gradient_plan, "--model", "digits-cnn", "--limit", "48", "-q", "-o", tmp_path / "fp32",
                "--autocast", "bf16", "--resume") == 2
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own use of torch.jit
-def test_compiled_model_gives_the_same_outcomes(pgd_plan, tmp_path):
+def test_compiled_model_gives_the_same_outcomes(gradient_plan, tmp_path):
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("torch.compile on CPU needs a C compiler (inductor); none on PATH")
-    plain = run(pgd_plan, tmp_path / "plain", "--limit", "16")
-    compiled = run(pgd_plan, tmp_path / "compiled", "--limit", "16", "--compile")
+    plain = run(gradient_plan, tmp_path / "plain", "--limit", "16")
+    compiled = run(gradient_plan, tmp_path / "compiled", "--limit", "16", "--compile")
     assert compiled["versions"]["compile"] == "torch.compile"
     assert [[r["success"] for r in i["inputs"]] for i in compiled["items"]] == \
         [[r["success"] for r in i["inputs"]] for i in plain["items"]]
@@ -105,15 +106,15 @@ def test_looking_every_8_steps_gives_the_same_candidates(decay):
 
 
 @pytest.mark.gpu
-def test_cuda_bf16_run_verifies_in_float32(pgd_plan, tmp_path):
-    full = run(pgd_plan, tmp_path / "fp32", "--device", "cuda")
-    half = run(pgd_plan, tmp_path / "bf16", "--device", "cuda", "--autocast", "bf16")
+def test_cuda_bf16_run_verifies_in_float32(gradient_plan, tmp_path):
+    full = run(gradient_plan, tmp_path / "fp32", "--device", "cuda")
+    half = run(gradient_plan, tmp_path / "bf16", "--device", "cuda", "--autocast", "bf16")
     assert full["device"].startswith("cuda") and "autocast" in half["versions"]
     assert abs(half["robust_accuracy"] - full["robust_accuracy"]) <= 0.1
 
 
 @pytest.mark.gpu
-def test_two_gpu_ranks_complete_the_run(pgd_plan, tmp_path):
+def test_two_gpu_ranks_complete_the_run(gradient_plan, tmp_path):
     import os
     import subprocess
     import sys
@@ -122,7 +123,7 @@ def test_two_gpu_ranks_complete_the_run(pgd_plan, tmp_path):
         pytest.skip("needs 2 CUDA devices")
     out = tmp_path / "two"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-               "attackgen", "run", str(pgd_plan), "--model", "digits-cnn", "--limit", "48", "-b", "8", "-q", "-o",
+               "attackgen", "run", str(gradient_plan), "--model", "digits-cnn", "--limit", "48", "-b", "8", "-q", "-o",
                str(out)]
     done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -75,8 +75,10 @@ def print_summary(result: Any, out_dir: Path) -> None:
     at = f" at epsilon {headline:g}" if headline else ""
     name = escape(str(result.spec.get("name", "run")))
     console.print(f"[bold]{name}[/bold]: {result.n_inputs} inputs, clean accuracy "
-                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%"
-                  + ("" if result.complete else " [red](incomplete)[/red]"))
+                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%")
+    for note in (result.partial_note(), result.excluded_note()):
+        if note:
+            console.print(note, style="red" if note.startswith("partial") else None, markup=False)
     table = Table(show_edge=False)
     for column in ("#", "attack", "eps", "attacked", "broken", "robust after", "queries", "time"):
         table.add_column(column, justify="left" if column == "attack" else "right", no_wrap=True)
@@ -92,23 +94,30 @@ def print_summary(result: Any, out_dir: Path) -> None:
         if flag.severity != "info":
             console.print(f"  [yellow]{escape(flag.severity)}[/yellow] {escape(flag.check)}: {escape(flag.evidence)}",
                           soft_wrap=True)
+    if "threads" in result.versions:
+        console.print(f"threads: {result.versions['threads']}", markup=False)
     console.print(f"results: {escape(str(out_dir / 'results.json'))}")
     console.print(f"report:  {escape(str(out_dir / 'report.html'))} (and report.md)")
 
 
-def _set_threads(threads: int | None, default: int | None) -> None:
-    """Pin torch's CPU threads: as asked, else the default unless OMP_NUM_THREADS is set.
+def report_stopped(out: Path) -> None:
+    """A stopped run gets its report and summary too, marked partial (what finished, over what)."""
+    from attackgen.report.run_report import write_report
+    from attackgen.results import RunResult
 
-    The built-in models are tiny: a second thread mostly waits on the first, and on a machine whose
-    cores are busy the waiting costs far more than the work (a grouped convolution measured 1000x
-    slower with two threads than with one at load 7 on two cores).
-    """
-    chosen = threads if threads is not None else None if "OMP_NUM_THREADS" in os.environ else default
-    if chosen is None:
+    path = out / "results.json"
+    if not path.exists():
         return
-    import torch
-
-    torch.set_num_threads(chosen)
+    try:
+        result = RunResult.model_validate_json(path.read_text(encoding="utf-8"))
+        if result.complete:
+            return
+        write_report(out)
+    except (OSError, ValueError, AttackgenError) as error:
+        _say(f"stopped: the partial report could not be written ({error})")
+    else:
+        print_summary(result, out)
+    _say(f"stopped: finished batches are saved in {out}; continue with --resume")
 
 
 def _torchrun_launch() -> Any:
@@ -157,12 +166,13 @@ def _default_data(model: str, data: str | None) -> str:
 @click.option("--basis-data", default=None,
               help="Data the attacker holds (the data basis) when it is not the built-in training split.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: 1 for the built-in models, torch's own default otherwise).")
+              help="CPU threads for torch (default: OMP_NUM_THREADS if set, else 1 unless the model is large "
+              "and cores are idle; the summary says what was used).")
 @click.option("--autocast", type=click.Choice(["bf16", "fp16"]), default=None,
               help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
               "in float32.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (bars on a terminal, a line every 10 s otherwise).")
 @click.option("--allow-code", is_flag=True,
               help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
               "load .pt2 archives that unpickle. Off by default: a file handed over by others is code.")
@@ -181,15 +191,13 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
     """
     from attackgen.models.options import LoadOptions, loading_with
     from attackgen.models.trust import trusting
-    from attackgen.models.zoo import MODEL_INFO
     from attackgen.report.run_report import write_report
     from attackgen.run.executor import RunOptions, execute
 
-    _set_threads(threads, default=1 if model in MODEL_INFO else None)
-
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
-                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model)
+                         progress=not quiet, basis_data=basis_data, autocast=autocast, compile=compile_model,
+                         threads=threads)
     _stop_on_sigterm()
     launch = _torchrun_launch()
     try:
@@ -203,8 +211,8 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
             else:
                 result = execute(plan, model, _default_data(model, data), out, options, echo=_say)
     except KeyboardInterrupt:
-        if launch is None and (out / "results.json").exists():
-            _say(f"stopped: finished batches are saved in {out}; continue with --resume")
+        if launch is None:
+            report_stopped(out)
         raise
     write_report(out)
     print_summary(result, out)
@@ -216,7 +224,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=DEMO_LIMIT, show_default=True,
               help="Digits test inputs to evaluate (512 in all).")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda or cuda:N.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress (bars on a terminal, a line every 10 s otherwise).")
 def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     """The whole loop on the built-in digits model: validate, plan, run, report."""
     from attackgen.plan.document import Infeasible, save_plan
@@ -227,7 +235,6 @@ def demo_command(output: str, limit: int, device: str, quiet: bool) -> None:
     from taxonomy.spec import load_spec, parse_spec
 
     started = time.perf_counter()
-    _set_threads(None, default=1)
     out = Path(output)
     spec_path = Path(__file__).resolve().parents[2] / "examples" / "specs" / DEMO_SPEC
     if spec_path.exists():

@@ -274,8 +274,9 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
         ["device", result.device],
         ["complete", result.complete],
     ]
-    if not result.complete:
-        summary_rows.append(["note", "the run was stopped; figures cover the finished batches (resume with --resume)"])
+    for note in (result.partial_note(), result.excluded_note()):
+        if note:
+            summary_rows.append(["note", note])
     md, htm = table(["measure", "value"], summary_rows)
     out.append(Section("Summary", md, htm))
 

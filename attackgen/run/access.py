@@ -39,6 +39,8 @@ class Access(ABC):
     """What a score answer holds: "logits" (raw model outputs), "probabilities" or "top_k"."""
     surrogate: WhiteBoxAccess | None = None
     """A white-box handle on a surrogate model (full black-box access only)."""
+    _listener: Callable[[Access], None] | None = None
+    """Called after every counted call (the run's progress within a batch; set by the step runner)."""
 
     def __init__(self, n_inputs: int, budget: int | None, device: torch.device | str = "cpu") -> None:
         self.budget = budget
@@ -73,6 +75,8 @@ class Access(ABC):
                     "the attack must check remaining() before querying"
                 )
         self.queries.index_add_(0, rows, torch.ones_like(rows, dtype=torch.long))
+        if self._listener is not None:
+            self._listener(self)
 
     @abstractmethod
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Any:

@@ -24,10 +24,26 @@ from attackgen.run.items import Step, detector_items, spec_floor
 from attackgen.run.steps import CleanPass, StepState, broken_by
 
 
-def robust(ctx: RunContext, clean: CleanPass, broken: Tensor) -> float:
-    """Share of evaluation inputs that are clean-correct and not broken."""
-    rows = ctx.eval_rows
+def robust(ctx: RunContext, clean: CleanPass, broken: Tensor, rows: Tensor | None = None) -> float:
+    """Share of the evaluation inputs (``rows``: those finished) the consequence applies to that are
+    clean-correct and not broken. Inputs it does not apply to (a targeted run's inputs already of the
+    target class) are neither robust nor broken: they are left out and counted apart."""
+    rows = ctx.eval_rows if rows is None else rows
+    rows = rows[clean.applicable[rows]]
     return float((clean.correct[rows] & ~broken[rows]).float().mean()) if len(rows) else 0.0
+
+
+def finished(ctx: RunContext, states: Sequence[StepState]) -> Tensor:
+    """Per input: every step has finished it (its chunk is done, or the step attacked it)."""
+    done = torch.ones(ctx.n, dtype=torch.bool)
+    chunks = torch.split(ctx.eval_rows, ctx.chunk_size)
+    for state in states:
+        covered = state.attacked.clone()
+        for chunk_id in state.done:
+            if chunk_id < len(chunks):
+                covered[chunks[chunk_id]] = True
+        done &= covered
+    return done
 
 
 def primary(ctx: RunContext) -> tuple[str | None, list[float]]:
@@ -43,7 +59,6 @@ def primary(ctx: RunContext) -> tuple[str | None, list[float]]:
 
 def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], flags: Sequence[Flag],
              started: str, complete: bool) -> RunResult:
-    items = [item_result(ctx, clean, states, step) for step in ctx.steps]
     all_flags = list(flags)
     for step, state in zip(ctx.steps, states, strict=True):
         all_flags += verification_flags(ctx, step, state)
@@ -51,13 +66,30 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
     floor = spec_floor(ctx.spec)
     headline = broken_by(clean, states, norm, max(epsilons) if norm is not None and epsilons else None, floor,
                          ctx.tol)
+    rows = ctx.eval_rows
+    # a stopped run: the headline is over the inputs every item finished, never over unattacked ones
+    # (counted robust they made a stopped run look far more robust than it is); with none finished, it is
+    # an upper bound from the items that did run, and says so
+    measured = rows if complete else rows[finished(ctx, states)[rows]]
+    n_finished = len(measured)
+    if not complete and n_finished == 0:
+        measured = rows
+    items = [item_result(ctx, clean, states, step, measured) for step in ctx.steps]
     curve = []
     if norm is not None and len(epsilons) > 1:
         curve = [{"epsilon": e,
-                  "robust_accuracy": robust(ctx, clean, broken_by(clean, states, norm, e, floor, ctx.tol))}
+                  "robust_accuracy": robust(ctx, clean, broken_by(clean, states, norm, e, floor, ctx.tol), measured)}
                  for e in epsilons]
-    rows = ctx.eval_rows
-    metrics: dict[str, float] = {"chunk_size": float(ctx.chunk_size)}
+    metrics: dict[str, float] = {"chunk_size": float(ctx.chunk_size), "threads": float(ctx.threads[0])}
+    if not complete:
+        metrics["n_finished"] = float(n_finished)
+        metrics["items_finished"] = float(sum(all(i in s.done for i in range(len(torch.split(rows, ctx.chunk_size))))
+                                              for s in states))
+        if n_finished == 0:
+            metrics["robust_upper_bound"] = 1.0
+    not_applicable = int((~clean.applicable[rows]).sum())
+    if not_applicable:
+        metrics["n_not_applicable"] = float(not_applicable)
     if ctx.options.limit is not None:
         metrics["limit"] = float(ctx.options.limit)
     if ctx.fit_rows is not None:
@@ -74,13 +106,14 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
         data=ctx.data_ref,
         device=str(ctx.device),
         seed=ctx.options.seed,
-        versions={**package_versions(ctx.device), **precision(ctx.options)},
+        versions={**package_versions(ctx.device), **precision(ctx.options),
+                  "threads": f"{ctx.threads[0]} ({ctx.threads[1]})"},
         started=started,
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds") if complete else None,
         complete=complete,
         n_inputs=len(rows),
         clean_accuracy=float(clean.correct[rows].float().mean()),
-        robust_accuracy=robust(ctx, clean, headline),
+        robust_accuracy=robust(ctx, clean, headline, measured),
         curve=curve,
         items=items,
         flags=all_flags,
@@ -88,7 +121,9 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
     )
 
 
-def item_result(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], step: Step) -> ItemResult:
+def item_result(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], step: Step,
+                measured: Tensor | None = None) -> ItemResult:
+    """One item's record; its 'robust after' is over ``measured`` (a stopped run: the inputs it finished)."""
     state = states[step.index]
     rows = ctx.eval_rows[state.attacked[ctx.eval_rows]]
     y = ctx.data.y
@@ -139,7 +174,7 @@ def item_result(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], 
         epsilon=step.epsilon,
         n_attacked=n_attacked,
         n_success=n_success,
-        robust_accuracy_after=robust(ctx, clean, after),
+        robust_accuracy_after=robust(ctx, clean, after, measured),
         success_rate=n_success / n_attacked if n_attacked else 0.0,
         median_queries=float(queries.median()) if step.queries and n_attacked else None,
         time_s=round(state.time_s, 4),
@@ -183,6 +218,11 @@ def verification_flags(ctx: RunContext, step: Step, state: StepState) -> list[Fl
         flags.append(Flag(check="verification.non_finite", severity="error",
                           evidence=f"{where}: {counts['non_finite']} candidates held NaN or infinite values; "
                           "counted as failures", fix="check the attack's step sizes and divisions"))
+    if counts.get("non_finite_output"):
+        flags.append(Flag(check="verification.non_finite_output", severity="error",
+                          evidence=f"{where}: the model returned NaN or infinite outputs on "
+                          f"{counts['non_finite_output']} candidates; they are not counted as successes",
+                          fix="check the model on such inputs (overflow, log of zero, division)"))
     if counts.get("bad_shape"):
         flags.append(Flag(check="verification.shape", severity="error",
                           evidence=f"{where}: returned candidates of the wrong shape for {counts['bad_shape']} "

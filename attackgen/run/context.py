@@ -38,6 +38,7 @@ class RunOptions:
     basis_data: str | None = None
     autocast: str | None = None  # "bf16" or "fp16": attacks take their gradient steps in it; verification stays float32
     compile: bool = False  # torch.compile the model (attacks and verification run the compiled model)
+    threads: int | None = None  # CPU threads for torch; None: OMP_NUM_THREADS, else attackgen.run.threads
 
 
 def pick_device(request: str) -> torch.device:
@@ -118,6 +119,7 @@ class RunContext:
     sub_batch: int  # inputs per forward pass at the start (backs off on out-of-memory)
     patch_offsets: Tensor | None  # random patch placement: one (top, left) per input
     file_mask: Tensor | None  # spatial mask from a file, on the device
+    threads: tuple[int, str] = (1, "")  # torch's CPU threads for the run, and why that many
 
     @property
     def n(self) -> int:
@@ -142,8 +144,16 @@ class RunContext:
         return 1e-6 * max(1.0, self.span)
 
     def forward(self, x: Tensor) -> Any:
+        """The model on x; a classifier's output batch is checked on every call (a model may go wrong late)."""
         with torch.no_grad():
-            return self.model(x)
+            out = self.model(x)
+        if self.task == "classification":
+            expected = (len(x), self.num_classes) if self.num_classes else None
+            if not isinstance(out, Tensor) or out.dim() != 2 or (expected and tuple(out.shape) != expected):
+                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(f"the model returned outputs of shape {shape} for a batch of {len(x)} inputs "
+                                 f"(expected {expected or '(n, classes)'})")
+        return out
 
     def inputs(self, rows: Tensor) -> tuple[Tensor, Any]:
         """Inputs and labels of ``rows`` on the device."""
@@ -209,6 +219,8 @@ def load_context(
     from attackgen.models.saved import runnable
 
     spec = plan.parsed_spec()
+    if not 0 <= options.seed < 2**63:
+        raise RunError(f"--seed {options.seed}: expected a whole number from 0 to 2**63-1.")
     device = pick_device(options.device)
     if model is None:
         model = load_model(model_ref, spec.input_space.layout)
@@ -226,6 +238,9 @@ def load_context(
     if len(data) == 0:
         raise RunError(f"--data {data_ref}: holds no inputs.")
     num_classes = check_model(model, data, spec, model_ref, device)
+    from attackgen.run.threads import choose_threads
+
+    threads = choose_threads(options.threads, model, tuple(data.x.shape[1:]), device)
     check_labels_against_model(data, num_classes, data_ref)
     eval_rows, fit_rows, in_context = split_rows(spec, data, data_ref, options.seed)
     requested = int(options.batch_size or (1024 if device.type == "cuda" else 256))
@@ -247,7 +262,7 @@ def load_context(
     return RunContext(plan=plan, spec=spec, steps=tuple(steps), options=options, model_ref=model_ref,
                       data_ref=data_ref, model=model, data=data, device=device, num_classes=num_classes,
                       eval_rows=eval_rows, fit_rows=fit_rows, in_context=in_context, chunk_size=chunk,
-                      sub_batch=min(requested, chunk), patch_offsets=offsets, file_mask=file_mask)
+                      sub_batch=min(requested, chunk), patch_offsets=offsets, file_mask=file_mask, threads=threads)
 
 
 def split_rows(spec: Any, data: LabeledData, data_ref: str, seed: int) -> tuple[Tensor, Tensor | None, Tensor | None]:

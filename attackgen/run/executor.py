@@ -23,8 +23,7 @@ budgets are per input and shared by the items of one epsilon group.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from attackgen.run.assemble import assemble
 from attackgen.run.context import RunContext, RunOptions, load_context, patch_side, run_identity
 from attackgen.run.folder import CHECKPOINT, OUTPUT_FILES, RESULTS, RunFolder
 from attackgen.run.items import RunError, Step, check_detector_names, resolve_steps
+from attackgen.run.progress import Mode, RunProgress
 from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.steps import StepRunner, StepState
 from attackgen.run.verify import measure, quantize
@@ -122,31 +122,44 @@ class Executor:
 
         runner = StepRunner(ctx, self.resources, self.flags, save, self.echo)
         torch.manual_seed(self.options.seed)
-        clean = runner.clean_pass()
         try:
-            with self._progress() as progress:
+            clean = runner.clean_pass()
+        except Exception as error:
+            if isinstance(error, AttackgenError):
+                raise
+            raise RunError(runner.failure(error)) from None
+        runner.check_gradients()
+        try:
+            with self._progress(ctx) as progress:
                 for step in ctx.steps:
                     runner.run(step, self.states, clean, progress)
         except (KeyboardInterrupt, AttackgenError):
-            save()
-            self.folder.write(assemble(ctx, clean, self.states, self.flags.items, started, False), ctx, clean,
-                              self.states)
+            self._save_partial(ctx, clean, started, save)
             raise
+        except Exception as error:
+            self._save_partial(ctx, clean, started, save)
+            raise RunError(f"{runner.failure(error)}; the finished batches are saved in {self.folder.out} "
+                           "(continue with --resume once it is fixed).") from None
         result = assemble(ctx, clean, self.states, self.flags.items, started, True)
         result.flags.extend(self._soundness(ctx, result))
         save(complete=True)
         self.folder.write(result, ctx, clean, self.states)
         return result
 
-    @contextmanager
-    def _progress(self) -> Iterator[Any]:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def _save_partial(self, ctx: RunContext, clean: Any, started: str, save: Callable[[], None]) -> None:
+        """Checkpoint and write results.json (complete: false) for a run that stops early."""
+        save()
+        self.folder.write(assemble(ctx, clean, self.states, self.flags.items, started, False), ctx, clean,
+                          self.states)
 
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=Console(stderr=True), disable=not self.options.progress)
-        with progress:
-            yield progress
+    def _progress(self, ctx: RunContext) -> RunProgress:
+        """A rich display on a terminal, a plain line every 10 s to a file or pipe, nothing with --quiet."""
+        import sys
+
+        mode: Mode = "off"
+        if self.options.progress:
+            mode = "rich" if sys.stderr.isatty() else "lines"
+        return RunProgress(len(ctx.steps), len(ctx.eval_rows), mode, self.echo)
 
     @staticmethod
     def _soundness(ctx: RunContext, result: RunResult) -> list[Flag]:

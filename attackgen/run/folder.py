@@ -34,10 +34,22 @@ CHECKPOINT_VERSION = 1
 
 
 def atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
-    """Write through a temporary file and rename, so a stopped run never leaves half a file."""
+    """Write through a temporary file and rename, so a stopped run never leaves half a file; a disk error
+    (read-only folder, full disk) removes the temporary file, keeps the file it would replace, and is a
+    named error."""
     tmp = path.with_name(path.name + ".tmp")
-    writer(tmp)
-    os.replace(tmp, path)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        kept = f"; {path.name} keeps its last saved version" if path.exists() else ""
+        raise RunError(f"cannot write {path}: {error.strerror or error}{kept}; free space or choose a writable "
+                       "output folder (-o), then continue with --resume.") from None
+    except RuntimeError as error:  # torch.save reports a full disk as a RuntimeError ("unexpected pos ...")
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"cannot write {path}: {str(error).strip()[:160]} (is the disk full?); free space or "
+                       "choose another output folder (-o), then continue with --resume.") from None
 
 
 def write_json(path: Path, text: str) -> None:
@@ -81,7 +93,11 @@ class RunFolder:
             raise RunError(f"-o {self.out}: exists and is not a folder.")
         existing, checkpoint = self.existing_identity()
         if existing is None:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise RunError(f"-o {self.out}: cannot create the output folder ({error.strerror or error}); "
+                               "choose a writable place.") from None
             return None
         if options.force:
             self.clear()

@@ -82,6 +82,18 @@ def spec_query_budget(spec: Any) -> int | None:
     return None if budget is None else int(budget)
 
 
+def spec_bounds(spec: Any) -> list[tuple[str, float]]:
+    """The spec's fixed-epsilon Lp budgets in input units, checked on every candidate of every item: the
+    primary budget at its largest epsilon, further budgets at their smallest (as the planner sets them)."""
+    bounds = []
+    for i, budget in enumerate(spec.lp_budgets):
+        if budget.mode == "minimal" or not budget.epsilons:
+            continue
+        scaled = [spec.input_space.to_input_scale(e) for e in budget.epsilons]
+        bounds.append((str(budget.norm), float(max(scaled) if i == 0 else min(scaled))))
+    return bounds
+
+
 def detector_items(spec: Any) -> list[tuple[int, Any]]:
     """(position, item) of the spec's detector imperceptibility items."""
     return [(i, item) for i, item in enumerate(spec.threat.imperceptibility) if item.kind == "detector"]
@@ -132,6 +144,9 @@ def resolve_steps(plan: Any, spec: Any, catalog: Mapping[str, Any], plan_source:
             extra_bounds=[(b.norm, float(b.epsilon)) for b in context.extra_bounds if b.epsilon is not None],
         )
         check_against_spec(step, spec, where, tol)
+        for bound in spec_bounds(spec):  # the spec's budgets hold whatever the item says (an edited plan)
+            if bound not in step.extra_bounds:
+                step.extra_bounds.append(bound)
         steps.append(step)
     if not steps:
         raise RunError(f"{plan_source}: the plan has no items to run (see its not_runnable list).")
@@ -160,6 +175,10 @@ def check_against_spec(step: Step, spec: Any, where: str, tol: float) -> None:
     if step.access not in ALLOWED_ACCESS[knowledge]:
         raise RunError(f"{where}: attack {step.attack!r} needs {step.access} access but the spec's "
                        f"threat.model_knowledge is {knowledge}; the plan does not match its spec.")
+    norms = [str(b.norm) for b in spec.lp_budgets]
+    if step.norm is not None and norms and step.norm not in norms:
+        raise RunError(f"{where}.params.norm: L{step.norm} is not a norm of the spec (its Lp budgets are "
+                       f"{', '.join('L' + n for n in norms)}); the plan does not match its spec.")
     if step.epsilon is not None and step.norm is not None:
         limits = [spec.input_space.to_input_scale(e) for b in spec.lp_budgets if b.norm == step.norm
                   for e in b.epsilons]

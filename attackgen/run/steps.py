@@ -23,6 +23,7 @@ from attackgen.run.context import RunContext, derive_seed
 from attackgen.run.items import RunError, Step
 from attackgen.run.objectives import build_objective
 from attackgen.run.objectives.base import MissingCapability, Objective
+from attackgen.run.progress import RunProgress
 from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
 
@@ -89,6 +90,15 @@ class CleanPass:
     pred: Tensor  # classification: the clean top-1 label (-1 elsewhere)
 
 
+def _leaves(value: Any) -> list[Any]:
+    """The values inside nested lists, tuples and dicts (a detector's outputs)."""
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
 def broken_by(clean: CleanPass, states: Sequence[StepState], norm: str | None, epsilon: float | None,
               floor: float | None, tol: float) -> Tensor:
     """Inputs broken clean or by a verified candidate of ``states`` that satisfies (norm <= epsilon, SSIM floor)."""
@@ -110,6 +120,9 @@ class StepRunner:
                  echo: Callable[[str], None]) -> None:
         self.ctx, self.resources, self.flags, self.save, self.echo = ctx, resources, flags, save, echo
         self.sub_batch = ctx.sub_batch
+        self.where = "the clean pass"
+        self.current: Tensor | None = None  # the inputs being worked on (named when something fails)
+        self.progress: RunProgress = RunProgress(len(ctx.steps), len(ctx.eval_rows))
 
     # ------------------------------------------------------------------ batching with out-of-memory back-off
 
@@ -117,6 +130,7 @@ class StepRunner:
         start = 0
         while start < len(rows):
             part = rows[start : start + self.sub_batch]
+            self.current = part
             try:
                 work(part)
             except torch.cuda.OutOfMemoryError:
@@ -131,6 +145,34 @@ class StepRunner:
                 self.echo(f"out of memory: batch size backs off to {self.sub_batch}")
                 continue
             start += len(part)
+
+    # ------------------------------------------------------------------ failures of the model
+
+    def failure(self, error: BaseException) -> str:
+        """What failed, where, on which inputs: the model (or an attack) raised ``error``."""
+        rows = self.current
+        which = ""
+        if rows is not None and len(rows):
+            first, last = int(rows.min()), int(rows.max())
+            which = f" on inputs {first}..{last} ({len(rows)} inputs; input indices of --data)"
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"{self.where} failed{which}: {type(error).__name__}: {reason}"
+
+    def check_gradients(self) -> None:
+        """A white-box item needs the model's gradient: refuse a model without one before any attack runs."""
+        if not any(step.access == "gradients" for step in self.ctx.steps):
+            return
+        x, _ = self.ctx.inputs(self.ctx.eval_rows[:1])
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.ctx.model(x)
+        tensors = [out] if isinstance(out, Tensor) else [v for v in _leaves(out) if isinstance(v, Tensor)]
+        if not any(t.requires_grad for t in tensors):
+            raise RunError(
+                f"--model {self.ctx.model_ref}: its outputs carry no gradient with respect to the input "
+                "(torch.no_grad, .detach() or numpy inside forward?), but the plan has white-box items that need "
+                "it; fix the model or use a spec whose threat.model_knowledge is output_transparent or label_only."
+            )
 
     # ------------------------------------------------------------------ clean pass
 
@@ -151,7 +193,9 @@ class StepRunner:
             if ctx.task == "classification":
                 pred = out.argmax(dim=1).cpu()
                 clean.pred[rows] = pred
-                clean.correct[rows] = pred == y.cpu()
+                finite = torch.isfinite(out.reshape(len(rows), -1)).all(dim=1).cpu()  # NaN is no decision
+                clean.correct[rows] = (pred == y.cpu()) & finite
+                clean.broken[rows] &= finite
             else:  # dense tasks: "correct" means the consequence is not realised already
                 clean.correct[rows] = ~clean.broken[rows]
 
@@ -169,19 +213,21 @@ class StepRunner:
         broken = broken_by(clean, states[: step.index], step.norm, step.epsilon, step.ssim_floor, ctx.tol)
         broken |= ~clean.applicable
         spent = self.group_spent(step, states)
-        task = progress.add_task(f"{step.index + 1}/{len(ctx.steps)} {step.attack}"
-                                 + (f" eps={step.epsilon:g}" if step.epsilon is not None else ""),
-                                 total=len(ctx.eval_rows))
+        self.progress = progress
+        self.where = f"items[{step.index}] ({step.attack})"
+        progress.start_item(step.index, step.attack + (f" eps={step.epsilon:g}" if step.epsilon is not None else ""))
         for chunk_id, rows in enumerate(torch.split(ctx.eval_rows, ctx.chunk_size)):
             if chunk_id in state.done:
-                progress.advance(task, len(rows))
+                progress.advance(len(rows), skipped=True)
                 continue
             # survivors not yet attacked: after an interrupt inside a chunk, its finished inputs are kept
             # (each input's result is its own, see Attack.row_random), not attacked again
-            self.attack_survivors(step, state, attack, env, rows[~broken[rows] & ~state.attacked[rows]], spent)
+            survivors = rows[~broken[rows] & ~state.attacked[rows]]
+            progress.advance(len(rows) - len(survivors))
+            self.attack_survivors(step, state, attack, env, survivors, spent)
             state.done.append(chunk_id)
             self.save()
-            progress.advance(task, len(rows))
+        progress.end_item()
 
     def setup(self, step: Step, states: Sequence[StepState]) -> tuple[Attack, AttackEnv]:
         """The attack and environment of one item, fitted first when it is universal."""
@@ -270,6 +316,7 @@ class StepRunner:
         access.input_ids = rows
         before = access.queries.clone()
         budget = ctx.budget(step, rows)
+        self.listen(step, access, len(rows))
         # Each input draws from its own stream, seeded by (run seed, item, input index): its result does not
         # depend on --batch-size or on which inputs survive with it (Attack.row_random). What an attack
         # still draws per batch (attack.seed, the global generator) is seeded from the batch's first input.
@@ -291,6 +338,28 @@ class StepRunner:
         verified = verify(ctx.model, x, candidate, objective, bounds, input_bounds=ctx.bounds, tol=ctx.tol,
                           quantize_to=budget if ctx.spec.threat.capability.quantize else None)
         self.record(state, rows, x, objective, clean, verified, queries)
+        self.progress.advance(len(rows))
+
+    def listen(self, step: Step, access: Any, n: int) -> None:
+        """Report the batch's progress on every victim call: its calls so far over the cost model's expected
+        calls per input (queries for an oracle, forward passes otherwise); no estimate, no report."""
+        try:
+            cost = step.descriptor.cost(step.params)
+            expected = float(cost.queries if step.queries else max(cost.forward, cost.backward))
+            if step.queries and step.query_budget is not None:
+                expected = min(expected, float(step.query_budget))
+        except Exception:  # a cost model that cannot price these parameters: progress per batch only
+            return
+        if expected <= 0:
+            return
+        target = access.surrogate if step.access == "surrogate" else access
+        start = float(target.queries.double().mean())
+        progress = self.progress
+
+        def heard(handle: Any) -> None:
+            progress.within(n, (float(handle.queries.double().mean()) - start) / expected)
+
+        target._listener = heard  # private: attacks see no new public surface
 
     def autocast(self) -> Any:
         """--autocast: the attack's forward and backward passes in bf16/fp16; verify() re-runs in float32."""

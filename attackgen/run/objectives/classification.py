@@ -217,7 +217,8 @@ def build_classification_objective(spec: Any, labels: Tensor, clean_outputs: Ten
             )
         target = _resolve(spec, consequence.target_class, f"{where}.target_class", n_classes)
         targets = torch.full_like(labels, target)
-        return ClassificationObjective(labels, targets, consequence="static_target")
+        # an input already of the target class has nothing to attack: not applicable, never a success
+        return ClassificationObjective(labels, targets, applicable=labels != target, consequence="static_target")
     if isinstance(consequence, DynamicTarget):
         if consequence.rule == "least_likely":
             if clean_outputs is None:

@@ -1,7 +1,8 @@
 """``verify``: from an attack's candidate to a verified outcome, with no state of its own.
 
 For every candidate: a missing or wrongly shaped one is replaced by the clean input; non-finite values
-are replaced by the clean input (and never succeed); the candidate is clipped to the input bounds,
+are replaced by the clean input (and never succeed); an input whose model output holds NaN or inf
+never succeeds either (an argmax of NaN is not a decision); the candidate is clipped to the input bounds,
 optionally quantised to 8 bits, re-run through the model, and only that re-run decides whether the
 consequence is realised (``hit``). The perturbation is re-measured and checked against every bound:
 ``success`` = hit and within every budget and no screen flags it.
@@ -73,6 +74,11 @@ def verify(
     with torch.no_grad():
         outputs = model(candidate)
     hit = objective.success(outputs).bool() & valid
+    if isinstance(outputs, Tensor) and outputs.is_floating_point():  # argmax of NaN is no decision
+        finite_out = torch.isfinite(outputs.reshape(n, -1)).all(dim=1)
+        if not bool(finite_out.all()):
+            counts["non_finite_output"] = int((~finite_out).sum())
+            hit &= finite_out
     norms = measure(x, candidate, hi - lo)
     within = torch.ones(n, dtype=torch.bool, device=x.device)
     metrics: dict[str, Tensor] = {}
