@@ -43,3 +43,36 @@ def test_per_input_outcomes_do_not_depend_on_the_batch_size(tmp_path, attack):
     assert sum(a != b for a, b in zip(whole, small, strict=True)) <= len(whole) // 12
     successes = sum(r.success for r in runs[0].items[0].inputs)
     assert 0 < successes < len(runs[0].items[0].inputs)  # both outcomes occur, so the comparison means something
+
+
+@pytest.mark.parametrize("norm,epsilon", [("2", 1.5), ("inf", 0.1)])
+def test_square_draws_per_input_in_both_norms(norm, epsilon):
+    """Square called directly: an input's search is the same run in the whole batch or in another
+    batch (L2 used to share its windows within a batch)."""
+    import torch
+
+    from attackgen.models.zoo import load_builtin_data, load_builtin_model
+    from attackgen.run.access import ScoreOracle
+    from attackgen.run.attacks.base import Budget
+    from attackgen.run.attacks.randomness import row_seeds_for
+    from attackgen.run.attacks.square import SquareL2, SquareLinf
+    from attackgen.run.objectives.classification import ClassificationObjective
+
+    model = load_builtin_model("digits-cnn").requires_grad_(False)
+    data = load_builtin_data("digits")
+    x, y = data.x[:24], data.y[:24]
+    seeds = row_seeds_for(11, 24)
+
+    def attack(rows: list[int]):
+        square = (SquareL2 if norm == "2" else SquareLinf)(n_queries=150, p_init=0.3, seed=0)
+        square.row_seeds = [seeds[i] for i in rows]
+        oracle = ScoreOracle(model, len(rows), "logits", budget=150)
+        out = square.run(oracle, x[rows], ClassificationObjective(y[rows]), Budget(norm=norm, epsilon=epsilon))
+        return out.x_adv, out.info["success_in_attack"]
+
+    whole, whole_ok = attack(list(range(24)))
+    odd, odd_ok = attack(list(range(1, 24, 2)))
+    assert odd_ok == whole_ok[1::2]
+    assert 0 < sum(whole_ok) < 24  # both outcomes occur, so the comparison means something
+    same = [torch.equal(a, b) for a, b in zip(whole[1::2], odd, strict=True)]
+    assert sum(same) >= len(same) - 1  # float rounding of a larger forward pass may tip one tie

@@ -17,6 +17,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._query import live, query_budget, score, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import SimBAParams
@@ -30,17 +31,18 @@ def dct_matrix(n: int, device: torch.device) -> Tensor:
     return d
 
 
-def low_frequency_order(c: int, h: int, w: int, freq_dims: int, stride: int, gen: torch.Generator,
+def low_frequency_order(c: int, h: int, w: int, freq_dims: int, stride: int, rng: RowRandom,
                         device: torch.device) -> Tensor:
-    """Coefficient indices (c, u, v) flattened: the freq_dims x freq_dims block first, then rings of
-    width ``stride``, each group in random order (the reference's ``block_order``)."""
+    """(N, c*h*w) coefficient indices (c, u, v) flattened, one order per stream of ``rng``: the
+    freq_dims x freq_dims block first, then rings of width ``stride``, each group in random order
+    (the reference's ``block_order``)."""
     u = torch.arange(h, device=device)[:, None].expand(h, w)
     v = torch.arange(w, device=device)[None, :].expand(h, w)
     ring = torch.maximum(u, v)
     group = torch.where(ring < freq_dims, torch.zeros_like(ring), 1 + (ring - freq_dims) // max(stride, 1))
     group = group[None].expand(c, h, w).flatten()
-    noise = torch.rand(group.shape, generator=gen, device=device)
-    return torch.argsort(group.to(torch.float32) * 2 + noise)
+    noise = rng.rand(group.numel(), dtype=torch.float32)
+    return torch.argsort(group.to(torch.float32) * 2 + noise, dim=1)
 
 
 class SimBA(Attack[SimBAParams]):
@@ -76,8 +78,7 @@ class SimBA(Attack[SimBAParams]):
         freq_dims = min(freq_dims, h, w)
         stride = self.params.stride or max(1, h // 8)
         if basis == "dct":
-            orders = torch.stack([low_frequency_order(c, h, w, freq_dims, stride, g, x.device)
-                                  for g in self.row_random(x).generators])  # one stream per input
+            orders = low_frequency_order(c, h, w, freq_dims, stride, self.row_random(x), x.device)
             dh, dw = dct_matrix(h, x.device), dct_matrix(w, x.device)
         else:
             orders = self.row_random(x).randperm(dim)

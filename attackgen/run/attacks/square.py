@@ -5,8 +5,8 @@ the oracle returns (logits, probabilities or top-k; see ``_query.as_outputs``). 
 per iteration, through the counted score oracle; an input stops on success or when its budget is
 spent. The side of the square follows the paper's schedule ``p_selection``, scaled to the number of
 queries the input can actually make. Ported from the authors' reference code (numpy) to batched torch:
-the Linf windows are drawn per input as in the reference, the L2 windows are shared by the batch
-within one iteration, also as in the reference.
+windows, signs and bumps are drawn per input, as in the reference, from each input's own stream
+(``RowRandom``: one batched draw per query), so an input's search does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ class _Square(Attack[SquareLinfParams]):
         p_init = self.params.p_init
         # the paper: margin loss untargeted, cross-entropy targeted
         objective = with_loss(objective, "ce" if objective.targeted else "margin")
-        gen = self.generator(x.device)
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
         n_iters = query_budget(access, rows, self.params.n_queries)
@@ -63,7 +62,7 @@ class _Square(Attack[SquareLinfParams]):
         room = left(access, rows).clamp(max=n_iters)
 
         rng = self.row_random(x)  # per-input streams: an input's squares do not depend on its batch
-        x_best = budget.project(x, self._init(x, eps, gen, budget, rng))
+        x_best = budget.project(x, self._init(x, eps, budget, rng))
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
         # The working set: the inputs still searching, gathered once and compacted only when one stops
@@ -79,7 +78,7 @@ class _Square(Attack[SquareLinfParams]):
             if it == 0:
                 x_new = best
             else:
-                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), gen, budget, rows_rng)
+                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), budget, rows_rng)
                 x_new = cand if skip_project else budget.project(xs, cand)
             # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
             outputs = as_outputs(access, access(x_new, idx), sub)
@@ -102,12 +101,12 @@ class _Square(Attack[SquareLinfParams]):
             used[idx] = n_iters
         return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
+    def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         raise NotImplementedError
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget, rng: RowRandom) -> Tensor:
-        """A proposal per input of x; ``gen`` is shared by the batch, ``rng`` has one stream per input."""
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
+                 rng: RowRandom) -> Tensor:
+        """A proposal per input of x, drawn from ``rng`` (one stream per input)."""
         raise NotImplementedError
 
 
@@ -116,27 +115,29 @@ class SquareLinf(_Square):
 
     norm = "inf"
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
+    def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         _, c, _, w = x.shape
         signs = rng.randint(0, 2, c, 1, w).to(x.dtype) * 2 - 1
         return x + eps * signs
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget, rng: RowRandom) -> Tensor:
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
+                 rng: RowRandom) -> Tensor:
         _, c, h, w = x.shape
         s = round(math.sqrt(p * h * w))
         s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
-        top = rng.randint(0, h - s + 1)
-        left = rng.randint(0, w - s + 1)
+        # one draw per query for the whole batch: the window's corner and the channels' signs
+        u = rng.rand(2 + c, dtype=torch.float32)
+        top, left = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s)
         # one row of a per-side table per input (one op each) instead of comparing index ranges
         window = _spans(h, s, x.device)[top][:, None, :, None] & _spans(w, s, x.device)[left][:, None, None, :]
-        signs = rng.randint(0, 2, c, 1, 1).to(x.dtype) * 2 - 1
+        signs = torch.where(u[:, 2:] < 0.5, -eps, eps).to(x.dtype)[:, :, None, None]
         lo, hi = budget.bounds
-        cand = torch.where(window, (x + eps * signs).clamp(lo, hi), x_best)
-        # the reference redraws until the square changes something; flipping the signs always does
+        cand = torch.where(window, (x + signs).clamp(lo, hi), x_best)
+        # The reference redraws until the square changes something; flipping the signs always does.
+        # Done for every row and selected, rather than indexing the unchanged ones: no host sync on GPU.
         same = (cand == x_best).flatten(1).all(dim=1)
-        if bool(same.any()):
-            cand[same] = torch.where(window[same], (x[same] - eps * signs[same]).clamp(lo, hi), x_best[same])
+        flip = torch.where(window, (x - signs).clamp(lo, hi), x_best)
+        cand = torch.where(same[:, None, None, None], flip, cand)
         return cand
 
 
@@ -170,12 +171,27 @@ def _halves(s: int, device: torch.device) -> Tensor:
     return delta / delta.norm().clamp_min(1e-12)
 
 
-def _bump(s: int, gen: torch.Generator, device: torch.device) -> Tensor:
-    """The reference's meta_pseudo_gaussian_pert: two opposite-sign halves, randomly transposed."""
-    delta = _halves(s, device)
-    if bool(torch.rand(1, generator=gen, device=device).item() > 0.5):
-        delta = delta.t()
-    return delta
+def _corner(u: Tensor, last: int) -> Tensor:
+    """Integers in [0, last] from uniforms in [0, 1) (float rounding of u * (last + 1) clamped)."""
+    return (u * (last + 1)).long().clamp_(max=last)
+
+
+def _place(bumps: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """Each row's (s, s) bump placed at its own corner in an (h, w) image, by gathering (no per-row
+    loop); returns (N, 1, h, w) images, zero outside the window, and the window masks."""
+    n, s = bumps.shape[0], bumps.shape[-1]
+    rr = torch.arange(h, device=bumps.device)[None, :] - top[:, None]  # (N, h): offset inside the window
+    cc = torch.arange(w, device=bumps.device)[None, :] - left[:, None]
+    inside = ((rr >= 0) & (rr < s))[:, :, None] & ((cc >= 0) & (cc < s))[:, None, :]
+    picked = bumps[torch.arange(n, device=bumps.device)[:, None, None], rr.clamp(0, s - 1)[:, :, None],
+                   cc.clamp(0, s - 1)[:, None, :]]
+    return (picked * inside)[:, None], inside[:, None]
+
+
+def _bumps(s: int, transpose: Tensor) -> Tensor:
+    """(N, s, s): the reference's meta_pseudo_gaussian_pert per row, transposed where ``transpose``."""
+    delta = _halves(s, transpose.device)
+    return torch.where(transpose[:, None, None], delta.t(), delta)
 
 
 class SquareL2(_Square):
@@ -184,55 +200,44 @@ class SquareL2(_Square):
     norm = "2"
     params_model = SquareL2Params
 
-    def _init(self, x: Tensor, eps: float, gen: torch.Generator, budget: Budget, rng: RowRandom) -> Tensor:
-        # The L2 windows are drawn once per batch (as in the reference), so an input's L2 squares still
-        # depend on its batch: per-input windows are the remaining step for issue #12.
+    def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
+        # the reference's tiling of pseudo-Gaussian bumps with random signs, drawn per input
         n, c, h, w = x.shape
         s = max(h // 5, 1)
         delta = torch.zeros_like(x)
         start = (h - s * 5) // 2 if h >= 5 * s else 0
-        top = start
-        for _ in range(h // s):
-            left = start
-            for _ in range(w // s):
-                bump = _bump(s, gen, x.device) if s > 1 else torch.ones(1, 1, device=x.device)
-                signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen, device=x.device).to(x.dtype) * 2 - 1
-                delta[:, :, top : top + s, left : left + s] += bump.view(1, 1, s, s)[..., : h - top, : w - left] \
-                    * signs
-                left += s
-            top += s
+        tiles = [(start + i * s, start + j * s) for i in range(h // s) for j in range(w // s)]
+        u = rng.rand(len(tiles), 1 + c, dtype=torch.float32)
+        signs = torch.where(u[:, :, 1:] < 0.5, -1.0, 1.0).to(x.dtype)  # (N, tiles, c)
+        for k, (top, lft) in enumerate(tiles):  # a loop over the 25 tiles, not over inputs
+            bump = _bumps(s, u[:, k, 0] < 0.5).to(x.dtype) if s > 1 else torch.ones(n, 1, 1, device=x.device)
+            delta[:, :, top : top + s, lft : lft + s] += (bump[:, None] * signs[:, k, :, None, None])[
+                ..., : h - top, : w - lft]
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return x + delta / bview(norms, x) * eps
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, gen: torch.Generator,
-                 budget: Budget, rng: RowRandom) -> Tensor:
-        n, c, h, w = x.shape
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
+                 rng: RowRandom) -> Tensor:
+        _, c, h, w = x.shape
         s = max(round(math.sqrt(p * h * w)), 3)
         if s % 2 == 0:
             s += 1
         s = min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
+        # one draw per query: per input (as in the reference) two windows, the bump's transpose, signs
+        u = rng.rand(5 + c, dtype=torch.float32)
+        r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
+            _corner(u[:, 3], w - s)
+        signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
+        bump, in1 = _place(_bumps(s, u[:, 4] < 0.5).to(x.dtype), r1, c1, h, w)  # (N, 1, h, w) each
+        in2 = _spans(h, s, x.device)[r2][:, None, :, None] & _spans(w, s, x.device)[c2][:, None, None, :]
         delta = x_best - x
-        r1, c1 = (int(torch.randint(0, d - s + 1, (1,), generator=gen, device=x.device)) for d in (h, w))
-        r2, c2 = (int(torch.randint(0, d - s + 1, (1,), generator=gen, device=x.device)) for d in (h, w))
-        w1 = (slice(None), slice(None), slice(r1, r1 + s), slice(c1, c1 + s))
-        w2 = (slice(None), slice(None), slice(r2, r2 + s), slice(c2, c2 + s))
-        # window sums of squares on views of one squared tensor, not masked copies of the image
         sq = delta.square()
-        in1 = sq[w1].sum(dim=(2, 3), keepdim=True)
-        in_both = in1 + sq[w2].sum(dim=(2, 3), keepdim=True)
-        top, bottom, left, right = max(r1, r2), min(r1, r2) + s, max(c1, c2), min(c1, c2) + s
-        if top < bottom and left < right:  # the windows overlap: count the shared pixels once
-            in_both = in_both - sq[:, :, top:bottom, left:right].sum(dim=(2, 3), keepdim=True)
-        norm_window1 = in1.sqrt()
+        norm_window1 = (sq * in1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
+        norm_windows = (sq * (in1 | in2)).sum(dim=(2, 3), keepdim=True).sqrt()
         norm_image = sq.sum(dim=(1, 2, 3), keepdim=True).sqrt()
-        norm_windows = in_both.clamp_min(0).sqrt()
-
-        signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen, device=x.device).to(x.dtype) * 2 - 1
-        new = _bump(s, gen, x.device).view(1, 1, s, s) * signs
-        new = new + delta[w1] / (1e-10 + norm_window1)
-        new_norm = torch.linalg.vector_norm(new, dim=(2, 3), keepdim=True).clamp_min(1e-12)
+        new = (bump * signs + delta / (1e-10 + norm_window1)) * in1
+        new_norm = new.square().sum(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-12)
         room = ((eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
-        delta[w2] = 0.0  # delta is this call's own tensor (x_best - x)
-        delta[w1] = new / new_norm * room
+        delta = torch.where(in1, new / new_norm * room, torch.where(in2, 0.0, delta))
         total = torch.linalg.vector_norm(delta, dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
         return x + delta / total * eps
