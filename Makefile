@@ -34,8 +34,10 @@ $(SERVE_STAMP): pyproject.toml constraints.txt
 test-extras: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/python -m pytest -q tests/test_onnx.py tests/test_endpoint.py
 
+# ruff, then mypy over taxonomy and attackgen (config: [tool.mypy] in pyproject.toml); both must pass.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/threat_space.py

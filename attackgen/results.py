@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RESULTS_VERSION = 1
+RESULTS_VERSION: Literal[1] = 1
 
 
 class Record(BaseModel):

@@ -502,7 +502,7 @@ class SurrogateBasis(Strict):
         "ensemble members. 'cnn' and 'mlp' name architectures trained at run time.",
     )
     ensemble: int = Field(
-        None,  # type: ignore[assignment]  # filled by _ensemble_size: the number of models named, at least 1
+        None,  # filled by _ensemble_size: the number of models named, at least 1
         ge=1,
         validate_default=True,
         description="Ensemble members (logits averaged); default: the number of models named, else 1. "

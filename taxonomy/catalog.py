@@ -5,11 +5,12 @@ Pure data (no torch). The planner ranks and parameterises from these entries; th
 
 Conventions used in every entry:
 
-- ``defaults`` hold the attack's own parameters for images in [0, 1]. Step sizes are relative
-  (``rel_stepsize``: step = rel_stepsize * epsilon), so they stay right for any epsilon; the planner
-  replaces ``rel_stepsize`` with ``step_size`` in input units, and adds the budget keys ``norm``,
-  ``epsilon`` (input units) and ``mode``. An attack reads ``params["step_size"]`` and falls back to
-  ``rel_stepsize * budget.epsilon`` when it is run without a plan.
+- ``params`` is the attack's parameter model (taxonomy.params): its field defaults are the attack's
+  defaults for images in [0, 1], written nowhere else. Step sizes are relative (``rel_stepsize``:
+  step = rel_stepsize * epsilon), so they stay right for any epsilon; the planner replaces
+  ``rel_stepsize`` with ``step_size`` in input units. The budget (norm, epsilon, mode) and the rest of
+  the threat context go to the plan item's ``context``, not into params.
+- ``requires``: what a spec must contain for the attack to be the right tool (see ``fits_purpose``).
 - ``cost(params)`` is the expected work per input: forward and backward passes on the model the attack
   optimises against (victim or surrogate) and queries to the victim oracle. ``params`` is the defaults
   merged with the planner's values, so the cost follows the parameters the plan actually uses.
@@ -27,6 +28,46 @@ from typing import Any
 
 from taxonomy.axes import CONSEQUENCE_KINDS
 from taxonomy.catalog_types import AttackDescriptor, Cost
+from taxonomy.params import (
+    APGDDLRParams,
+    APGDParams,
+    APGDTParams,
+    BIMParams,
+    BoundaryParams,
+    CPPNParams,
+    CWParams,
+    DeepFoolParams,
+    DetectionParams,
+    DetectorAwareParams,
+    DetectorPatchParams,
+    DIFGSMParams,
+    EOTPGDParams,
+    EvolutionParams,
+    FGSMParams,
+    FMNParams,
+    FMNTParams,
+    HopSkipJumpParams,
+    JSMAParams,
+    LBFGSParams,
+    LBFGSSSIMParams,
+    LensParams,
+    MetzenParams,
+    MetzenUAPParams,
+    MIFGSMParams,
+    NewtonFoolParams,
+    PatchParams,
+    PGDParams,
+    ScoreUAPParams,
+    SimBAParams,
+    SquareL2Params,
+    SquareLinfParams,
+    SSIMParams,
+    StickerParams,
+    TransferParams,
+    UAPParams,
+    WassersteinParams,
+    ZOONewtonParams,
+)
 
 ALL_TASKS = frozenset({"classification", "segmentation", "detection"})
 CLS = frozenset({"classification"})
@@ -78,10 +119,6 @@ def _queries(name: str, default: float) -> Any:
     return cost
 
 
-def _d(**entries: Any) -> dict[str, Any]:
-    return dict(entries)
-
-
 _ENTRIES: list[AttackDescriptor] = [
     # ------------------------------------------------------------------ white-box, fixed epsilon
     AttackDescriptor(
@@ -99,7 +136,8 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=2, backward=1),
-        defaults=_d(random_start=False),
+        params=FGSMParams,
+        single_step=True,
         strength=2,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -120,7 +158,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=10, rel_stepsize=0.2),
+        params=BIMParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -140,7 +178,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=10, rel_stepsize=0.2),
+        params=BIMParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -161,7 +199,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=40, rel_stepsize=2.5 / 40, restarts=1, random_start=True),
+        params=PGDParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -182,7 +220,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=40, rel_stepsize=2.5 / 40, restarts=1, random_start=True),
+        params=PGDParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -202,7 +240,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0),
+        params=MIFGSMParams,
         strength=6,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -222,7 +260,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
-        defaults=_d(steps=100, restarts=1, rho=0.75, loss="ce"),
+        params=APGDParams,
         strength=9,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -244,7 +282,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
-        defaults=_d(steps=100, restarts=1, rho=0.75, loss="dlr"),
+        params=APGDDLRParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -265,7 +303,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
-        defaults=_d(steps=100, restarts=1, rho=0.75, n_target_classes=9, parallel_targets=True, loss="dlr-targeted"),
+        params=APGDTParams,
         strength=9,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -292,7 +330,7 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "binary_search_steps", 9) * _p(params, "steps", 100) + 1,
             backward=_p(params, "binary_search_steps", 9) * _p(params, "steps", 100),
         ),
-        defaults=_d(binary_search_steps=5, steps=100, stepsize=0.01, confidence=0.0, initial_const=0.01),
+        params=CWParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -316,7 +354,7 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "steps", 50) + 1,
             backward=_p(params, "steps", 50) * _p(params, "candidates", 10),
         ),
-        defaults=_d(steps=50, candidates=10, overshoot=0.02),
+        params=DeepFoolParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -340,7 +378,7 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "max_iter", 50) + 1,
             backward=_p(params, "max_iter", 50) * _p(params, "num_classes", 10),
         ),
-        defaults=_d(theta=1.0, max_iter=50, num_classes=10),
+        params=JSMAParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -361,7 +399,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
-        defaults=_d(steps=100, max_stepsize=1.0, gamma=0.05),
+        params=FMNParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         backend="foolbox",
@@ -386,7 +424,7 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "n_target_classes", 9) * (_p(params, "steps", 100) + 2),
             backward=_p(params, "n_target_classes", 9) * _p(params, "steps", 100),
         ),
-        defaults=_d(steps=100, n_target_classes=9),
+        params=FMNTParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
         backend="foolbox",
@@ -412,7 +450,7 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100) + 1,
             backward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100),
         ),
-        defaults=_d(binary_search_steps=5, max_iter=100, initial_const=0.01),
+        params=LBFGSParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -437,7 +475,8 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100) + 1,
             backward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100),
         ),
-        defaults=_d(binary_search_steps=5, max_iter=100, initial_const=0.01, ssim_penalty=100.0, margin=0.005),
+        params=LBFGSSSIMParams,
+        requires=frozenset({"perceptual:ssim"}),
         strength=3,
         atlas=WHITE_BOX_ATLAS,
         notes="The lbfgs inner problem plus ssim_penalty * max(0, floor + margin - SSIM) (SSIM has no projection, "
@@ -459,7 +498,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
-        defaults=_d(steps=100, stepsize=0.01),
+        params=NewtonFoolParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -481,7 +520,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         cost=_queries("n_queries", 5000),
-        defaults=_d(n_queries=5000, p_init=0.05),
+        params=SquareLinfParams,
         min_queries=100,
         strength=7,
         atlas=BLACK_BOX_ATLAS,
@@ -503,7 +542,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         cost=_queries("n_queries", 5000),
-        defaults=_d(n_queries=5000, p_init=0.1),
+        params=SquareL2Params,
         min_queries=100,
         strength=6,
         atlas=BLACK_BOX_ATLAS,
@@ -523,7 +562,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         cost=_queries("max_queries", 10000),
-        defaults=_d(max_queries=10000, basis="dct", rel_stepsize=0.1),
+        params=SimBAParams,
         min_queries=100,
         strength=5,
         atlas=BLACK_BOX_ATLAS,
@@ -546,7 +585,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="estimated_scores",
         data_bases=ANY_DATA,
         cost=_queries("max_queries", 2000),
-        defaults=_d(max_queries=2000, coordinates=16, fd_step=1e-3, lr=1.0),
+        params=ZOONewtonParams,
         min_queries=100,
         strength=4,
         atlas=BLACK_BOX_ATLAS,
@@ -570,7 +609,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         cost=lambda params: Cost(queries=_p(params, "popsize", 20) * (_p(params, "maxiter", 150) + 1)),
-        defaults=_d(popsize=20, maxiter=150, pixels=1),
+        params=EvolutionParams,
         min_queries=500,
         strength=3,
         atlas=BLACK_BOX_ATLAS,
@@ -594,7 +633,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         spatial=False,
         cost=lambda params: Cost(queries=_p(params, "population", 32) * (_p(params, "generations", 100) + 1)),
-        defaults=_d(population=32, generations=100, confidence=0.99),
+        params=CPPNParams,
         min_queries=500,
         strength=2,
         atlas=BLACK_BOX_ATLAS,
@@ -618,7 +657,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         spatial=False,
         cost=_queries("max_queries", 10000),
-        defaults=_d(max_queries=10000, spherical_step=0.01, source_step=0.01, step_adaptation=1.5),
+        params=BoundaryParams,
         min_queries=1000,
         strength=4,
         atlas=BLACK_BOX_ATLAS,
@@ -641,7 +680,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         spatial=False,
         cost=_queries("max_queries", 5000),
-        defaults=_d(max_queries=5000, steps=25, initial_num_evals=100, max_num_evals=1000, gamma=1.0),
+        params=HopSkipJumpParams,
         min_queries=200,
         strength=7,
         atlas=BLACK_BOX_ATLAS,
@@ -667,7 +706,7 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 10) * _p(params, "ensemble", 1),
             queries=_p(params, "verify_queries", 1),
         ),
-        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, verify_queries=1),
+        params=TransferParams,
         min_queries=1,
         strength=5,
         atlas=TRANSFER_ATLAS,
@@ -695,7 +734,7 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 10) * _p(params, "ensemble", 1),
             queries=_p(params, "verify_queries", 1),
         ),
-        defaults=_d(steps=10, rel_stepsize=0.1, decay=1.0, diversity_prob=0.5, resize_rate=0.9, verify_queries=1),
+        params=DIFGSMParams,
         min_queries=1,
         strength=6,
         atlas=TRANSFER_ATLAS,
@@ -719,7 +758,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=WITH_DATA,
         cost=lambda params: Cost(forward=_p(params, "epochs", 5) + 3, backward=_p(params, "epochs", 5)),
-        defaults=_d(epochs=5, batch_size=64, rel_stepsize=0.1, fit_size=2000),
+        params=UAPParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -743,7 +782,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=WITH_DATA,
         cost=lambda params: Cost(forward=_p(params, "epochs", 5) + 3, backward=_p(params, "epochs", 5)),
-        defaults=_d(epochs=5, batch_size=64, rel_stepsize=0.1, fit_size=2000),
+        params=UAPParams,
         strength=4,
         atlas=TRANSFER_ATLAS,
         notes="The uap fit on the surrogate the model basis names (trained on the data basis, distilled or "
@@ -769,7 +808,7 @@ _ENTRIES: list[AttackDescriptor] = [
             queries=2 * _p(params, "iterations", 300) * _p(params, "batch_size", 32)
             / max(_p(params, "fit_size", 500), 1.0)
         ),
-        defaults=_d(iterations=300, batch_size=32, p_init=0.1, fit_size=500),
+        params=ScoreUAPParams,
         min_queries=20,
         strength=4,
         atlas=BLACK_BOX_ATLAS,
@@ -801,9 +840,8 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 500) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
             / max(_p(params, "fit_size", 500), 1.0),
         ),
-        defaults=_d(steps=500, stepsize=0.05, batch_size=32, eot_samples=8, tv_weight=0.01, nps_weight=0.01,
-                    area_fraction=0.05, placement="random", transformations=None, printability=False,
-                    fit_size=500),
+        params=PatchParams,
+        requires=frozenset({"spatial:patch"}),
         strength=6,
         atlas=PHYSICAL_ATLAS,
         implemented=True,
@@ -832,7 +870,8 @@ _ENTRIES: list[AttackDescriptor] = [
         spatial=True,
         cost=lambda params: Cost(forward=_p(params, "steps", 40) * _p(params, "eot_samples", 8) + 1,
                                  backward=_p(params, "steps", 40) * _p(params, "eot_samples", 8)),
-        defaults=_d(steps=40, rel_stepsize=0.1, eot_samples=8, transformations=None),
+        params=EOTPGDParams,
+        requires=frozenset({"feed:physical"}),
         strength=7,
         atlas=PHYSICAL_ATLAS,
         notes="PGD on the mean loss over the spec's transformation set applied to the whole perturbed image "
@@ -862,7 +901,8 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 200) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
             / max(_p(params, "fit_size", 500), 1.0),
         ),
-        defaults=_d(steps=200, batch_size=32, rel_stepsize=0.05, eot_samples=8, transformations=None, fit_size=500),
+        params=LensParams,
+        requires=frozenset({"placement:overlay"}),
         strength=6,
         atlas=PHYSICAL_ATLAS,
         notes="One Linf layer added after each scene's transformation (the scene moves, the lens does not), fitted by "
@@ -891,8 +931,8 @@ _ENTRIES: list[AttackDescriptor] = [
             backward=_p(params, "steps", 300) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
             / max(_p(params, "fit_size", 500), 1.0),
         ),
-        defaults=_d(steps=300, stepsize=0.05, batch_size=32, eot_samples=8, tv_weight=0.01, nps_weight=0.01,
-                    transformations=None, printability=False, fit_size=500),
+        params=StickerParams,
+        requires=frozenset({"spatial:box"}),
         strength=6,
         atlas=PHYSICAL_ATLAS,
         notes="Adds one perturbation to the object's own pixels inside the spec's box (capability.spatial kind box), "
@@ -917,7 +957,8 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
-        defaults=_d(steps=100, rel_stepsize=0.05, penalty=10.0, max_linf=0.1, margin=0.002, backtrack=8),
+        params=SSIMParams,
+        requires=frozenset({"perceptual:ssim"}),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -941,7 +982,8 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
-        defaults=_d(steps=100, step_size=0.1, kernel=5, p=2, regularization=3000.0, sinkhorn_iterations=100),
+        params=WassersteinParams,
+        requires=frozenset({"perceptual:wasserstein"}),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -968,7 +1010,8 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=(_p(params, "steps", 100) + 1) * (1 + 3 * _count(params, "detectors")),
             backward=_p(params, "steps", 100) * (1 + 3 * _count(params, "detectors")),
         ),
-        defaults=_d(steps=100, rel_stepsize=0.05, detector_weight=0.3, weight_growth=1.5, margin=0.1, fpr=0.05),
+        params=DetectorAwareParams,
+        requires=frozenset({"detector"}),
         strength=7,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -993,7 +1036,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=50, rel_stepsize=0.05, background_weight=0.9999, confidence_threshold=0.75),
+        params=MetzenParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -1015,7 +1058,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=WITH_DATA,
         cost=lambda params: Cost(forward=_p(params, "epochs", 10) + 1, backward=_p(params, "epochs", 10)),
-        defaults=_d(epochs=10, rel_stepsize=0.1, background_weight=0.9999, fit_size=500),
+        params=MetzenUAPParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -1039,7 +1082,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_iterative,
-        defaults=_d(steps=50, rel_stepsize=0.05, confidence_threshold=0.5),
+        params=DetectionParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
@@ -1065,7 +1108,8 @@ _ENTRIES: list[AttackDescriptor] = [
             forward=_p(params, "steps", 500) * _p(params, "eot_samples", 8) / max(_p(params, "fit_size", 500), 1.0),
             backward=_p(params, "steps", 500) * _p(params, "eot_samples", 8) / max(_p(params, "fit_size", 500), 1.0),
         ),
-        defaults=_d(steps=500, stepsize=0.01, eot_samples=8, fit_size=500, area_fraction=0.05),
+        params=DetectorPatchParams,
+        requires=frozenset({"spatial:patch"}),
         strength=6,
         atlas=PHYSICAL_ATLAS,
         implemented=True,
@@ -1076,26 +1120,15 @@ _ENTRIES: list[AttackDescriptor] = [
 CATALOG: dict[str, AttackDescriptor] = {d.id: d for d in _ENTRIES}
 """Every catalogued attack implementation, by id."""
 
-REQUIRES: dict[str, frozenset[str]] = {
-    "detector_aware_pgd": frozenset({"detector"}),
-    "ssim_pgd": frozenset({"perceptual:ssim"}),
-    "lbfgs_ssim": frozenset({"perceptual:ssim"}),
-    "wasserstein_pgd": frozenset({"perceptual:wasserstein"}),
-    "patch_eot": frozenset({"spatial:patch"}),
-    "det_patch": frozenset({"spatial:patch"}),
-    "sticker_box": frozenset({"spatial:box"}),
-    "eot_pgd": frozenset({"feed:physical"}),
-    "lens_overlay": frozenset({"placement:overlay"}),
-}
-"""What a spec must contain for the attack to be the right tool, beyond what it supports: without a
-detector, detector-aware PGD is plain PGD; without an SSIM floor, SSIM-PGD is PGD with a penalty that
-never fires; a patch attack needs a patch region to place its patch in; EOT-PGD is for a physical feed.
-Keys: an imperceptibility key ("detector", "perceptual:ssim"), "spatial:<kind>", "placement:<placement>" or
-"feed:<feed>". The planner honours these (``realises`` reports what an attack can do, this what it is for)."""
+REQUIRES: dict[str, frozenset[str]] = {d.id: d.requires for d in _ENTRIES if d.requires}
+"""A view of each entry's ``requires`` (kept for callers of the old table; the entries are the source):
+what a spec must contain for the attack to be the right tool, beyond what it supports. Keys: an
+imperceptibility key ("detector", "perceptual:ssim"), "spatial:<kind>", "placement:<placement>" or
+"feed:<feed>"."""
 
 
 def spec_features(spec: Any) -> frozenset[str]:
-    """A spec's imperceptibility keys and spatial kind, in the vocabulary of REQUIRES."""
+    """A spec's imperceptibility keys and spatial kind, in the vocabulary of ``AttackDescriptor.requires``."""
     keys = set()
     for item in spec.threat.imperceptibility:
         keys.add(f"lp:{item.norm}" if item.kind == "lp" else f"perceptual:{item.metric}"
@@ -1118,12 +1151,33 @@ def cell_features(cell: Any) -> frozenset[str]:
 
 
 def fits_purpose(features: frozenset[str], descriptor: AttackDescriptor) -> bool:
-    """Does the spec (or cell) contain what the attack is for (REQUIRES)? Used by the planner and the
-    audit, so both pick attacks for the same cells."""
-    return REQUIRES.get(descriptor.id, frozenset()) <= features
+    """Does the spec (or cell) contain what the attack is for (``descriptor.requires``)? Used by the planner
+    and the audit, so both pick attacks for the same cells."""
+    return descriptor.requires <= features
+
 
 if len(CATALOG) != len(_ENTRIES):  # pragma: no cover - guarded by tests too
     raise RuntimeError("duplicate attack id in the catalogue")
+
+
+def register(descriptor: AttackDescriptor) -> AttackDescriptor:
+    """Add an entry at run time (an attack kept outside this file, or a test's toy attack).
+
+    Built-in attacks are entries of ``_ENTRIES`` above; this is for code that imports attackgen as a
+    library. The planner, ``load_plan`` and the executor read CATALOG, so a registered attack is planned,
+    validated and run like a built-in one.
+    """
+    if descriptor.id in CATALOG:
+        raise ValueError(f"attack id {descriptor.id!r} is already catalogued")
+    CATALOG[descriptor.id] = descriptor
+    return descriptor
+
+
+def unregister(attack_id: str) -> None:
+    """Remove an entry added by ``register`` (tests clean up with this)."""
+    if any(d.id == attack_id for d in _ENTRIES):
+        raise ValueError(f"{attack_id!r} is a built-in entry; edit taxonomy/catalog.py instead")
+    CATALOG.pop(attack_id, None)
 
 
 def implemented() -> dict[str, AttackDescriptor]:
@@ -1153,6 +1207,7 @@ def describe(descriptor: AttackDescriptor) -> dict[str, Any]:
         "feeds": sorted(descriptor.feeds),
         "spatial": descriptor.spatial,
         "defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in descriptor.defaults.items()},
+        "params": descriptor.params.model_json_schema().get("properties", {}),  # type, range, default per name
         "cost_at_defaults": {"forward": cost.forward, "backward": cost.backward, "queries": cost.queries},
         "strength": descriptor.strength,
         "atlas": list(descriptor.atlas),

@@ -3,14 +3,21 @@
 A descriptor states which taxonomy cells an implementation realises, what access it needs, and what
 it costs; the planner ranks and parameterises from it, the executor imports ``implementation`` lazily
 so this module never imports torch. Adding an attack is one module under attackgen/run/attacks/ plus one
-descriptor.
+descriptor with its parameter model (taxonomy.params); see docs/adding-an-attack.md.
+
+``requires`` holds keys a spec must contain for the attack to be the right tool, beyond what it can
+do: an imperceptibility key ("detector", "perceptual:ssim") or "spatial:<kind>". Without a detector,
+detector-aware PGD is plain PGD; a patch attack needs a patch region.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
+
+from taxonomy.params import AttackParams, defaults_of
 
 AccessKind = Literal["gradients", "scores", "labels", "surrogate"]
 """What the attack touches on the model it optimises against (WhiteBox, Scores, Labels, or a surrogate)."""
@@ -51,10 +58,18 @@ class AttackDescriptor:
     feeds: frozenset[str] = frozenset({"digital"})
     spatial: bool = True  # can be confined to a mask
     cost: CostFn = field(default=lambda params: Cost())
-    defaults: Mapping[str, Any] = field(default_factory=dict)
+    params: type[AttackParams] = AttackParams  # the parameter model: names, types, ranges and defaults
+    requires: frozenset[str] = frozenset()  # what a spec must contain for this to be the right tool
+    single_step: bool = False  # one gradient step (FGSM): the audit reads its failures as weak, not as masking
     min_queries: int = 0  # fewest victim queries per input at which the attack is worth running (rule A8)
     strength: int = 5  # 1 (weak) .. 10 (strongest known in its cell), for ranking
     atlas: tuple[str, ...] = ()
     backend: Literal["native", "foolbox"] = "native"
     implemented: bool = True  # False: catalogued, code not yet written
     notes: str = ""
+
+    @cached_property
+    def defaults(self) -> dict[str, Any]:
+        """The parameter model's defaults as plain data (the planner's starting point; copy before changing).
+        Cached, so rule A8 can tell 'no plan parameters' (this very dict) from concrete ones equal to it."""
+        return defaults_of(self.params)

@@ -69,7 +69,8 @@ def field_path(loc: tuple[Any, ...]) -> str:
 def describe_validation_error(error: ValidationError) -> list[str]:
     """Each pydantic error as 'field.path: what is wrong; expected ...'."""
     problems: list[str] = []
-    for item in error.errors(include_url=False):
+    for details in error.errors(include_url=False):
+        item: dict[str, Any] = dict(details)
         path = field_path(tuple(item["loc"]))
         kind = item["type"]
         given = item.get("input")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from taxonomy.atoms import _AVAILABLE, AXES, Facts
+from taxonomy.axes import SurrogateBasis
 from taxonomy.rules import DESCRIPTOR_CHECKS, EDGES, PREDICATES, RULES, Rule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -270,8 +271,8 @@ def _extract(spec: AttackSpec) -> Facts:
         basis = strategy.model_basis.kind
         atoms.add(f"basis:{basis}")
         open_axes.discard("basis")
-        if basis == "surrogate":
-            mb = strategy.model_basis
+        mb = strategy.model_basis
+        if isinstance(mb, SurrogateBasis):
             surrogate = (mb.source, mb.model, mb.ensemble)
             atoms.add(f"surrogate_source:{mb.source}")
     if strategy.optimizer is not None:
@@ -642,7 +643,7 @@ def filled(f: Facts, d: AttackDescriptor) -> tuple[frozenset[str], frozenset[str
             atoms.add("surrogate_source:distilled_from_queries")
     if "data_basis" in open_axes:
         available = _AVAILABLE[f.data_knowledge]
-        choice = next((b for b in ("training", "surrogate") if b in d.data_bases and b in available), None)
+        choice: str | None = next((b for b in ("training", "surrogate") if b in d.data_bases and b in available), None)
         if choice is None and "none" in d.data_bases:
             choice = "none"
         if choice is not None:

@@ -80,7 +80,8 @@ def _r(id: str, severity: Severity, reason: str, fix: str, source: str, level: L
     return Rule(id=id, family=id[0], severity=severity, reason=reason, fix=fix, source=source, level=level)
 
 
-E, W = "error", "warning"
+E: Severity = "error"
+W: Severity = "warning"
 
 # Sources cited more than once.
 BRENDEL = "Brendel, Rauber, Bethge 2018, Decision-based adversarial attacks, arXiv:1712.04248"

@@ -503,7 +503,7 @@ def all_cells() -> tuple[ThreatCell, ...]:
     return tuple(_make_cell(values) for values in itertools.product(*AXES.values()))
 
 
-class Verdict(tuple):  # type: ignore[type-arg]
+class Verdict(tuple[Any, ...]):
     """A cell's violations (a tuple of Violation, errors first) with ``feasible`` precomputed."""
 
     feasible: bool
@@ -536,14 +536,14 @@ def _depth_tables() -> tuple[tuple[tuple[int, ...], dict[tuple[Any, ...], tuple[
     combined = []
     for depth, groups in enumerate(per_depth):
         union = sorted({i for idx, _ in groups for i in idx} | {depth})
-        table: dict[tuple[Any, ...], tuple[Violation, ...]] = {}
+        by_combo: dict[tuple[Any, ...], tuple[Violation, ...]] = {}
         for combo in itertools.product(*(AXES[AXIS_NAMES[i]] for i in union)):
             at = dict(zip(union, combo, strict=True))
             found = constant if depth == 0 else ()
             for idx, t in groups:
                 found = found + t[tuple(at[i] for i in idx)]
-            table[combo] = found
-        combined.append((tuple(union), table))
+            by_combo[combo] = found
+        combined.append((tuple(union), by_combo))
     return tuple(combined)
 
 
@@ -562,7 +562,8 @@ def _fill_verdicts() -> None:
         head = tuple([prefix[i] for i in union[:-1]])
         for value in values[depth]:
             prefix[depth] = value
-            add = table[(*head, value)]
+            key = (*head, value)  # (mypy reads a starred subscript as 3.11 syntax)
+            add = table[key]
             here = acc + add if add else acc
             if depth < last:
                 walk(depth + 1, here)
@@ -639,8 +640,8 @@ class _RealiserIndex:
         self.feed = {f: mask(lambda d, f=f: f in d.feeds) for f in FEEDS}
         self.spatial = {False: (1 << len(ds)) - 1, True: mask(lambda d: d.spatial)}
 
-        self.by_axis = [self.task, self.consequence, self.scope, self.imp, self.knowledge, self.data, self.feed,
-                        self.spatial]
+        self.by_axis: list[dict[Any, int]] = [self.task, self.consequence, self.scope, self.imp, self.knowledge,
+                                              self.data, self.feed, self.spatial]
         self._ids: dict[int, tuple[str, ...]] = {}
         self._all: dict[ThreatCell, tuple[str, ...]] | None = None
         self.feasible: dict[ThreatCell, tuple[str, ...]] | None = None

@@ -27,7 +27,7 @@ from taxonomy.axes import (
 )
 from taxonomy.errors import SpecError, describe_validation_error, register_fields
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class ThreatModel(Strict):
@@ -96,7 +96,7 @@ class AttackSpec(Strict):
         version 1 later (``LATER_FIELDS``) count only when set, so plans made before them keep their hash."""
         data = self.model_dump(mode="json")
         for path in LATER_FIELDS:
-            node = data
+            node: Any = data
             for key in path[:-1]:
                 node = node.get(key) if isinstance(node, dict) else None
             if isinstance(node, dict) and node.get(path[-1]) is None:

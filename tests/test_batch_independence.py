@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from attackgen.plan.document import Plan, PlanItem
+from attackgen.plan.document import ItemContext, Plan, PlanItem
 from attackgen.run.executor import Executor, RunOptions
 from taxonomy.spec import parse_spec
 
@@ -30,9 +30,9 @@ def records(result):
 
 @pytest.mark.parametrize("attack", sorted(ITEMS))
 def test_per_input_outcomes_do_not_depend_on_the_batch_size(tmp_path, attack):
-    params = {"norm": "inf", "epsilon": 0.15, **ITEMS[attack]}
+    params = dict(ITEMS[attack])
     plan = Plan(spec_name=SPEC.name, spec_hash=SPEC.spec_hash(), spec=SPEC.model_dump(mode="json"), epsilons=[],
-                items=[PlanItem(attack=attack, epsilon=0.15, params=params)])
+                items=[PlanItem(attack=attack, epsilon=0.15, params=params, context=ItemContext(norm="inf"))])
     runs = [Executor(plan, "digits-cnn", "digits", tmp_path / f"b{size}",
                      RunOptions(limit=24, batch_size=size, progress=False)).run() for size in (24, 5)]
     whole, small = (records(run)[0] for run in runs)

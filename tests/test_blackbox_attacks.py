@@ -174,7 +174,7 @@ def test_label_only_attacks_see_only_labels(model: nn.Module, test_data: Any, ba
     x, y = correct(model, test_data, 4, exclude=TARGET)
     for targets in (None, torch.full_like(y, TARGET)):
         oracle = LabelsOnly(model, len(x), budget=300)
-        attack = attack_cls(steps=3, max_queries=300)
+        attack = attack_cls(max_queries=300, **({"steps": 3} if attack_cls is HopSkipJump else {}))
         out = attack.run(oracle, x, ClassificationObjective(y, targets), Budget(norm="2"), basis)  # type: ignore[arg-type]
         assert out.x_adv.shape == x.shape
 

@@ -119,3 +119,33 @@ def test_implemented_attacks_exist_and_declare_the_catalogued_access() -> None:
         module = importlib.import_module(module_name)
         cls = getattr(module, attr)
         assert getattr(cls, "access", None) == d.access, f"{d.id}: module access differs from the catalogue"
+
+
+def test_implemented_attacks_take_the_catalogued_parameter_model() -> None:
+    for d in ENTRIES:
+        cls = getattr(importlib.import_module(d.implementation.split(":")[0]), d.implementation.split(":")[1])
+        assert cls.params_model is d.params, f"{d.id}: module params_model differs from the catalogue"
+        assert cls(seed=0).params == d.params(), f"{d.id}: the module does not start from the model's defaults"
+
+
+@pytest.mark.parametrize("d", ENTRIES, ids=lambda d: d.id)
+def test_parameter_model_round_trips_its_defaults(d: AttackDescriptor) -> None:
+    """The defaults a plan is written with load back to the same model, through YAML-like plain data."""
+    data = json.loads(json.dumps(d.defaults))
+    assert d.params.model_validate(data) == d.params()
+    assert d.params.model_validate(data).planned() == d.defaults
+    assert not d.params.retired & set(d.params.model_fields), "a retired name must not also be a field"
+
+
+@pytest.mark.parametrize("d", ENTRIES, ids=lambda d: d.id)
+def test_parameter_model_refuses_unknown_and_out_of_range_values(d: AttackDescriptor) -> None:
+    from taxonomy.params import param_problems
+
+    name = next(iter(d.defaults))
+    typo = name[:-1] + ("x" if name[-1] != "x" else "y")
+    problems = param_problems(d.id, d.params, {**d.defaults, typo: d.defaults[name]})
+    assert problems == [f"params.{typo}: attack {d.id!r} has no parameter {typo!r} (did you mean {name!r}?)"]
+    numeric = [k for k, v in d.defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for key in numeric:  # every number in a catalogue default has a range: -5 is outside all of them
+        assert param_problems(d.id, d.params, {key: -5}), f"{d.id}.{key} accepts -5"
+        assert param_problems(d.id, d.params, {key: "many"}), f"{d.id}.{key} accepts 'many'"

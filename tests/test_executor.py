@@ -7,15 +7,17 @@ import json
 
 import pytest
 import torch
+from pydantic import Field
 from torch import nn
 
-from attackgen.plan.document import Plan, PlanItem
+from attackgen.plan.document import CONTEXT_KEYS, ItemContext, Plan, PlanItem
 from attackgen.report.run_report import write_report
 from attackgen.results import RunResult
 from attackgen.run.access import NoAccess, ScoreOracle, WhiteBoxAccess
 from attackgen.run.attacks.base import Attack, AttackOutput, UniversalAttack
 from attackgen.run.executor import CHECKPOINT, Executor, RunError, RunOptions, measure, quantize
 from taxonomy.catalog_types import AttackDescriptor
+from taxonomy.params import AttackParams
 from taxonomy.spec import parse_spec
 
 LIMIT = 48
@@ -41,22 +43,27 @@ def descriptor(name, access="gradients", scopes=("individual",)):
         id=name, title=name, implementation=f"test_executor:{name}", reference="test stand-in",
         tasks=frozenset({"classification"}), consequences=frozenset({"untargeted"}), scopes=frozenset(scopes),
         imperceptibility=frozenset({"lp:inf"}), budget_modes=frozenset({"fixed"}), access=access,
-        optimizer="first_order", gradient_source="analytic", data_bases=frozenset({"none"}),
+        optimizer="first_order", gradient_source="analytic", data_bases=frozenset({"none"}), params=TinyParams,
     )
 
 
 CALLS: dict[str, int] = {}
 
 
-class TinyPGD(Attack):
+class TinyParams(AttackParams):
+    steps: int = Field(5, ge=1)
+
+
+class TinyPGD(Attack[TinyParams]):
     """A few signed-gradient steps inside the budget (the honest reference)."""
 
     access = "gradients"
+    params_model = TinyParams
 
     def run(self, access, x, objective, budget, env=None):
         CALLS["TinyPGD"] = CALLS.get("TinyPGD", 0) + 1
         assert isinstance(access, WhiteBoxAccess)
-        eps, steps = budget.epsilon, int(self.params.get("steps", 5))
+        eps, steps = budget.epsilon, self.params.steps
         gen = self.generator(x.device)
         x_adv = budget.project(x, x + (torch.rand(x.shape, generator=gen) * 2 - 1) * eps)
         for _ in range(steps):
@@ -158,7 +165,8 @@ CATALOG["TinyUniversal"] = descriptor("TinyUniversal", scopes=("universal", "con
 
 
 def item(name, eps=0.1, **params):
-    return PlanItem(attack=name, epsilon=eps, params={"norm": "inf", "epsilon": eps, **params})
+    context = {k: params.pop(k) for k in list(params) if k in CONTEXT_KEYS}
+    return PlanItem(attack=name, epsilon=eps, params=params, context=ItemContext(norm="inf", **context))
 
 
 def run(tmp_path, items, spec=None, folder="out", model="digits-cnn", data="digits", epsilons=None, **options):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from attackgen.plan.document import Plan, PlanItem
+from attackgen.plan.document import ItemContext, Plan, PlanItem
 from attackgen.plan.planner import plan as make_plan
 from attackgen.run.attacks.base import Budget
 from attackgen.run.attacks.patch import AdversarialPatch
@@ -38,7 +38,7 @@ def executor(tmp_path, spec, items: list[PlanItem], limit: int = 48, folder: str
 
 
 def pgd(name: str, **params: object) -> PlanItem:
-    return PlanItem(attack=name, epsilon=0.1, params={"norm": "inf", "epsilon": 0.1, "steps": 40, **params})
+    return PlanItem(attack=name, epsilon=0.1, params={"steps": 40, **params}, context=ItemContext(norm="inf"))
 
 
 def test_detector_flags_count_as_failures_and_the_aware_attack_is_detected_less(tmp_path):
@@ -122,7 +122,8 @@ def test_location_validation_and_planner_pass_through():
         spec_for([LINF], capability={"spatial": {**fixed, "placement": "random"}})
     with pytest.raises(AttackgenError, match=r"location must be fractions in \[0, 1\]"):
         spec_for([LINF], capability={"spatial": {**fixed, "location": [0.2, 1.5]}})
-    with pytest.raises(AttackgenError, match=r"spatial\.location"):
+    with pytest.raises(AttackgenError, match=r"params\.location \(attack 'AdversarialPatch'\): expected \(x, y\) "
+                       r"fractions in \[0, 1\], got \[-0\.1, 0\.0\]"):
         AdversarialPatch(location=(-0.1, 0.0))
     spec = parse_spec(yaml.safe_load((EXAMPLES / "physical-digits-patch.yaml").read_text()))
     patches = [i for i in make_plan(spec).items if i.attack == "patch_eot"]

@@ -42,4 +42,4 @@ def test_second_order_under_ssim_floor_plans_lbfgs_ssim() -> None:
     result = plan(spec)
     assert not isinstance(result, Infeasible)
     assert [i.attack for i in result.items if i.role == "primary"] == ["lbfgs_ssim"]
-    assert result.items[0].params["ssim_floor"] == 0.97
+    assert result.items[0].context.ssim_floor == 0.97

@@ -88,7 +88,8 @@ def test_impossible_transformations_are_rejected():
         AdversarialPatch(area_fraction=0.001).geometry((1, 1, 16, 16))
     with pytest.raises(AttackgenError, match=r"area_fraction: 0.1 of a 16x16 input at scale up to 20.0 leaves"):
         AdversarialPatch(area_fraction=0.1, transformations={"scale": (20.0, 20.0)}).geometry((1, 1, 16, 16))
-    with pytest.raises(AttackgenError, match=r"spatial.area_fraction: must lie in"):
+    with pytest.raises(AttackgenError, match=r"params.area_fraction \(attack 'AdversarialPatch'\): input should be "
+                       r"less than or equal to 1 \(got 1.5\)"):
         AdversarialPatch(area_fraction=1.5)
 
 

@@ -81,7 +81,7 @@ def test_demo_spec_gets_apgd_per_epsilon_and_a_gradient_free_check(implemented: 
     assert {item.epsilon for item in result.items} == {0.05, 0.1, 0.2}
     first = result.items[0]
     assert first.attack == "apgd_ce" and first.role == "primary"  # the fast core: APGD-CE, then APGD-T
-    assert first.params["norm"] == "inf" and first.params["epsilon"] == 0.05
+    assert first.context.norm == "inf" and first.epsilon == 0.05
     assert first.params["steps"] == 100 and "step_size" not in first.params  # APGD sets its own step
     assert [i.attack for i in result.items[:3]] == ["apgd_ce", "apgd_t", "square_linf"]
     roles = {item.role for item in result.items}
@@ -116,7 +116,7 @@ def test_pixel_units_are_converted_to_input_units(implemented: dict) -> None:
     result = plan(spec)
     assert isinstance(result, Plan)
     assert result.epsilons == [pytest.approx(8 / 255)]
-    assert all(item.params["epsilon"] == pytest.approx(8 / 255) for item in result.items)
+    assert all(item.epsilon == pytest.approx(8 / 255) for item in result.items)
 
 
 def test_query_budget_is_split_and_never_exceeded(implemented: dict) -> None:
@@ -151,7 +151,7 @@ def test_full_black_box_plans_transfer_with_zero_victim_queries(implemented: dic
     result = plan(spec)
     assert isinstance(result, Plan)
     assert result.items and all(i.params["verify_queries"] == 0 for i in result.items)
-    assert result.items[0].params["surrogate"]["ensemble"] == 2
+    assert result.items[0].context.surrogate["ensemble"] == 2
     assert_plan_is_sound(spec, result, CATALOG)
 
 
@@ -161,7 +161,7 @@ def test_minimal_mode_runs_once_and_reports_at_the_curve(implemented: dict) -> N
     result = plan(spec_of(threat))
     assert isinstance(result, Plan)
     assert result.items and all(i.epsilon is None for i in result.items if i.role == "primary")
-    assert all(i.params["report_at"] == [0.5, 1.0] for i in result.items if i.role == "primary")
+    assert all(i.context.report_at == [0.5, 1.0] for i in result.items if i.role == "primary")
 
 
 def test_gap_spec_plans_nothing_and_says_so(implemented: dict) -> None:
@@ -317,3 +317,84 @@ def test_purpose_built_attacks_appear_only_where_their_feature_is_asked(implemen
     guarded = plan(load_spec(EXAMPLES / "det-mislabel-detector-aware.yaml"))
     assert isinstance(guarded, Plan) and [i.attack for i in guarded.items] == ["detector_aware_pgd"]
     assert guarded.items[0].params["detectors"] == ["feature_squeezing"]
+
+
+# --------------------------------------------------------------------------- typed parameters
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_planner_never_writes_params_the_attack_model_refuses(path: Path) -> None:
+    from attackgen.plan.document import CONTEXT_KEYS
+    from taxonomy.params import param_problems
+
+    try:
+        result = plan(load_spec(path))
+    except SpecError:
+        pytest.skip("an invalid example (its own tests check the message)")
+    if not isinstance(result, Plan):
+        return
+    for item in result.items:
+        descriptor = CATALOG[item.attack]
+        assert param_problems(item.attack, descriptor.params, item.params) == []
+        assert not (set(item.params) & CONTEXT_KEYS) - set(descriptor.params.model_fields)
+
+
+def edited_demo_plan(tmp_path: Path, **changes: Any) -> Path:
+    result = plan(load_spec(EXAMPLES / "digits-whitebox-linf.yaml"))
+    assert isinstance(result, Plan) and result.items[0].attack == "apgd_ce"
+    data = yaml.safe_load(result.dumps())
+    data["items"][0]["params"].update(changes)
+    out = tmp_path / "edited.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"stpes": 1}, "items[0].params.stpes: attack 'apgd_ce' has no parameter 'stpes' (did you mean 'steps'?)"),
+    ({"steps": -5}, "items[0].params.steps (attack 'apgd_ce'): input should be greater than or equal to 1 (got -5)"),
+    ({"steps": "many"}, "items[0].params.steps (attack 'apgd_ce'): input should be a valid integer"),
+    ({"batch_start": "perhaps"}, "items[0].params.batch_start (attack 'apgd_ce'): input should be a valid boolean"),
+    ({"loss": "hinge"}, "items[0].params.loss (attack 'apgd_ce'): input should be 'ce', 'dlr' or 'dlr-targeted'"),
+    ({"norm": "2"}, "items[0].params.norm: attack 'apgd_ce' has no parameter 'norm'"),
+])
+def test_an_edited_plan_with_a_bad_parameter_fails_at_load(tmp_path: Path, changes: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as error:
+        load_plan(edited_demo_plan(tmp_path, **changes))
+    assert expected in str(error.value)
+
+
+def test_a_version_1_plan_loads_with_its_context_apart() -> None:
+    """examples/suite/plans was written before the split: norm, epsilon, mode and target sat in params."""
+    path = ROOT / "examples" / "suite" / "plans" / "digits-linf-curve.plan.yaml"
+    assert yaml.safe_load(path.read_text())["plan_version"] == 1
+    loaded = load_plan(path)
+    assert loaded.plan_version == 2 and loaded.items
+    for item in loaded.items:
+        assert item.context.norm == "inf" and item.context.mode == "fixed" and item.epsilon is not None
+        assert item.context.target == {"kind": "untargeted"}
+        assert not {"norm", "epsilon", "mode", "target"} & set(item.params)
+        assert item.reported_params()["epsilon"] == item.epsilon  # results.json records what it did before
+
+
+def test_a_plan_from_a_newer_version_is_refused_clearly() -> None:
+    result = plan(load_spec(EXAMPLES / "digits-whitebox-linf.yaml"))
+    assert isinstance(result, Plan)
+    data = {**result.to_data(), "plan_version": 3}
+    with pytest.raises(SpecError, match="plan_version"):
+        parse_plan(data, "newer.yaml")
+
+
+@pytest.mark.parametrize(("name", "attack"), [("physical-digits-patch.yaml", "patch_eot"),
+                                               ("det-fabrication-physical-patch.yaml", "det_patch")])
+def test_a_physical_patch_attack_gets_the_specs_transformations_and_printability(name: str, attack: str) -> None:
+    """The planner fills a threat value into params when the attack's model declares it (det_patch did not
+    get these before its model declared them, and ran a digital patch for a physical spec)."""
+    spec = load_spec(EXAMPLES / name)
+    result = plan(spec)
+    assert isinstance(result, Plan)
+    items = [i for i in result.items if i.attack == attack]
+    assert items
+    wanted = spec.threat.capability.transformations.model_dump(mode="json")
+    for item in items:
+        assert item.params["transformations"] == wanted
+        assert item.params["printability"] == bool(spec.threat.capability.printability)

@@ -37,12 +37,13 @@ def test_standard_is_autoattacks_four_attacks_in_order() -> None:
     result = plan_preset(spec_of(), "autoattack-standard")
     assert isinstance(result, Plan) and result.preset == "autoattack-standard"
     assert steps(result) == [
-        ("apgd_ce", "primary", {"steps": 100, "restarts": 1}),
-        ("apgd_t", "primary", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False}),
+        ("apgd_ce", "primary", {"steps": 100, "restarts": 1, "eot_iter": 1}),
+        ("apgd_t", "primary",
+         {"steps": 100, "restarts": 1, "eot_iter": 1, "n_target_classes": 9, "parallel_targets": False}),
         ("fmn_t", "primary", {"steps": 100, "n_target_classes": 9}),
         ("square_linf", "gradient_free_check", {"n_queries": 5000, "p_init": 0.8}),
     ]
-    assert all(i.params["epsilon"] == 0.1 and i.params["norm"] == "inf" for i in result.items)
+    assert all(i.epsilon == 0.1 and i.context.norm == "inf" for i in result.items)
     assert any("FMN" in note for note in result.notes)  # the FAB-T substitution is stated
 
 

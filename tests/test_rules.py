@@ -15,6 +15,7 @@ from taxonomy import graph as tgraph
 from taxonomy import rules
 from taxonomy.catalog_types import AttackDescriptor, Cost
 from taxonomy.graph import constraint_graph, descriptor_violations, realises, to_dot, validate
+from taxonomy.params import SquareLinfParams
 from taxonomy.rules import DESCRIPTOR_CHECKS, EDGES, FAMILIES, PREDICATES, RULES
 from taxonomy.spec import parse_spec
 
@@ -393,7 +394,7 @@ def descriptor(**kw: Any) -> AttackDescriptor:
 
 PGD = descriptor(id="toy_pgd")
 SQUARE = descriptor(id="toy_square", access="scores", optimizer="evolution", gradient_source=None,
-                    cost=lambda p: Cost(queries=p.get("n_queries", 5000)), defaults={"n_queries": 5000})
+                    cost=lambda p: Cost(queries=p.get("n_queries", 5000)), params=SquareLinfParams)
 HSJ = descriptor(id="toy_hsj", access="labels", gradient_source="estimated_decisions",
                  budget_modes=frozenset({"fixed", "minimal"}), cost=lambda p: Cost(queries=5000))
 TRANSFER = descriptor(id="toy_transfer", access="surrogate", cost=lambda p: Cost(forward=11, backward=10, queries=1))

@@ -8,6 +8,7 @@ from attackgen.audit.soundness import (
     BLACK,
     SINGLE,
     TRANSFER,
+    UNKNOWN,
     WHITE,
     item_kind,
     run_flags,
@@ -65,7 +66,7 @@ def test_item_kinds_come_from_the_catalogue():
     assert item_kind("square_linf") == BLACK and item_kind("hopskipjump") == BLACK
     assert item_kind("transfer_mifgsm") == TRANSFER
     assert item_kind("pgd_linf", transfer_estimate=True) == TRANSFER
-    assert item_kind("apgd_ce_future") == WHITE  # not catalogued yet: read from the name
+    assert item_kind("apgd_ce_future") == UNKNOWN  # not catalogued: never guessed from the name
 
 
 def test_a_sound_run_raises_no_flag():

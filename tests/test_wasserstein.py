@@ -139,7 +139,7 @@ def test_an_edited_plan_may_not_widen_the_radius(tmp_path, capsys):
     plan = make_plan(load_spec(SPEC))
     path = save_plan(plan, tmp_path / "plan.yaml")
     document = yaml.safe_load(path.read_text())
-    document["items"][0]["params"]["wasserstein_max"] = 5.0
+    document["items"][0]["context"]["wasserstein_max"] = 5.0
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     assert cli("run", path, "-m", "digits-cnn", "-d", "digits", "--limit", 4, "-q", "-o", tmp_path / "o") == 2
     err = capsys.readouterr().err

@@ -119,8 +119,8 @@ class ThreatSpace:
                 _save_verdicts(cache, rule_ids, blocked)
         else:
             rule_ids, blocked = loaded
-        return cls(names, values, grids, ~blocked.any(axis=1), rule_ids, blocked, cell_type, cells_of, spec_for_cell,
-                   realisers)
+        feasible = np.asarray(~blocked.any(axis=1))
+        return cls(names, values, grids, feasible, rule_ids, blocked, cell_type, cells_of, spec_for_cell, realisers)
 
     def __len__(self) -> int:
         return int(self.codes.shape[0])
@@ -1077,9 +1077,9 @@ def technique_coverage(report: AuditReport) -> list[TechniqueCoverage]:
                 if tid in entries:
                     extra[tid].add(row)
                     run_sets[tid][members[codes == code]] = True
-    for tid, rows in extra.items():
-        entries[tid].covered += len(rows)
-        entries[tid].feasible += len(rows)
+    for tid, added in extra.items():
+        entries[tid].covered += len(added)
+        entries[tid].feasible += len(added)
     for tid, entry in entries.items():
         entry.specs, entry.runs = len(spec_sets[tid]), int(run_sets[tid].sum())
     return [e for e in entries.values() if e.feasible or e.covered]

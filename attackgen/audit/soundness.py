@@ -36,8 +36,6 @@ SURVIVORS_AT_LARGE_BUDGET = 0.01  # "about 100% success": at most 1% of the inpu
 FLAT_RATIO = 4.0  # a curve that spans epsilons a factor 4 apart must fall somewhere
 
 WHITE, SINGLE, BLACK, TRANSFER, UNKNOWN = "white_box", "single_step", "black_box", "transfer", "unknown"
-SINGLE_STEP_IDS = frozenset({"fgsm", "fgm", "rfgsm"})
-
 FIX_WHITE_BOX_WEAK = (
     "the gradient attacks are failing, most often from gradient masking or a badly scaled loss: use a "
     "margin loss (CW/DLR), more steps and random restarts, EOT if the model is random, BPDA for "
@@ -71,16 +69,28 @@ class ItemLike(Protocol):
 
 
 class RunLike(Protocol):
-    spec: Mapping[str, Any]
-    spec_hash: str
-    task: str
-    model: str
-    data: str
-    n_inputs: int
-    clean_accuracy: float
-    robust_accuracy: float
-    curve: Sequence[Mapping[str, float]]
-    items: Sequence[Any]
+    """What the checks read from a run (read-only, so a RunResult with its list fields satisfies it)."""
+
+    @property
+    def spec(self) -> Mapping[str, Any]: ...
+    @property
+    def spec_hash(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def n_inputs(self) -> int: ...
+    @property
+    def clean_accuracy(self) -> float: ...
+    @property
+    def robust_accuracy(self) -> float: ...
+    @property
+    def curve(self) -> Sequence[Mapping[str, float]]: ...
+    @property
+    def items(self) -> Sequence[Any]: ...
 
 
 # --------------------------------------------------------------------------- what an item and a spec are
@@ -93,27 +103,20 @@ def item_kind(attack: str, params: Mapping[str, Any] | None = None, transfer_est
 
 @lru_cache(maxsize=4096)
 def _item_kind(attack: str, one_step: bool, transfer_estimate: bool) -> str:
+    """From the catalogue entry (its access and ``single_step``); an attack the catalogue does not know
+    is UNKNOWN rather than guessed from its name."""
     if transfer_estimate:
         return TRANSFER
     from taxonomy.catalog import CATALOG
 
     descriptor = CATALOG.get(attack)
-    access = descriptor.access if descriptor is not None else None
-    name = attack.lower()
-    if access is None:  # an attack from a newer catalogue: read its name
-        if "transfer" in name:
-            access = "surrogate"
-        elif any(k in name for k in ("square", "simba", "boundary", "hopskip", "hsj", "evolution", "zoo", "nes")):
-            access = "scores"
-        elif any(k in name for k in ("fgsm", "fgm", "pgd", "bim", "cw", "apgd", "deepfool", "fmn")):
-            access = "gradients"
-    if access == "surrogate":
+    if descriptor is None:
+        return UNKNOWN
+    if descriptor.access == "surrogate":
         return TRANSFER
-    if access in ("scores", "labels"):
+    if descriptor.access in ("scores", "labels"):
         return BLACK
-    if access == "gradients":
-        return SINGLE if name in SINGLE_STEP_IDS or one_step else WHITE
-    return UNKNOWN
+    return SINGLE if descriptor.single_step or one_step else WHITE
 
 
 @dataclass(frozen=True)
@@ -506,7 +509,8 @@ def _cross_curve_flags(
     runs: Sequence[RunLike], points: Mapping[float, list[tuple[float, int]]]
 ) -> list[tuple[list[int], Flag]]:
     """Along epsilon, over the worst case per epsilon; only rises that involve two different runs."""
-    curve = sorted((eps, *_worst(entries)) for eps, entries in points.items())  # (eps, acc, run)
+    worst = {eps: _worst(entries) for eps, entries in points.items()}
+    curve = sorted((eps, *w) for eps, w in worst.items() if w is not None)  # (eps, acc, run)
     if len(curve) < 2 or len({run for _, _, run in curve}) < 2:
         return []
     out = []

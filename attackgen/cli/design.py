@@ -145,7 +145,7 @@ def taxonomy_data() -> dict[str, Any]:
 
     out_axes = []
     for name, path, annotation, about in AXES:
-        values = []
+        values: list[Any] = []
         for member in _members(annotation):
             if isinstance(member, type) and issubclass(member, enum.Enum):
                 prefix = _ENUM_PREFIX.get(member.__name__, member.__name__)

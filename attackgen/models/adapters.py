@@ -27,7 +27,7 @@ from taxonomy.errors import AttackgenError
 DEFAULT_SCORE_THRESHOLD = 0.5
 
 
-class DetectionOutput(list):  # type: ignore[type-arg]
+class DetectionOutput(list[dict[str, Tensor]]):
     """Per-image detection dicts (torchvision format), the score at which a detection counts, and
     optionally the class names its label indices refer to (``classes``)."""
 

@@ -89,6 +89,7 @@ def _load_model(ref: str, layout: str, field: str) -> nn.Module:
         return load_builtin_model(ref).eval()  # built-in models take NCHW
     from_file = field != "--model"
     suffix = Path(ref).suffix.lower()
+    model: Any
     if remote.is_endpoint_ref(ref):
         try:
             model = remote.load_endpoint(ref, options.current().run_dir, options.current().resume)

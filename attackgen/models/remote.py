@@ -407,7 +407,8 @@ def _substitute(template: Any, inputs: Any) -> Any:
 
 def read_query_log(path: Path) -> dict[str, Any]:
     """Counts from a query log: lines, inputs queried by attacks, evaluation queries, runs (for audit)."""
-    counts = {"queries": 0, "attack": 0, "evaluation": 0, "bad_lines": 0, "runs": set()}
+    counts: dict[str, int] = {"queries": 0, "attack": 0, "evaluation": 0, "bad_lines": 0}
+    runs: set[str] = set()
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
@@ -418,5 +419,5 @@ def read_query_log(path: Path) -> dict[str, Any]:
                 continue
             counts["queries"] += 1
             counts[purpose if purpose in ("attack", "evaluation") else "evaluation"] += 1
-            counts["runs"].add(str(record.get("run")))
-    return counts
+            runs.add(str(record.get("run")))
+    return {**counts, "runs": runs}

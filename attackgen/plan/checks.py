@@ -13,10 +13,13 @@ from taxonomy.spec import AttackSpec
 
 
 class ItemLike(Protocol):
-    """What the checks read of a plan item."""
+    """What the checks read of a plan item (read-only, so a PlanItem with a Literal role matches)."""
 
-    role: str
-    params: Mapping[str, Any]
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def params(self) -> Mapping[str, Any]: ...
 
 
 def _rules() -> Any:

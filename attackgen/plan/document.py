@@ -14,18 +14,20 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from attackgen.plan.checks import realises_any, rule_breaks
 from attackgen.plan.notes import RuleNote
 from taxonomy.errors import SpecError, describe_validation_error
+from taxonomy.params import param_problems
 from taxonomy.spec import AttackSpec, dump_yaml, parse_spec, read_yaml
 
-PLAN_VERSION = 1
+PLAN_VERSION: Literal[2] = 2
+"""2: an item's threat context (budget, targets, data basis...) moved from ``params`` to ``context``, and
+``params`` is checked against the attack's parameter model. Version-1 plans still load (migrated)."""
 
 BUDGET_KEYS = ("norm", "epsilon", "mode")
-"""Keys of PlanItem.params that describe the budget (the executor builds a Budget from them) rather
-than the attack's own parameters."""
+"""Keys of a version-1 item's params that described the budget (now ``PlanItem.context``)."""
 
 Role = Literal["primary", "gradient_free_check", "transfer"]
 
@@ -46,8 +48,43 @@ class PlanCost(_Model):
         return self.forward + self.backward
 
 
+class ExtraBound(_Model):
+    """A further Lp bound that also applies to every candidate (the spec's other Lp budgets)."""
+
+    norm: str
+    epsilon: float | None = None
+
+
+class ItemContext(_Model):
+    """The threat context of one item, read by the executor: what the spec grants, not how the attack works.
+
+    The planner fills it from the spec; an edit may tighten it, and the executor refuses one that loosens
+    the spec's bounds.
+    """
+
+    norm: str | None = Field(None, description="The norm epsilon is measured in ('inf', '2', '1', '0').")
+    mode: Literal["fixed", "minimal"] | None = None
+    report_at: list[float] | None = Field(None, description="Minimal-norm mode: the epsilons to report at.")
+    extra_bounds: list[ExtraBound] = Field(default_factory=list)
+    target: dict[str, Any] | None = Field(None, description="The consequence the attack aims at (the spec's).")
+    ssim_floor: float | None = None
+    wasserstein_max: float | None = None
+    lpips_max: float | None = None
+    output_criterion: str | None = None
+    detectors: list[str] | None = Field(None, description="The spec's detectors every success is checked against.")
+    heldout_fraction: float | None = None
+    target_fooling_rate: float | None = None
+    data_basis: str | None = None
+    surrogate: dict[str, Any] | None = Field(None, description="How the surrogate model is obtained.")
+    query_budget: int | None = Field(None, description="Victim queries per input for this item (default: the plan's).")
+
+
+CONTEXT_KEYS = frozenset(ItemContext.model_fields) | {"epsilon"}
+"""Names a version-1 item kept in ``params`` that are threat context (moved to ``context`` on load)."""
+
+
 class PlanItem(_Model):
-    """One attack to run, with concrete parameters in the model's input units."""
+    """One attack to run: its hyperparameters (checked against the attack's model) and its threat context."""
 
     attack: str = Field(description="A catalogue id (attackgen catalog).")
     role: Role = "primary"
@@ -55,14 +92,43 @@ class PlanItem(_Model):
         None, description="The point of the epsilon curve this item evaluates (input units); None: minimal-norm "
         "or no Lp bound. Items with the same epsilon form one evaluation (per-sample worst case)."
     )
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The attack's own parameters (`attackgen catalog <id>` lists them)."
+    )
+    context: ItemContext = Field(default_factory=ItemContext)
     rationale: str = ""
     expected_cost: PlanCost = Field(default_factory=PlanCost)
     strength: int = Field(5, ge=1, le=10)
 
     def attack_params(self) -> dict[str, Any]:
-        """The params without the budget keys (norm, epsilon, mode): what the attack constructor takes."""
-        return {k: v for k, v in self.params.items() if k not in BUDGET_KEYS}
+        """What the attack's constructor takes (the params; the context is the executor's)."""
+        return dict(self.params)
+
+    def reported_params(self) -> dict[str, Any]:
+        """Context and params in one flat mapping, as results.json records them."""
+        context = self.context.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        if self.epsilon is not None:
+            context["epsilon"] = self.epsilon
+        return {**context, **self.params}
+
+
+def version_1_item(data: Any) -> Any:
+    """A version-1 item kept its threat context in params: move it to ``context`` (names the attack's own
+    model declares stay), and drop names the attack never read (its model's ``retired``)."""
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+        return data
+    from taxonomy.catalog import CATALOG
+
+    descriptor = CATALOG.get(str(data.get("attack")))
+    own = set(descriptor.params.model_fields) if descriptor is not None else set()
+    retired = descriptor.params.retired if descriptor is not None else frozenset()
+    params = {k: v for k, v in data["params"].items() if k not in retired}
+    context = {k: params.pop(k) for k in list(params) if k in CONTEXT_KEYS and k not in own}
+    epsilon = context.pop("epsilon", None)
+    out = {**data, "params": params, "context": {**context, **(data.get("context") or {})}}
+    if out.get("epsilon") is None and epsilon is not None and context.get("mode") != "minimal":
+        out["epsilon"] = epsilon
+    return out
 
 
 class CatalogueOnly(_Model):
@@ -76,7 +142,16 @@ class CatalogueOnly(_Model):
 class Plan(_Model):
     """A ranked list of attacks for one spec, with the strategy the planner filled in."""
 
-    plan_version: Literal[1] = PLAN_VERSION
+    plan_version: Literal[1, 2] = PLAN_VERSION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_version_1(cls, data: Any) -> Any:
+        """A version-1 plan is read in the version-2 layout (``version_1_item``), so it is version 2 once
+        loaded."""
+        if isinstance(data, dict) and data.get("plan_version") == 1 and isinstance(data.get("items"), list):
+            return {**data, "plan_version": PLAN_VERSION, "items": [version_1_item(i) for i in data["items"]]}
+        return data
     spec_name: str
     spec_hash: str
     spec: dict[str, Any] = Field(description="The spec this plan was made from, as JSON-compatible data.")
@@ -116,6 +191,8 @@ class Plan(_Model):
 
     def to_data(self) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude_defaults=False)
+        for item in data["items"]:  # the context shows what applies, not every field it could hold
+            item["context"] = {k: v for k, v in item["context"].items() if v is not None and v != []}
         if data.get("preset") is None:  # unset: plans (and their digests) read as before presets existed
             data.pop("preset", None)
         return data
@@ -216,6 +293,14 @@ def parse_plan(data: Any, source: str = "<plan>", check_rules: bool = True) -> P
             continue
         if not descriptor.implemented:
             problems.append(f"{where}: attack {item.attack!r} is catalogued but not yet implemented")
+            continue
+        bad = param_problems(item.attack, descriptor.params, item.params)
+        if bad:
+            context = [k for k in item.params if k in CONTEXT_KEYS and k not in descriptor.params.model_fields]
+            if context:
+                bad.append(f"params: {', '.join(context)} {'is' if len(context) == 1 else 'are'} threat context, "
+                           "not a parameter: set it under the item's `context` (or re-run `attackgen plan`)")
+            problems.extend(f"items[{index}].{line}" for line in bad)
             continue
         if check_rules:
             problems.extend(f"items[{index}]: {line}" for line in _item_breaks(spec, descriptor, item))

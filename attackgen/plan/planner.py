@@ -36,7 +36,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from attackgen.plan.checks import _rules, realises_any, relaxed_for_check, rule_breaks  # noqa: F401 (re-exported)
-from attackgen.plan.document import CatalogueOnly, Infeasible, Plan, PlanCost, PlanItem, RuleNote, Suggestion
+from attackgen.plan.document import (
+    CatalogueOnly,
+    Infeasible,
+    ItemContext,
+    Plan,
+    PlanCost,
+    PlanItem,
+    RuleNote,
+    Suggestion,
+)
 from attackgen.plan.notes import note_of
 from taxonomy.axes import LpBudget
 from taxonomy.catalog import CATALOG, REQUIRES, cell_features, fits_purpose, spec_features  # noqa: F401 (re-exported)
@@ -157,7 +166,7 @@ def derive_params(
             params["extra_bounds"] = [
                 {"norm": b.norm, "epsilon": min(epsilons_in_input_units(spec, b))} for b in others
             ]
-    if "rel_stepsize" in params and epsilon is not None:
+    if "rel_stepsize" in params and epsilon is not None and "step_size" in descriptor.params.model_fields:
         params["step_size"] = _round(float(params.pop("rel_stepsize")) * epsilon)
     params["target"] = _target(spec)
     for item in threat.imperceptibility:
@@ -174,21 +183,22 @@ def derive_params(
             params["target_fooling_rate"] = scope.target_fooling_rate
         params["data_basis"] = _data_basis_for(spec, descriptor)
     capability = threat.capability
-    if capability.transformations is not None and "eot_samples" in params:
+    takes = descriptor.params.model_fields  # threat values the attack itself needs, when its model declares them
+    if capability.transformations is not None and "eot_samples" in takes:
         params["eot_samples"] = capability.transformations.samples
-    if capability.spatial is not None and capability.spatial.area_fraction is not None and "area_fraction" in params:
+    if capability.spatial is not None and capability.spatial.area_fraction is not None and "area_fraction" in takes:
         params["area_fraction"] = capability.spatial.area_fraction
-    if capability.spatial is not None and "placement" in params:
+    if capability.spatial is not None and "placement" in takes:
         params["placement"] = capability.spatial.placement
         if capability.spatial.location is not None:  # the top-left corner of a fixed patch
             params["location"] = list(capability.spatial.location)
-    if capability.feed == "physical" and capability.transformations is not None and "transformations" in params:
+    if capability.feed == "physical" and capability.transformations is not None and "transformations" in takes:
         params["transformations"] = capability.transformations.model_dump(mode="json")
-    if "printability" in params:
+    if "printability" in takes:
         params["printability"] = bool(capability.printability and capability.feed == "physical")
     if descriptor.access == "surrogate":
         params["surrogate"] = _surrogate(spec)
-        if threat.model_knowledge.kind == "full_black_box":
+        if threat.model_knowledge.kind == "full_black_box" and "verify_queries" in takes:
             params["verify_queries"] = 0
     return params
 
@@ -211,6 +221,18 @@ def _data_basis_for(spec: AttackSpec, descriptor: AttackDescriptor) -> str:
     if known in descriptor.data_bases:
         return known
     return sorted(descriptor.data_bases)[0]
+
+
+def split_params(descriptor: AttackDescriptor, flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The planner's working mapping as (the attack's own params, the item's threat context).
+
+    A name the attack's model declares is a parameter (the patch's area, the detectors to evade); the
+    rest is context. ``epsilon`` is the item's own field and goes to neither.
+    """
+    own = set(descriptor.params.model_fields)
+    params = {k: v for k, v in flat.items() if k in own}
+    context = {k: v for k, v in flat.items() if k not in own and k != "epsilon"}
+    return params, context
 
 
 def _cost(descriptor: AttackDescriptor, params: Mapping[str, Any]) -> Cost:
@@ -526,12 +548,14 @@ def _expand(
                         base[key] = params[key]
                 params = base
             cost = _cost(descriptor, params)
+            own, context = split_params(descriptor, params)
             items.append(
                 PlanItem(
                     attack=descriptor.id,
-                    role=candidate.role,  # type: ignore[arg-type]
+                    role=candidate.role,
                     epsilon=epsilon,
-                    params=params,
+                    params=own,
+                    context=ItemContext.model_validate(context),
                     rationale=_rationale(spec, candidate, cost),
                     expected_cost=PlanCost(forward=cost.forward, backward=cost.backward, queries=cost.queries),
                     strength=descriptor.strength,
@@ -703,8 +727,8 @@ def _edits(spec: AttackSpec, data: dict[str, Any]) -> list[tuple[str, tuple[str,
     for basis in (None, {"kind": "victim"}, {"kind": "surrogate", "source": "trained_on_data"},
                   {"kind": "surrogate", "source": "pretrained"}):
         edits.append(("strategy.model_basis", ("strategy", "model_basis"), basis))
-    for value in (None, "training", "surrogate", "none"):
-        edits.append(("strategy.data_basis", ("strategy", "data_basis"), value))
+    for data_basis in (None, "training", "surrogate", "none"):
+        edits.append(("strategy.data_basis", ("strategy", "data_basis"), data_basis))
     for optimizer in (None, {"kind": "first_order"}, {"kind": "second_order"}, {"kind": "evolution"},
                       {"kind": "first_order", "gradient_source": "estimated_decisions"}):
         edits.append(("strategy.optimizer", ("strategy", "optimizer"), optimizer))

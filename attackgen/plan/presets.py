@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from attackgen.plan.document import Infeasible, Plan, PlanCost, PlanItem, RuleNote
+from attackgen.plan.document import Infeasible, ItemContext, Plan, PlanCost, PlanItem, RuleNote
 from attackgen.plan.planner import (
     _cost,
     _dedupe,
@@ -42,6 +42,7 @@ from attackgen.plan.planner import (
     query_budget,
     rule_breaks,
     spec_notes,
+    split_params,
 )
 from taxonomy.catalog import CATALOG
 from taxonomy.errors import SpecError
@@ -201,8 +202,10 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
                 descriptor = CATALOG[_descriptor_id(entry, norm)]
                 params = derive_params(spec, descriptor, epsilon, epsilons)
                 params.update(entry.params)
-                item = PlanItem(attack=descriptor.id, role=entry.role, epsilon=epsilon,  # type: ignore[arg-type]
-                                params=params, strength=descriptor.strength)
+                own, context = split_params(descriptor, params)
+                item = PlanItem(attack=descriptor.id, role=entry.role, epsilon=epsilon,
+                                params=own, context=ItemContext.model_validate(context),
+                                strength=descriptor.strength)
                 found = rule_breaks(spec, descriptor, item)
                 blocking += _errors(found)
                 warnings += [n for n in found if n.severity == "warning"]

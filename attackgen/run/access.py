@@ -176,7 +176,7 @@ class NoAccess(Access):
 
     def __init__(self, surrogate: nn.Module, n_inputs: int, device: torch.device | str = "cpu") -> None:
         super().__init__(n_inputs, 0, device)
-        self.surrogate = WhiteBoxAccess(surrogate, n_inputs, device)
+        self.surrogate: WhiteBoxAccess = WhiteBoxAccess(surrogate, n_inputs, device)
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Any:
         """The victim cannot be queried: any query is over the budget of zero."""

@@ -67,7 +67,14 @@ def package_versions(device: torch.device) -> dict[str, str]:
 
 
 def plan_digest(plan: Any) -> str:
-    payload = json.dumps(plan.to_data(), sort_keys=True, separators=(",", ":"), default=str)
+    """Over the plan in the flat version-1 item layout (context and params in one mapping), so a run
+    stopped before plan version 2 resumes under it."""
+    data = plan.to_data()
+    if all(hasattr(item, "reported_params") for item in plan.items):
+        data["plan_version"] = 1
+        data["items"] = [{**{k: v for k, v in d.items() if k != "context"}, "params": item.reported_params()}
+                         for d, item in zip(data["items"], plan.items, strict=True)]
+    payload = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

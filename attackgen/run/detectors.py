@@ -17,6 +17,7 @@ forward value is the detector's exact score, so the attacker and the verifier me
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -153,7 +154,7 @@ def _profile(detections: list[dict[str, Tensor]], classes: int) -> Tensor:
     return torch.stack(rows)
 
 
-DETECTORS: dict[str, type[Detector]] = {"feature_squeezing": FeatureSqueezing}
+DETECTORS: dict[str, Callable[..., Detector]] = {"feature_squeezing": FeatureSqueezing}  # name -> class
 
 
 def build_detector(name: str, model: nn.Module, x_clean: Tensor, fpr: float = 0.05,

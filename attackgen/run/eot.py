@@ -84,7 +84,8 @@ class EOTSampler:
         unknown = set(transformations) - known
         if unknown:
             raise AttackgenError(f"threat.capability.transformations: unknown fields {sorted(unknown)}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in transformations.items()})
+        given: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in transformations.items()}
+        return cls(**given)
 
     @classmethod
     def identity(cls) -> EOTSampler:

@@ -14,7 +14,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ OUTPUT_FILES = (CHECKPOINT, RESULTS, EXAMPLES, "report.md", "report.html", "repo
 CHECKPOINT_VERSION = 1
 
 
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, writer: Callable[[Path], object]) -> None:
     """Write through a temporary file and rename, so a stopped run never leaves half a file; a disk error
     (read-only folder, full disk) removes the temporary file, keeps the file it would replace, and is a
     named error."""
@@ -187,6 +187,6 @@ class RunFolder:
 
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+                np.savez_compressed(handle, **cast(dict[str, Any], arrays))
 
         atomic_write(self.out / EXAMPLES, save)

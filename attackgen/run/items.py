@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from attackgen.plan.document import ItemContext
 from attackgen.run.attacks.base import Attack, UniversalAttack
 from taxonomy.errors import AttackgenError, did_you_mean
 
@@ -39,14 +40,15 @@ class Step:
     role: str
     descriptor: Any
     cls: type[Attack]
-    params: dict[str, Any]  # as the plan gives them (reported)
-    attack_params: dict[str, Any]  # what the attack's constructor takes
+    params: dict[str, Any]  # context and params in one mapping, as results.json reports them
+    attack_params: dict[str, Any]  # what the attack's constructor takes (checked by its parameter model)
     norm: str | None
     epsilon: float | None  # input units; None in minimal-norm mode or without an Lp bound
     ssim_floor: float | None
     query_budget: int | None
     extra_bounds: list[tuple[str, float]] = field(default_factory=list)  # further Lp bounds that also apply
     wasserstein_radius: float | None = None  # transport cost bound (attackgen.run.wasserstein), checked exactly
+    context: ItemContext = field(default_factory=ItemContext)  # the item's threat context, typed
     model_view: Any = None  # escalation only: the model its gradients come from (BPDA...); verification never uses it
 
     @property
@@ -124,26 +126,23 @@ def resolve_steps(plan: Any, spec: Any, catalog: Mapping[str, Any], plan_source:
         if not descriptor.implemented:
             raise RunError(f"{where}.attack: {item.attack!r} is catalogued but not implemented yet.")
         cls = import_attack(descriptor.implementation, where)
-        params = dict(item.params)
-        epsilon = item.epsilon if item.epsilon is not None else params.get("epsilon")
-        if params.get("mode") == "minimal":
-            epsilon = None
-        norm = params.get("norm")
+        context = item.context
+        epsilon = None if context.mode == "minimal" else item.epsilon
+        norm = context.norm
         if norm is None and epsilon is not None:  # an epsilon is always checked, in the spec's norm
             if not spec.lp_budgets:
-                raise RunError(f"{where}.params.norm: the item has an epsilon but neither it nor the spec "
+                raise RunError(f"{where}.context.norm: the item has an epsilon but neither it nor the spec "
                                "names a norm.")
             norm = spec.lp_budgets[0].norm
         norm = None if norm is None else str(norm)
-        query_budget = params.get("query_budget", plan.query_budget)
+        query_budget = context.query_budget if context.query_budget is not None else plan.query_budget
         step = Step(
-            index=index, attack=item.attack, role=item.role, descriptor=descriptor, cls=cls, params=params,
-            attack_params=item.attack_params(), norm=norm,
+            index=index, attack=item.attack, role=item.role, descriptor=descriptor, cls=cls,
+            params=item.reported_params(), attack_params=item.attack_params(), context=context, norm=norm,
             epsilon=None if epsilon is None else float(epsilon),
-            ssim_floor=params.get("ssim_floor", floor), query_budget=query_budget,
-            wasserstein_radius=params.get("wasserstein_max", radius),
-            extra_bounds=[(str(b["norm"]), float(b["epsilon"])) for b in params.get("extra_bounds") or []
-                          if b.get("epsilon") is not None],
+            ssim_floor=floor if context.ssim_floor is None else context.ssim_floor, query_budget=query_budget,
+            wasserstein_radius=radius if context.wasserstein_max is None else context.wasserstein_max,
+            extra_bounds=[(b.norm, float(b.epsilon)) for b in context.extra_bounds if b.epsilon is not None],
         )
         check_against_spec(step, spec, where, tol)
         for bound in spec_bounds(spec):  # the spec's budgets hold whatever the item says (an edited plan)
@@ -191,10 +190,10 @@ def check_against_spec(step: Step, spec: Any, where: str, tol: float) -> None:
             )
     floor, radius = spec_floor(spec), spec_radius(spec)
     if floor is not None and (step.ssim_floor is None or step.ssim_floor < floor):
-        raise RunError(f"{where}.params.ssim_floor: {step.ssim_floor} is below the spec's SSIM floor {floor:g}; "
+        raise RunError(f"{where}.context.ssim_floor: {step.ssim_floor} is below the spec's SSIM floor {floor:g}; "
                        "the plan does not match its spec.")
     if radius is not None and (step.wasserstein_radius is None or step.wasserstein_radius > radius):
-        raise RunError(f"{where}.params.wasserstein_max: {step.wasserstein_radius} exceeds the spec's "
+        raise RunError(f"{where}.context.wasserstein_max: {step.wasserstein_radius} exceeds the spec's "
                        f"Wasserstein radius {radius:g}; the plan does not match its spec.")
     budget = spec_query_budget(spec)
     if budget is not None and step.query_budget is not None and step.query_budget > budget:

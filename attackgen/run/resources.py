@@ -82,7 +82,7 @@ class RunResources:
         spec = ctx.spec
         strategy = ctx.plan.strategy if isinstance(ctx.plan.strategy, dict) else {}
         default = "pretrained" if spec.threat.data_knowledge.value == "none" else "trained_on_data"
-        request = SurrogateRequest.resolve(step.params.get("surrogate"), strategy.get("model_basis"),
+        request = SurrogateRequest.resolve(step.context.surrogate, strategy.get("model_basis"),
                                            spec.strategy.model_basis, default_source=default,
                                            defaulted=spec.strategy.model_basis is None)
         built = self._surrogates.get(request.key())
@@ -96,6 +96,9 @@ class RunResources:
                                    "supported yet; run them as two plans.")
                 budget -= sum(int(s.params.get("verify_queries") or 0) for s in surrogate_steps)
             linf = [s.epsilon for s in surrogate_steps if s.norm == "inf" and s.epsilon]
+            if ctx.num_classes is None:
+                raise RunError(f"{step.attack}: a surrogate model needs the victim's number of classes, and the model "
+                               "did not tell it (surrogates are built for classifiers)")
             built = build_surrogate(
                 request, input_shape=tuple(ctx.data.x.shape[1:]), classes=ctx.num_classes,
                 layout=spec.input_space.layout, basis=self.data_basis(step), victim=ctx.model,
@@ -114,7 +117,7 @@ class RunResources:
         ctx = self.ctx
         strategy = ctx.plan.strategy if isinstance(ctx.plan.strategy, dict) else {}
         spec_basis = ctx.spec.strategy.data_basis
-        kind = (step.params.get("data_basis") or strategy.get("data_basis")
+        kind = (step.context.data_basis or strategy.get("data_basis")
                 or (None if spec_basis is None else spec_basis.value) or "none")
         if kind == "none" or not ({"training", "surrogate"} & set(step.descriptor.data_bases)):
             return None

@@ -40,7 +40,7 @@ from taxonomy.errors import AttackgenError
 TRAINED_ARCHITECTURES = ("cnn", "mlp")
 """Names in ``model`` that stand for an architecture trained at run time, not a model to load."""
 
-DEFAULT_MODELS = {(1, 16, 16): "digits-mlp"}
+DEFAULT_MODELS: dict[tuple[int, ...], str] = {(1, 16, 16): "digits-mlp"}
 """The built-in pretrained surrogate per input shape (used when no model is named)."""
 
 EPOCHS = {"cnn": 10, "mlp": 20}  # digits: about 3 s (cnn) and 1 s (mlp) on one CPU thread, >= 0.98 accuracy

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def load_mnist5k_data(split: str = "test") -> LabeledData:
     return LabeledData(f"mnist5k-{split}" if split != "test" else "mnist5k", x[rows], y[rows], DIGIT_CLASSES)
 
 
-def _street(task: str):  # type: ignore[no-untyped-def]
+def _street(task: str) -> Callable[[str], LabeledData]:
     def load(split: str = "test") -> LabeledData:
         from attackgen.models.zoo.scenes import load_street_scenes
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,10 +36,14 @@ from taxonomy.errors import AttackgenError
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SEG_WEIGHTS = WEIGHTS_DIR / "seg_street.pt"
 DET_WEIGHTS = WEIGHTS_DIR / "det_street.pt"
+M = TypeVar("M", bound=nn.Module)
 
 
 class ChannelNormalize(nn.Module):
     """(x - mean[c]) / std[c] with per-channel buffers."""
+
+    mean: Tensor  # buffers, declared for the type checker
+    std: Tensor
 
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
@@ -90,6 +94,8 @@ class StreetDetector(nn.Module):
 
     stride = 4
     classes = CLASSES
+    score_threshold_: Tensor  # buffers, declared for the type checker
+    label_ids: Tensor
     object_classes = OBJECT_CLASSES
 
     def __init__(self, width: int = 16, max_detections: int = 32) -> None:
@@ -106,7 +112,9 @@ class StreetDetector(nn.Module):
         self.register_buffer("score_threshold_", torch.tensor(0.5))
         self.register_buffer("label_ids", torch.tensor(OBJECT_CLASSES, dtype=torch.long))
         with torch.no_grad():  # heat map prior: objects are rare (CenterNet's bias initialisation)
-            self.head[-1].bias[:k].fill_(-2.19)
+            last = self.head[-1]
+            assert isinstance(last, nn.Conv2d) and last.bias is not None  # the 1x1 output convolution
+            last.bias[:k].fill_(-2.19)
 
     @property
     def score_threshold(self) -> float:
@@ -173,7 +181,7 @@ def _state(path: Path) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _load(model: nn.Module, path: Path, cached: bool = True) -> nn.Module:
+def _load(model: M, path: Path, cached: bool = True) -> M:
     raw = _state(path) if cached else torch.load(path, map_location="cpu", weights_only=True)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
     model.load_state_dict(state)
@@ -182,12 +190,12 @@ def _load(model: nn.Module, path: Path, cached: bool = True) -> nn.Module:
 
 def load_street_seg() -> StreetSegNet:
     """Built-in model 'street-seg' with its shipped weights, in eval mode, on the CPU."""
-    return _load(StreetSegNet(), SEG_WEIGHTS)  # type: ignore[return-value]
+    return _load(StreetSegNet(), SEG_WEIGHTS)
 
 
 def load_street_det() -> StreetDetector:
     """Built-in model 'street-det' with its shipped weights, in eval mode, on the CPU."""
-    return _load(StreetDetector(), DET_WEIGHTS)  # type: ignore[return-value]
+    return _load(StreetDetector(), DET_WEIGHTS)
 
 
 def save_half(model: nn.Module, path: Path) -> None:

@@ -33,6 +33,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 class Normalize(nn.Module):
     """(x - mean) / std with scalar buffers, so the model's input space is [0, 1]."""
 
+    mean: Tensor  # buffers, declared for the type checker
+    std: Tensor
+
     def __init__(self, mean: float = 0.5, std: float = 0.5) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))

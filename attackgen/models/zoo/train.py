@@ -25,6 +25,7 @@ from attackgen.models.zoo.models import (
     WEIGHTS_DIR,
     AdversarialTraining,
     ModelInfo,
+    Normalize,
     load_builtin_model,
     model_info,
 )
@@ -102,8 +103,10 @@ def train_one(info: ModelInfo) -> dict[str, object]:
     test = load_builtin_data(info.data, split="test")
     model = info.build()
     mean, std = float(train.x.mean()), float(train.x.std())
-    model.norm.mean.fill_(mean)
-    model.norm.std.fill_(std)
+    norm = model.norm
+    assert isinstance(norm, Normalize), "every built-in classifier starts with a Normalize layer"
+    norm.mean.fill_(mean)
+    norm.std.fill_(std)
     opt = torch.optim.Adam(model.parameters(), lr=info.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=info.epochs)
     gen = torch.Generator().manual_seed(SEED)

@@ -33,6 +33,7 @@ from attackgen.models.zoo.dense_models import (
     DET_WEIGHTS,
     SEG_WEIGHTS,
     WEIGHTS_DIR,
+    ChannelNormalize,
     StreetDetector,
     StreetSegNet,
     _load,
@@ -49,8 +50,10 @@ TRAIN_SCENES = 3000
 
 
 def _set_norm(model: nn.Module, x: Tensor) -> None:
-    model.norm.mean.copy_(x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
-    model.norm.std.copy_(x.std(dim=(0, 2, 3)).view(1, -1, 1, 1))
+    norm = model.norm
+    assert isinstance(norm, ChannelNormalize), "the street models start with a ChannelNormalize layer"
+    norm.mean.copy_(x.mean(dim=(0, 2, 3)).view(1, -1, 1, 1))
+    norm.std.copy_(x.std(dim=(0, 2, 3)).view(1, -1, 1, 1))
 
 
 def segmentation_scores(model: nn.Module, x: Tensor, y: Tensor, batch: int = 128) -> dict[str, Any]:

@@ -14,7 +14,7 @@ each restart runs on the inputs no earlier restart broke.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -31,13 +31,6 @@ def on_device(objective: Objective, device: torch.device) -> Objective:
     return objective.to(device)
 
 
-def step_size(params: dict[str, Any], epsilon: float, default_rel: float) -> float:
-    """params['step_size'] (input units, set by the planner), else rel_stepsize * epsilon."""
-    if params.get("step_size") is not None:
-        return float(params["step_size"])
-    return float(params.get("rel_stepsize", default_rel)) * epsilon
-
-
 def require_norm(budget: Budget, allowed: tuple[str, ...], attack: str) -> str:
     norm = budget.norm if budget.norm is not None else allowed[0]
     if norm not in allowed:
@@ -52,6 +45,10 @@ def require_epsilon(budget: Budget, attack: str) -> float:
     return float(budget.epsilon)
 
 
+@overload
+def take_rows(t: Tensor, rows: Tensor, n: int) -> Tensor: ...
+@overload
+def take_rows(t: None, rows: Tensor, n: int) -> None: ...
 def take_rows(t: Tensor | None, rows: Tensor, n: int) -> Tensor | None:
     """Per-input rows of a tensor that is per-input (leading dim n > 1); shared tensors pass through."""
     if t is None or t.dim() == 0 or t.shape[0] != n or n == 1:
@@ -134,7 +131,7 @@ def _direction(grad: Tensor, cfg: LoopConfig, momentum: Tensor | None, mask: Ten
     """The ascent step for one gradient (subtracted: losses are minimised); updates momentum in place."""
     if momentum is not None:
         l1 = grad.abs().flatten(1).mean(dim=1).clamp_min(1e-12)
-        momentum.mul_(cfg.decay).add_(grad / l1.view(-1, *([1] * (grad.dim() - 1))))
+        momentum.mul_(cfg.decay or 0.0).add_(grad / l1.view(-1, *([1] * (grad.dim() - 1))))
         grad = momentum
     if cfg.norm == "inf":
         return grad.sign().mul_(cfg.step_size)

@@ -21,7 +21,7 @@ APGD-L1 (Croce & Hein 2021) is not implemented: an L1 budget is refused by rule 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -33,6 +33,7 @@ from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Capability, Objective
 from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import APGDDLRParams, APGDParams, APGDTParams, AttackParams
 
 ALPHA = 0.75
 """Momentum weight of the new step (the reference's ``a``)."""
@@ -89,6 +90,18 @@ def _unit(t: Tensor, norm: str) -> Tensor:
 
 class _Run:
     """The state of one APGD run on the active inputs; ``keep(rows)`` drops the others."""
+
+    x: Tensor
+    xa: Tensor
+    x_old: Tensor
+    grad: Tensor
+    x_best: Tensor
+    grad_best: Tensor
+    best: Tensor
+    step: Tensor
+    best_at_check: Tensor
+    halved_at_check: Tensor
+    history: Tensor  # (checks so far, inputs)
 
     def __init__(self, **tensors: Tensor) -> None:
         self.__dict__.update(tensors)
@@ -288,8 +301,9 @@ def _targeted(access: Access, x: Tensor, rows: Tensor, objective: Objective, ran
     return sweep.towards(order[:, rank + 1], "dlr")
 
 
-class _APGD(Attack):
+class _APGD(Attack[APGDParams]):
     access = "gradients"
+    params_model: ClassVar[type[AttackParams]] = APGDParams
     loss = "ce"
     targeted_sweep = False
 
@@ -299,20 +313,20 @@ class _APGD(Attack):
         self.check_objective(objective)
         norm = require_norm(budget, ("inf", "2"), name)
         eps = require_epsilon(budget, name)
-        cfg = APGDConfig(steps=int(self.params.get("steps", 100)), restarts=int(self.params.get("restarts", 1)),
-                         rho=float(self.params.get("rho", 0.75)), eot_iter=int(self.params.get("eot_iter", 1)))
-        loss = str(self.params.get("loss", self.loss))
+        p = self.params
+        cfg = APGDConfig(steps=p.steps, restarts=p.restarts, rho=p.rho, eot_iter=p.eot_iter)
+        loss = p.loss
         targets = 0
         if self.targeted_sweep and not objective.targeted:
-            targets = int(self.params.get("n_target_classes", 9))
+            targets = p.n_target_classes if isinstance(p, APGDTParams) else 9
             if env is not None and env.num_classes is not None:
                 targets = min(targets, env.num_classes - 1)
         else:
-            objective = objective.with_loss(loss)
-        rng: Stream = (BatchStream(self.generator(x.device), x.shape[0]) if self.params.get("batch_start")
+            objective = objective.with_loss("dlr" if loss == "dlr-targeted" else loss)  # targeted DLR is DLR
+        rng: Stream = (BatchStream(self.generator(x.device), x.shape[0]) if p.batch_start
                        else self.row_random(x))
         x_adv, info = apgd(access, x, objective, budget, cfg, norm, eps, rng, targets,
-                           parallel=bool(self.params.get("parallel_targets", False)))
+                           parallel=isinstance(p, APGDTParams) and p.parallel_targets)
         info.update(norm=norm, loss="dlr-targeted" if targets else loss)
         return AttackOutput(x_adv, info)
 
@@ -321,12 +335,14 @@ class APGDCE(_APGD):
     """APGD on the cross-entropy (AutoAttack's first attack)."""
 
     loss = "ce"
+    params_model = APGDParams
 
 
 class APGDDLR(_APGD):
     """APGD on the DLR loss (scale-free; AutoAttack plus and rand)."""
 
     loss = "dlr"
+    params_model = APGDDLRParams
     objective_needs = frozenset({Capability.LOSS_CHOICE})
 
 
@@ -334,6 +350,7 @@ class APGDT(_APGD):
     """APGD-T: targeted DLR towards each of the top-k other classes in turn, survivors only."""
 
     loss = "dlr"
+    params_model = APGDTParams
     targeted_sweep = True
     objective_needs = frozenset({Capability.GOAL, Capability.LOSS_CHOICE})
 

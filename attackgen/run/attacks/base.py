@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -19,6 +19,10 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks.randomness import RowRandom, row_seeds_for
 from attackgen.run.objectives.base import Capability, MissingCapability, Objective
+from taxonomy.errors import AttackgenError
+from taxonomy.params import AttackParams, param_problems
+
+P = TypeVar("P", bound=AttackParams)
 
 
 @dataclass
@@ -84,16 +88,26 @@ class AttackOutput:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class Attack(ABC):
-    """Base of every attack. Subclasses set ``access`` and implement ``run``."""
+class Attack(ABC, Generic[P]):
+    """Base of every attack. Subclasses set ``access`` and ``params_model`` and implement ``run``.
+
+    ``params_model`` is the catalogue entry's parameter model (taxonomy.params; a test checks they
+    agree); the constructor validates its keyword arguments against it, so ``self.params`` is typed and
+    holds every default. A name the model does not declare is an error, never silently ignored.
+    """
 
     access: ClassVar[str]  # "gradients" | "scores" | "labels" | "surrogate"; must match the catalogue
     objective_needs: ClassVar[frozenset[Capability]] = frozenset()
     """What the attack asks of its objective beyond loss and success (checked before it runs)."""
 
+    params_model: ClassVar[type[AttackParams]] = AttackParams
+
     def __init__(self, seed: int = 0, **params: Any) -> None:
         self.seed = seed
-        self.params = params
+        problems = param_problems(type(self).__name__, self.params_model, params)
+        if problems:
+            raise AttackgenError("; ".join(problems))
+        self.params: P = cast(P, self.params_model.model_validate(params))
         self.row_seeds: list[int] | None = None
         """One seed per input of the next batch (set by the step runner from the input's index)."""
 
@@ -128,7 +142,7 @@ class Attack(ABC):
         """Return candidate adversarial inputs for the batch x (same shape as x)."""
 
 
-class UniversalAttack(Attack):
+class UniversalAttack(Attack[P]):
     """Fitted once on inputs of the data basis (or a context), then applied unchanged to every input.
 
     The executor calls ``fit`` on the fitting split, then ``run`` (which applies the fitted

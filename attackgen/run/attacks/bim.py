@@ -12,17 +12,18 @@ from attackgen.run.attacks._gradient import (
     on_device,
     require_epsilon,
     require_norm,
-    step_size,
 )
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import BIMParams
 
 
-class BIM(Attack):
+class BIM(Attack[BIMParams]):
     """steps x (step_size * sign(grad)), projected; no random start. Linf or L2."""
 
     access = "gradients"
+    params_model = BIMParams
     norms: tuple[str, ...] = ("inf", "2")
     name = "bim"
 
@@ -34,10 +35,10 @@ class BIM(Attack):
         norm = require_norm(budget, self.norms, self.name)
         eps = require_epsilon(budget, self.name)
         cfg = LoopConfig(
-            steps=int(self.params.get("steps", 10)),
-            step_size=step_size(self.params, eps, 0.2),
+            steps=self.params.steps,
+            step_size=self.params.step_for(eps),
             norm=norm,
-            early_stop=bool(self.params.get("early_stop", True)),
+            early_stop=self.params.early_stop,
         )
         objective = self._objective(access, x, on_device(objective, x.device))
         x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)

@@ -20,21 +20,23 @@ from attackgen.run.attacks._query import Allowance, boundary_search, decide, dec
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.hopskipjump import finish
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import BoundaryParams
 
 
-class BoundaryAttack(Attack):
+class BoundaryAttack(Attack[BoundaryParams]):
     """Brendel et al.'s boundary attack with label-only access (L2)."""
 
     access = "labels"
+    params_model = BoundaryParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
-        cap = int(self.params.get("max_queries", 10000))
-        spherical_step = float(self.params.get("spherical_step", 0.01))
-        source_step = float(self.params.get("source_step", 0.01))
-        adapt = float(self.params.get("step_adaptation", 1.5))
-        update_every = int(self.params.get("update_stats_every", 10))
+        cap = self.params.max_queries
+        spherical_step = self.params.spherical_step
+        source_step = self.params.source_step
+        adapt = self.params.step_adaptation
+        update_every = self.params.update_stats_every
         window_sph, window_src = 100, 30
         lo, hi = budget.bounds
         eps = float(budget.epsilon) if budget.epsilon is not None and budget.norm == "2" else None
@@ -45,7 +47,7 @@ class BoundaryAttack(Attack):
         spent, room = allowance.spent, allowance.room
 
         start, found = decision_starts(access, objective, x, rows, env, rng, budget.bounds,
-                                       noise_tries=int(self.params.get("init_tries", 20)), room=room())
+                                       noise_tries=self.params.init_tries, room=room())
         best = start.clone()
         if bool(found.any()):
             idx = found.nonzero().squeeze(1)

@@ -27,6 +27,7 @@ from attackgen.run.attacks._query import confidence, left, population_slots, que
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import CPPNParams
 
 N_INPUTS = 4  # x, y, r, bias
 
@@ -125,27 +126,28 @@ class CPPNPopulation:
             act[swap] = torch.randint(0, N_ACT, (int(swap.sum()),), generator=self.gen, device=self.device)
 
 
-class CPPNEAFool(Attack):
+class CPPNEAFool(Attack[CPPNParams]):
     """Fooling images grown by an evolutionary loop over CPPN genomes; access to scores only."""
 
     access = "scores"
+    params_model = CPPNParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         if x.dim() != 4:
             raise AttackgenError(f"CPPN EA Fool draws images (N, C, H, W); got shape {tuple(x.shape)}")
-        pop_size = int(self.params.get("population", 32))
-        generations = int(self.params.get("generations", 100))
-        target_conf = float(self.params.get("confidence", 0.99))
-        width = int(self.params.get("width", 8))
-        depth = int(self.params.get("depth", 3))
-        sigma = float(self.params.get("sigma", 0.5))
+        pop_size = self.params.population
+        generations = self.params.generations
+        target_conf = self.params.confidence
+        width = self.params.width
+        depth = self.params.depth
+        sigma = self.params.sigma
         n, c, h, w = x.shape
         objective = with_loss(objective, "margin")
         gen = self.generator(x.device)
         rows = torch.arange(n, device=x.device)
-        cap = query_budget(access, rows, self.params.get("max_queries"))
+        cap = query_budget(access, rows, self.params.max_queries)
         pop = CPPNPopulation(n * pop_size, width, depth, c, gen, x.device)
         fitness = torch.full((n, pop_size), float("inf"), device=x.device, dtype=torch.float64)
         best = x.clone()

@@ -17,10 +17,12 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Capability, Objective
+from taxonomy.params import CWParams
 
 
-class CarliniWagnerL2(Attack):
+class CarliniWagnerL2(Attack[CWParams]):
     access = "gradients"
+    params_model = CWParams
     objective_needs = frozenset({Capability.MARGIN})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
@@ -28,11 +30,11 @@ class CarliniWagnerL2(Attack):
         require_norm(budget, ("2",), "cw_l2")
         self.check_objective(objective)
         p = self.params
-        search_steps = int(p.get("binary_search_steps", 5))
-        steps = int(p.get("steps", 100))
-        lr = float(p.get("stepsize", 0.01))
-        kappa = float(p.get("confidence", 0.0))
-        abort_early = bool(p.get("abort_early", True))
+        search_steps = p.binary_search_steps
+        steps = p.steps
+        lr = p.stepsize
+        kappa = p.confidence
+        abort_early = p.abort_early
         x = x.detach()
         objective = on_device(objective, x.device)
         n = x.shape[0]
@@ -44,7 +46,7 @@ class CarliniWagnerL2(Attack):
         mask = as_mask(budget, x)
         rows = torch.arange(n, device=x.device)
 
-        consts = torch.full((n,), float(p.get("initial_const", 0.01)), device=x.device, dtype=x.dtype)
+        consts = torch.full((n,), p.initial_const, device=x.device, dtype=x.dtype)
         lower = torch.zeros_like(consts)
         upper = torch.full_like(consts, math.inf)
         best = x.clone()

@@ -15,18 +15,20 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm, take_rows
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Capability, Objective
+from taxonomy.params import DeepFoolParams
 
 
-class DeepFool(Attack):
+class DeepFool(Attack[DeepFoolParams]):
     access = "gradients"
+    params_model = DeepFoolParams
     objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         norm = require_norm(budget, ("2", "inf"), "deepfool")
         self.check_objective(objective)
-        steps = int(self.params.get("steps", 50))
-        overshoot = float(self.params.get("overshoot", 0.02))
+        steps = self.params.steps
+        overshoot = self.params.overshoot
         x = x.detach()
         objective = on_device(objective, x.device)
         n = x.shape[0]
@@ -41,7 +43,7 @@ class DeepFool(Attack):
             # move towards the target: margins of the target against the current top class
             others = source.view(-1, 1)
         else:
-            k = min(int(self.params.get("candidates", 10)), clean.shape[1])
+            k = min(self.params.candidates, clean.shape[1])
             ranked = clean.scatter(1, source.view(-1, 1), float("-inf")).argsort(dim=1, descending=True)
             others = ranked[:, : k - 1]
         n_others = others.shape[1]

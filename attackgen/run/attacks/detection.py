@@ -19,33 +19,33 @@ an occlusion control: the same renderings with a random patch (``occlusion_contr
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._gradient import require_epsilon, require_norm, step_size
+from attackgen.run.attacks._gradient import require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.metzen import dense_descent
 from attackgen.run.attacks.patch import AdversarialPatch
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import DetectionParams, DetectorPatchParams
 
 
-class DetectionPGD(Attack):
+class DetectionPGD(Attack[DetectionParams]):
     """Iterative gradient attack on a detector's candidate scores (Linf or L2)."""
 
     access = "gradients"
+    params_model = DetectionParams
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         norm = require_norm(budget, ("inf", "2"), "det_vanishing")
         eps = require_epsilon(budget, "det_vanishing")
-        final = self.params.get("final_step_size")
+        final = self.params.final_step_size
         x_adv, info = dense_descent(
-            access, x, objective, budget, norm, eps, steps=int(self.params.get("steps", 50)),
-            alpha=step_size(self.params, eps, 0.05 if norm == "inf" else 0.1), gen=self.row_random(x),
-            random_start=bool(self.params.get("random_start", False)),
+            access, x, objective, budget, norm, eps, steps=self.params.steps,
+            alpha=self.params.step_for(eps), gen=self.row_random(x),
+            random_start=self.params.random_start,
             final_alpha=None if final is None else float(final),
         )
         return AttackOutput(x_adv, info)
@@ -54,10 +54,7 @@ class DetectionPGD(Attack):
 class DetectorPatch(AdversarialPatch):
     """The EOT patch with detector defaults: Adam on the patch, no smoothing, a few hundred steps."""
 
-    def __init__(self, seed: int = 0, **params: Any) -> None:
-        params.setdefault("tv_weight", 0.0)
-        params.setdefault("stepsize", 0.05)
-        super().__init__(seed, **params)
+    params_model = DetectorPatchParams
 
     def occlusion_control(self, x: Tensor, budget: Budget, seed: int | None = None) -> Tensor:
         """The same renderings as ``apply`` (same seed) with a uniformly random patch instead."""

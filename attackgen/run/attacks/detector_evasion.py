@@ -19,41 +19,36 @@ batch) at ``fpr`` (5 %).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._gradient import Ball, on_device, step_size
+from attackgen.run.attacks._gradient import Ball, on_device
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.detectors import Detector, build_detector
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import DetectorAwareParams
 
 
-class DetectorAwarePGD(Attack):
+class DetectorAwarePGD(Attack[DetectorAwareParams]):
     """PGD on task loss + detector penalty.
 
     Parameters: ``steps`` (100), ``step_size`` (input units; default 0.05 * epsilon),
     ``detector_weight`` (initial w, 0.3), ``weight_growth`` (1.5), ``margin`` (0.1: aim below 90 % of
-    each threshold), ``detectors`` (names; default feature_squeezing), ``detector_objects``
-    (calibrated detectors), ``fpr`` (0.05), ``random_start`` (False).
+    each threshold), ``detectors`` (names; default feature_squeezing), ``fpr`` (0.05), ``random_start`` (False);
+    see taxonomy.params.DetectorAwareParams.
     """
 
     access = "gradients"
+    params_model = DetectorAwareParams
 
     def detectors_for(self, model, x: Tensor, budget: Budget, env: AttackEnv | None) -> list[Detector]:
-        given = self.params.get("detector_objects")
-        if given:
-            return list(given)
-        names = self.params.get("detectors")
-        if not isinstance(names, Sequence) or isinstance(names, str) or not names:
-            names = [names] if isinstance(names, str) else ["feature_squeezing"]
+        names = self.params.detectors or ["feature_squeezing"]
         clean = env.data_x if env is not None and env.data_x is not None else x
         net = model.model
-        return [build_detector(str(name), net, clean.to(x.device), float(self.params.get("fpr", 0.05)),
+        return [build_detector(str(name), net, clean.to(x.device), self.params.fpr,
                                budget.bounds) for name in names]
 
     def run(
@@ -64,17 +59,17 @@ class DetectorAwarePGD(Attack):
                                  "besides the detector bound")
         model = model_handle(access, env)
         detectors = self.detectors_for(model, x, budget, env)
-        steps = int(self.params.get("steps", 100))
-        alpha = step_size(self.params, budget.epsilon, 0.05)
+        steps = self.params.steps
+        alpha = self.params.step_for(budget.epsilon)
         objective = on_device(objective, x.device)
-        weights = torch.full((x.shape[0],), float(self.params.get("detector_weight", 0.3)), device=x.device)
-        adapt = float(self.params.get("weight_growth", 1.5))
-        aim = 1.0 - float(self.params.get("margin", 0.1))
+        weights = torch.full((x.shape[0],), self.params.detector_weight, device=x.device)
+        adapt = self.params.weight_growth
+        aim = 1.0 - self.params.margin
         rows = torch.arange(x.shape[0], device=x.device)
         view = (-1,) + (1,) * (x.dim() - 1)
 
         ball = Ball(x, budget, budget.norm, budget.epsilon)
-        x_adv = ball.random_start(self.row_random(x)) if self.params.get("random_start") else x.clone()
+        x_adv = ball.random_start(self.row_random(x)) if self.params.random_start else x.clone()
         live = rows  # inputs without an undetected success yet
         for step in range(steps + 1):
             xa = x_adv[live].requires_grad_(True)
@@ -85,8 +80,11 @@ class DetectorAwarePGD(Attack):
             penalty = torch.zeros_like(task)
             for det in detectors:
                 score = det.score(xa)
-                quiet &= (score <= det.threshold).detach()
-                penalty = penalty + (score / max(det.threshold, 1e-12) - aim).clamp_min(0.0)
+                threshold = det.threshold
+                if threshold is None:
+                    raise AttackgenError(f"detector {det.name!r} was not calibrated (no threshold)")
+                quiet &= (score <= threshold).detach()
+                penalty = penalty + (score / max(threshold, 1e-12) - aim).clamp_min(0.0)
             total = task + weights[live] * penalty
             with torch.no_grad():
                 fooled = sub.success(out)

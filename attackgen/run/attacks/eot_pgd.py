@@ -16,13 +16,14 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._gradient import on_device, require_epsilon, require_norm, step_size
+from attackgen.run.attacks._gradient import on_device, require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import EOTPGDParams
 
 
-class EOTPGD(Attack):
+class EOTPGD(Attack[EOTPGDParams]):
     """PGD (Linf or L2) on the mean loss over ``eot_samples`` transformations per input and step.
 
     Parameters: ``steps`` (40), ``step_size`` (or ``rel_stepsize`` * epsilon, default 0.1), ``transformations``
@@ -30,17 +31,18 @@ class EOTPGD(Attack):
     """
 
     access = "gradients"
+    params_model = EOTPGDParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         norm = require_norm(budget, ("inf", "2"), "eot_pgd")
         eps = require_epsilon(budget, "eot_pgd")
-        spec_tf = self.params.get("transformations")
+        spec_tf = self.params.transformations
         sampler = EOTSampler.identity() if spec_tf is None else EOTSampler.from_spec(spec_tf)
-        samples = int(self.params.get("eot_samples") or sampler.samples)
-        steps = int(self.params.get("steps", 40))
-        alpha = step_size(self.params, eps, 0.1)
+        samples = self.params.eot_samples or sampler.samples
+        steps = self.params.steps
+        alpha = self.params.step_for(eps)
         gen = self.generator(x.device)
         objective = on_device(objective, x.device)
         n = x.shape[0]

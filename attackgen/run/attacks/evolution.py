@@ -20,6 +20,7 @@ from attackgen.run.attacks._query import left, population_slots, query_budget, s
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import EvolutionParams
 
 
 def paint(x: Tensor, genes: Tensor, bounds: tuple[float, float], box: Tensor | None = None) -> Tensor:
@@ -63,10 +64,11 @@ def mask_boxes(mask: Tensor | None, n: int, h: int, w: int) -> Tensor | None:
     return torch.stack([top, height, left, width], dim=1)
 
 
-class DifferentialEvolution(Attack):
+class DifferentialEvolution(Attack[EvolutionParams]):
     """One-pixel / few-pixel attack; access to scores only."""
 
     access = "scores"
+    params_model = EvolutionParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -82,16 +84,16 @@ class DifferentialEvolution(Attack):
                     f"pixel of {channels} channels; the pixel attack needs an epsilon of at least {channels}"
                 )
         else:
-            pixels = int(self.params.get("pixels", 1))
-        popsize = int(self.params.get("popsize", 20))
-        maxiter = int(self.params.get("maxiter", 150))
-        f_weight = float(self.params.get("mutation", 0.5))
+            pixels = self.params.pixels
+        popsize = self.params.popsize
+        maxiter = self.params.maxiter
+        f_weight = self.params.mutation
         n, c, h, w = x.shape
         genes_dim = 2 + c
         boxes = mask_boxes(budget.mask, n, h, w)
         objective = with_loss(objective, "margin")
         rows = torch.arange(n, device=x.device)
-        cap = query_budget(access, rows, self.params.get("max_queries"))
+        cap = query_budget(access, rows, self.params.max_queries)
 
         rng = self.row_random(x)  # per-input streams: an input's population does not depend on its batch
         pop = rng.rand(popsize, pixels, genes_dim)

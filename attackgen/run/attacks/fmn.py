@@ -19,6 +19,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Capability, Objective
+from taxonomy.params import FMNParams
 
 FMN_CLASSES = {"0": "L0FMNAttack", "1": "L1FMNAttack", "2": "L2FMNAttack", "inf": "LInfFMNAttack"}
 
@@ -73,8 +74,9 @@ def clip_to_budget(x: Tensor, x_adv: Tensor, budget: Budget, norm: str) -> Tenso
     return plain.project(x, x + delta.view_as(x))
 
 
-class FMN(Attack):
+class FMN(Attack[FMNParams]):
     access = "gradients"
+    params_model = FMNParams
     objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
@@ -89,8 +91,7 @@ class FMN(Attack):
         goal = objective.goal()
         criterion = (fb.criteria.TargetedMisclassification(goal) if objective.targeted
                      else fb.criteria.Misclassification(goal))
-        kwargs = {k: self.params[k] for k in ("steps", "max_stepsize", "min_stepsize", "gamma",
-                                               "binary_search_steps") if k in self.params}
+        kwargs = self.params.planned()  # foolbox's own defaults for the fields left at None
         attack = getattr(fb.attacks, FMN_CLASSES[norm])(**kwargs)
         raw, _, _ = attack(fmodel, x, criterion, epsilons=None)
         if module.mask is not None:

@@ -15,6 +15,8 @@ robust accuracy rarely moves.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -25,6 +27,7 @@ from attackgen.run.attacks.fmn import FMN
 from attackgen.run.objectives.base import Capability, Objective
 from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import FMNParams, FMNTParams
 
 
 class _Rows(Access):
@@ -41,8 +44,9 @@ class _Rows(Access):
         return self.access(x, self.rows[rows.to(self.rows.device)])
 
 
-class TargetedFMNSweep(Attack):
+class TargetedFMNSweep(Attack[FMNTParams]):
     access = "gradients"
+    params_model = FMNTParams
     objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
@@ -52,9 +56,9 @@ class TargetedFMNSweep(Attack):
         if not isinstance(objective, ClassificationObjective):
             raise AttackgenError("fmn_t needs a classification objective (a class per input)")
         x = x.detach()
-        objective = on_device(objective, x.device)
-        targets = int(self.params.get("n_target_classes", 9))
-        fmn_params = {k: v for k, v in self.params.items() if k in ("steps", "max_stepsize", "gamma")}
+        objective = cast(ClassificationObjective, on_device(objective, x.device))  # moving keeps its class
+        targets = self.params.n_target_classes
+        fmn_params = {k: v for k, v in self.params.planned().items() if k in FMNParams.model_fields}
         best = x.clone()
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         # a targeted spec: its own target, one run; else the top-k other classes in turn

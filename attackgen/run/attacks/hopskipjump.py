@@ -26,6 +26,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._query import Allowance, boundary_search, bview, decide, decision_starts, lp_distance
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import HopSkipJumpParams
 
 
 def decision_norm(budget: Budget) -> str:
@@ -42,20 +43,21 @@ def finish(x: Tensor, best: Tensor, found: Tensor, dist: Tensor, budget: Budget,
     return AttackOutput(x_adv, info)
 
 
-class HopSkipJump(Attack):
+class HopSkipJump(Attack[HopSkipJumpParams]):
     """HopSkipJump with label-only access; L2 unless the budget's norm is Linf."""
 
     access = "labels"
+    params_model = HopSkipJumpParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         norm = decision_norm(budget)
-        steps = int(self.params.get("steps", 25))
-        init_evals = int(self.params.get("initial_num_evals", 100))
-        max_evals = int(self.params.get("max_num_evals", 1000))
-        gamma = float(self.params.get("gamma", 1.0))
-        cap = self.params.get("max_queries", 5000)
+        steps = self.params.steps
+        init_evals = self.params.initial_num_evals
+        max_evals = self.params.max_num_evals
+        gamma = self.params.gamma
+        cap = self.params.max_queries
         lo, hi = budget.bounds
         n = x.shape[0]
         d = x[0].numel()
@@ -67,7 +69,7 @@ class HopSkipJump(Attack):
         spent, room = allowance.spent, allowance.room
 
         start, found = decision_starts(access, objective, x, rows, env, self.row_random(x), budget.bounds,
-                                       noise_tries=int(self.params.get("init_tries", 20)), room=room())
+                                       noise_tries=self.params.init_tries, room=room())
         best = start.clone()
         dist = torch.full((n,), float("inf"), device=x.device)
         if bool(found.any()):

@@ -21,6 +21,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Capability, Objective
+from taxonomy.params import JSMAParams
 
 PAIR_CHUNK = 1 << 24  # pair-score elements per chunk (64 MB in float32)
 
@@ -31,7 +32,9 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
     sign = 1.0 if increase else -1.0
     rows_per_chunk = max(1, PAIR_CHUNK // (f * f))
     eye = torch.eye(f, dtype=torch.bool, device=alpha.device)
-    firsts, seconds, valid = [], [], []
+    firsts: list[Tensor] = []
+    seconds: list[Tensor] = []
+    valids: list[Tensor] = []
     for start in range(0, m, rows_per_chunk):
         a, b, d = (t[start : start + rows_per_chunk] for t in (alpha, beta, domain))
         aa = a.unsqueeze(2) + a.unsqueeze(1)
@@ -41,8 +44,8 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
         flat = score.flatten(1).argmax(dim=1)
         firsts.append(flat // f)
         seconds.append(flat % f)
-        valid.append(ok.flatten(1).any(dim=1))
-    p, q, valid = torch.cat(firsts), torch.cat(seconds), torch.cat(valid)
+        valids.append(ok.flatten(1).any(dim=1))
+    p, q, valid = torch.cat(firsts), torch.cat(seconds), torch.cat(valids)
     if not bool(valid.all()):
         # no pair meets the sign conditions: fall back to the two features with the best
         # alpha - beta (ART's single-feature saliency), so the search keeps moving
@@ -55,16 +58,17 @@ def _best_pairs(alpha: Tensor, beta: Tensor, domain: Tensor, increase: bool) -> 
     return p, q, valid
 
 
-class JSMA(Attack):
+class JSMA(Attack[JSMAParams]):
     access = "gradients"
+    params_model = JSMAParams
     objective_needs = frozenset({Capability.GOAL})
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("0",), "jsma")
         self.check_objective(objective)
-        theta = float(self.params.get("theta", 1.0))
-        max_iter = int(self.params.get("max_iter", 50))
+        theta = self.params.theta
+        max_iter = self.params.max_iter
         x = x.detach()
         objective = on_device(objective, x.device)
         n = x.shape[0]

@@ -20,6 +20,8 @@ away with the shared line search (measured: 0.44 of untargeted inputs fooled ins
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from scipy.optimize import minimize
@@ -31,9 +33,10 @@ from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
 from attackgen.run.ssim import ssim
+from taxonomy.params import LBFGSParams, LBFGSSSIMParams
 
 
-class LBFGS(Attack):
+class LBFGS(Attack[LBFGSParams]):
     """Minimal-L2 attack by box-constrained L-BFGS with a search over the penalty constant c.
 
     Parameters: ``binary_search_steps`` (5), ``max_iter`` (L-BFGS-B iterations per c, 100),
@@ -42,20 +45,21 @@ class LBFGS(Attack):
     """
 
     access = "gradients"
+    params_model = LBFGSParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         model = model_handle(access, env)
-        kappa = float(self.params.get("confidence", 0.5))
+        kappa = self.params.confidence
         # The batch is one joint problem, so no input's loss may run off to -infinity (an untargeted
         # cross-entropy does, and then drags the shared line search along): use the logit margin,
         # floored at -confidence, as C&W do, where the objective offers it.
         objective = objective.with_loss("margin")  # unchanged where the objective offers no loss choice
         objective = on_device(objective, x.device)
-        searches = int(self.params.get("binary_search_steps", 5))
-        max_iter = int(self.params.get("max_iter", 100))
-        const = torch.full((x.shape[0],), float(self.params.get("initial_const", 0.01)), dtype=torch.float64)
+        searches = self.params.binary_search_steps
+        max_iter = self.params.max_iter
+        const = torch.full((x.shape[0],), self.params.initial_const, dtype=torch.float64)
         lo_c = torch.zeros_like(const)
         hi_c = torch.full_like(const, float("inf"))
         rows = torch.arange(x.shape[0], device=x.device)
@@ -120,16 +124,18 @@ class SSIMLBFGS(LBFGS):
     curvature from the gradient history) under a perceptual bound; Szegedy et al. 2014 with the SSIM of
     Wang et al. 2004."""
 
+    params_model = LBFGSSSIMParams
+
     def _floor(self, budget: Budget) -> float | None:
-        floor = budget.ssim_floor if budget.ssim_floor is not None else self.params.get("ssim_floor")
-        return None if floor is None else float(floor)
+        return None if budget.ssim_floor is None else float(budget.ssim_floor)
 
     def penalty(self, x: Tensor, x_adv: Tensor, budget: Budget) -> Tensor:
         floor = self._floor(budget)
         if floor is None:
             return super().penalty(x, x_adv, budget)
-        weight = float(self.params.get("ssim_penalty", 100.0))
-        margin = float(self.params.get("margin", 0.005))
+        params = cast(LBFGSSSIMParams, self.params)
+        weight = params.ssim_penalty
+        margin = params.margin
         span = budget.bounds[1] - budget.bounds[0]
         return weight * (floor + margin - ssim(x, x_adv, data_range=span)).clamp_min(0)
 

@@ -24,13 +24,15 @@ from attackgen.run.attacks.universal import project_delta
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import LensParams
 
 
-class LensOverlay(UniversalAttack):
+class LensOverlay(UniversalAttack[LensParams]):
     """Universal Linf layer added after the scene's transformations. Parameters: ``steps`` (200), ``batch_size``
     (32), ``rel_stepsize`` (0.05 of epsilon; decays to a tenth), ``eot_samples``, ``transformations``."""
 
     access = "gradients"
+    params_model = LensParams
 
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -39,12 +41,12 @@ class LensOverlay(UniversalAttack):
         eps = require_epsilon(budget, "lens_overlay")
         if x_fit.shape[0] == 0:
             raise AttackgenError("threat.scope: no input to fit the lens layer on (empty data basis)")
-        spec_tf = self.params.get("transformations")
+        spec_tf = self.params.transformations
         sampler = EOTSampler.identity() if spec_tf is None else EOTSampler.from_spec(spec_tf)
-        samples = int(self.params.get("eot_samples") or sampler.samples)
-        steps = int(self.params.get("steps", 200))
-        batch = min(int(self.params.get("batch_size", 32)), x_fit.shape[0])
-        alpha = float(self.params.get("rel_stepsize", 0.05)) * eps
+        samples = self.params.eot_samples or sampler.samples
+        steps = self.params.steps
+        batch = min(self.params.batch_size, x_fit.shape[0])
+        alpha = self.params.step_for(eps)
         model = model_handle(access, env)
         gen = self.generator(x_fit.device)
         delta = torch.zeros((1, *x_fit.shape[1:]), device=x_fit.device, dtype=x_fit.dtype)

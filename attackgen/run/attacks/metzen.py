@@ -28,18 +28,19 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm, step_size
+from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget, UniversalAttack
 from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import MetzenParams, MetzenUAPParams
 
 OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold", "fill_weight")
 
 
-def configured(objective: Objective, params: dict[str, Any]) -> Objective:
+def configured(objective: Objective, params: MetzenParams | MetzenUAPParams) -> Objective:
     """The objective with the attack's Metzen parameters applied (objectives without them: unchanged)."""
-    given = {k: params[k] for k in OBJECTIVE_PARAMS if k in params}
+    given = {k: getattr(params, k) for k in OBJECTIVE_PARAMS if getattr(params, k) is not None}
     return objective.configure(**given) if given else objective
 
 
@@ -105,7 +106,7 @@ def dense_descent(access: Access, x: Tensor, objective: Objective, budget: Budge
     return candidate, info
 
 
-class MetzenIterative(Attack):
+class MetzenIterative(Attack[MetzenParams]):
     """Targeted (or untargeted) iterative sign steps on a dense objective; Linf.
 
     Parameters: ``steps`` (50), ``step_size`` (input units; else ``rel_stepsize`` * epsilon, 0.05),
@@ -114,16 +115,17 @@ class MetzenIterative(Attack):
     """
 
     access = "gradients"
+    params_model = MetzenParams
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("inf",), "metzen_seg")
         eps = require_epsilon(budget, "metzen_seg")
-        final = self.params.get("final_step_size")
+        final = self.params.final_step_size
         x_adv, info = dense_descent(
             access, x, configured(objective, self.params), budget, "inf", eps,
-            steps=int(self.params.get("steps", 50)), alpha=step_size(self.params, eps, 0.05),
-            gen=self.row_random(x), random_start=bool(self.params.get("random_start", False)),
+            steps=self.params.steps, alpha=self.params.step_for(eps),
+            gen=self.row_random(x), random_start=self.params.random_start,
             final_alpha=None if final is None else float(final),
         )
         return AttackOutput(x_adv, info)
@@ -134,10 +136,11 @@ def _forward(access: Access, env: AttackEnv | None) -> Any:
     return access.surrogate if access.surrogate is not None else access
 
 
-class MetzenUniversal(UniversalAttack):
+class MetzenUniversal(UniversalAttack[MetzenUAPParams]):
     """One Linf perturbation (optionally a repeated tile) for all inputs, Metzen's stochastic sign steps."""
 
     access = "gradients"
+    params_model = MetzenUAPParams
     data_parallel_fit = True
 
     def _tiled(self, xi: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -154,10 +157,10 @@ class MetzenUniversal(UniversalAttack):
         if x_fit.shape[0] == 0:
             raise AttackgenError("threat.scope: no input to fit the universal perturbation on")
         objective = configured(objective, self.params)
-        epochs = int(self.params.get("epochs", 10))
-        batch = int(self.params.get("batch_size", 32))
-        alpha0 = step_size(self.params, eps, 0.1)
-        fit_size = self.params.get("fit_size")
+        epochs = self.params.epochs
+        batch = self.params.batch_size
+        alpha0 = self.params.step_for(eps)
+        fit_size = self.params.fit_size
         shard = env.shard if env is not None else None
         gen = self.generator(x_fit.device)
         n = x_fit.shape[0]
@@ -165,7 +168,7 @@ class MetzenUniversal(UniversalAttack):
         if fit_size is not None and int(fit_size) < n:
             pool = pool[torch.randperm(n, generator=gen, device=x_fit.device)[: int(fit_size)]]
         c, h, w = x_fit.shape[1:]
-        tile = self.params.get("tile")
+        tile = self.params.tile
         th, tw = (int(tile), int(tile)) if tile else (h, w)
         xi = torch.zeros(1, c, th, tw, device=x_fit.device, dtype=x_fit.dtype)
         mask = budget.mask.to(x_fit.device, x_fit.dtype) if budget.mask is not None else None

@@ -10,25 +10,26 @@ from attackgen.run.attacks._gradient import (
     gradient_attack,
     require_epsilon,
     require_norm,
-    step_size,
 )
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import MIFGSMParams
 
 
-class MIFGSM(Attack):
+class MIFGSM(Attack[MIFGSMParams]):
     access = "gradients"
+    params_model = MIFGSMParams
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
             env: AttackEnv | None = None) -> AttackOutput:
         require_norm(budget, ("inf",), "mifgsm")
         eps = require_epsilon(budget, "mifgsm")
         cfg = LoopConfig(
-            steps=int(self.params.get("steps", 10)),
-            step_size=step_size(self.params, eps, 0.1),
+            steps=self.params.steps,
+            step_size=self.params.step_for(eps),
             norm="inf",
-            decay=float(self.params.get("decay", 1.0)),
-            early_stop=bool(self.params.get("early_stop", True)),
+            decay=self.params.decay,
+            early_stop=self.params.early_stop,
         )
         x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)

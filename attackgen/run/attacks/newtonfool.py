@@ -22,12 +22,14 @@ from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import NewtonFoolParams
 
 
-class NewtonFool(Attack):
+class NewtonFool(Attack[NewtonFoolParams]):
     """Untargeted small-L2 attack by Newton root-finding; parameters ``steps`` (100), ``stepsize`` (eta, 0.01)."""
 
     access = "gradients"
+    params_model = NewtonFoolParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -36,8 +38,8 @@ class NewtonFool(Attack):
             raise AttackgenError("threat.consequence: NewtonFool is untargeted only (it lowers the clean class's "
                                  "probability); use lbfgs or a first-order attack for a target")
         model = model_handle(access, env)
-        steps = int(self.params.get("steps", 100))
-        eta = float(self.params.get("stepsize", 0.01))
+        steps = self.params.steps
+        eta = self.params.stepsize
         rows = torch.arange(x.shape[0], device=x.device)
         view = (-1,) + (1,) * (x.dim() - 1)
         with torch.no_grad():

@@ -37,6 +37,7 @@ from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler, TransformParams
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import PatchParams
 
 # ---------------------------------------------------------------------- regularisers
 
@@ -94,7 +95,7 @@ def mask_boxes(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return (left + right).float() / 2, (top + bottom).float() / 2, side.float()
 
 
-class AdversarialPatch(UniversalAttack):
+class AdversarialPatch(UniversalAttack[PatchParams]):
     """A square patch, trained with EOT over placement, rotation, scale, brightness and noise.
 
     Parameters: ``area_fraction`` (0.05; the planner passes the spec's ``capability.spatial``),
@@ -108,27 +109,15 @@ class AdversarialPatch(UniversalAttack):
     """
 
     access = "gradients"
+    params_model = PatchParams
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
-        super().__init__(seed, **params)
-        self.area_fraction = float(params.get("area_fraction", 0.05))
-        if not 0 < self.area_fraction <= 1:
-            raise AttackgenError(
-                f"threat.capability.spatial.area_fraction: must lie in (0, 1], got {self.area_fraction}"
-            )
-        self.placement = params.get("placement", "random")
-        if self.placement not in ("random", "fixed"):
-            raise AttackgenError(f"threat.capability.spatial.placement: expected 'random' or 'fixed', "
-                                 f"got {self.placement!r}")
-        spec_tf = params.get("transformations")
+        super().__init__(seed, **params)  # area_fraction, placement and location are checked by PatchParams
+        self.area_fraction = self.params.area_fraction
+        self.placement = self.params.placement
+        spec_tf = self.params.transformations
         self.sampler = EOTSampler.identity() if spec_tf is None else EOTSampler.from_spec(spec_tf)
-        location = params.get("location")
-        self.location: tuple[float, float] | None = None
-        if location is not None:
-            if len(location) != 2 or not all(0.0 <= float(v) <= 1.0 for v in location):
-                raise AttackgenError(f"threat.capability.spatial.location: expected (x, y) fractions in [0, 1], "
-                                     f"got {location!r}")
-            self.location = (float(location[0]), float(location[1]))
+        self.location: tuple[float, float] | None = self.params.location
 
     def fixed_centre(self, height: int, width: int, side: float) -> tuple[float, float]:
         """Centre in pixels of the fixed patch: its top-left corner at ``location`` (fractions), or centred."""
@@ -222,16 +211,16 @@ class AdversarialPatch(UniversalAttack):
         if budget.mask is None and self.placement == "fixed":
             fixed_at = self.fixed_centre(height, width, side)
         self.side = side
-        steps = int(self.params.get("steps", 500))
-        lr = float(self.params.get("stepsize", 0.01))
-        batch_size = int(self.params.get("batch_size", 32))
-        samples = int(self.params.get("eot_samples") or self.sampler.samples)
-        tv_weight = float(self.params.get("tv_weight", 0.01))
-        nps_weight = float(self.params.get("nps_weight", 0.01)) if self.params.get("printability") else 0.0
+        steps = self.params.steps
+        lr = self.params.stepsize
+        batch_size = self.params.batch_size
+        samples = self.params.eot_samples or self.sampler.samples
+        tv_weight = self.params.tv_weight
+        nps_weight = self.params.nps_weight if self.params.printability else 0.0
         lo, hi = budget.bounds
         channels = x_fit.shape[1]
-        palette = self.params.get("palette")
-        palette = (torch.as_tensor(palette, dtype=x_fit.dtype) if palette is not None
+        given = self.params.palette
+        palette = (torch.as_tensor(given, dtype=x_fit.dtype) if given is not None
                    else default_palette(channels, budget.bounds)).to(x_fit.device)
         gen = self.generator(x_fit.device)
         patch = lo + (hi - lo) * torch.rand((channels, resolution, resolution), generator=gen, device=x_fit.device)

@@ -15,14 +15,15 @@ from attackgen.run.attacks._gradient import (
     gradient_attack,
     require_epsilon,
     require_norm,
-    step_size,
 )
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import PGDParams
 
 
-class _PGD(Attack):
+class _PGD(Attack[PGDParams]):
     access = "gradients"
+    params_model = PGDParams
     norm = "inf"
 
     def run(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
@@ -30,14 +31,13 @@ class _PGD(Attack):
         name = f"pgd_l{self.norm}"
         require_norm(budget, (self.norm,), name)
         eps = require_epsilon(budget, name)
-        steps = int(self.params.get("steps", 40))
         cfg = LoopConfig(
-            steps=steps,
-            step_size=step_size(self.params, eps, 2.5 / steps),
+            steps=self.params.steps,
+            step_size=self.params.step_for(eps),
             norm=self.norm,
-            random_start=bool(self.params.get("random_start", True)),
-            restarts=int(self.params.get("restarts", 1)),
-            early_stop=bool(self.params.get("early_stop", True)),
+            random_start=self.params.random_start,
+            restarts=self.params.restarts,
+            early_stop=self.params.early_stop,
         )
         x_adv, info = gradient_attack(access, x, objective, budget, cfg, self.row_random(x), eps)
         return AttackOutput(x_adv, info)

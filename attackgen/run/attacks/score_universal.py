@@ -24,9 +24,10 @@ from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, Universa
 from attackgen.run.attacks.universal import project_delta
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import ScoreUAPParams
 
 
-class ScoreUniversal(UniversalAttack):
+class ScoreUniversal(UniversalAttack[ScoreUAPParams]):
     """Random search for one Linf perturbation over the data basis, from score queries.
 
     Parameters: ``iterations`` (300), ``batch_size`` (32 inputs scored per iteration), ``p_init`` (0.1: the
@@ -34,6 +35,7 @@ class ScoreUniversal(UniversalAttack):
     """
 
     access = "scores"
+    params_model = ScoreUAPParams
 
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -41,15 +43,15 @@ class ScoreUniversal(UniversalAttack):
         if budget.norm != "inf" or budget.epsilon is None:
             raise AttackgenError("threat.imperceptibility: the score-based universal perturbation needs a fixed "
                                  f"Linf epsilon; got norm {budget.norm!r}, epsilon {budget.epsilon!r}")
-        n = min(x_fit.shape[0], int(self.params.get("fit_size", 500)))
+        n = min(x_fit.shape[0], self.params.fit_size)
         if n == 0:
             raise AttackgenError("threat.scope: no input to fit the perturbation on (empty data basis or a "
                                  "context that selects nothing)")
         x_fit = x_fit[:n]
         eps = float(budget.epsilon)
-        iterations = int(self.params.get("iterations", 300))
-        batch = max(1, min(int(self.params.get("batch_size", 32)), n))
-        p_init = float(self.params.get("p_init", 0.1))
+        iterations = self.params.iterations
+        batch = max(1, min(self.params.batch_size, n))
+        p_init = self.params.p_init
         objective = with_loss(objective, "margin")
         gen = self.generator(x_fit.device)
         _, c, h, w = x_fit.shape

@@ -20,6 +20,7 @@ from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import SimBAParams
 
 
 def dct_matrix(n: int, device: torch.device) -> Tensor:
@@ -44,37 +45,38 @@ def low_frequency_order(c: int, h: int, w: int, freq_dims: int, stride: int, rng
     return torch.argsort(group.to(torch.float32) * 2 + noise, dim=1)
 
 
-class SimBA(Attack):
+class SimBA(Attack[SimBAParams]):
     """SimBA with the pixel ("pixel") or DCT ("dct") basis; access to scores only."""
 
     access = "scores"
+    params_model = SimBAParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         if x.dim() != 4:
             raise AttackgenError(f"SimBA needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
-        basis = str(self.params.get("basis", "dct"))
+        basis = self.params.basis
         if basis not in ("dct", "pixel"):
             raise AttackgenError(f"simba: unknown basis {basis!r}; expected 'dct' or 'pixel'")
         n, c, h, w = x.shape
         dim = c * h * w
         eps = budget.epsilon
-        if "step" in self.params:
-            step = float(self.params["step"])
+        if self.params.step is not None:
+            step = self.params.step
         elif eps is not None and budget.norm == "2":
-            step = float(self.params.get("rel_stepsize", 0.1)) * float(eps)
+            step = self.params.rel_stepsize * float(eps)
         elif eps is not None and budget.norm == "inf":
             step = float(eps)  # a pixel step of eps stays in the Linf ball
         else:
             step = 0.2
         objective = with_loss(objective, "margin")
         rows = torch.arange(n, device=x.device)
-        cap = query_budget(access, rows, self.params.get("max_queries", 10000))
+        cap = query_budget(access, rows, self.params.max_queries)
 
-        freq_dims = int(self.params.get("freq_dims") or max(2, math.ceil(h / 4)))
+        freq_dims = self.params.freq_dims or max(2, math.ceil(h / 4))
         freq_dims = min(freq_dims, h, w)
-        stride = int(self.params.get("stride") or max(1, h // 8))
+        stride = self.params.stride or max(1, h // 8)
         if basis == "dct":
             orders = low_frequency_order(c, h, w, freq_dims, stride, self.row_random(x), x.device)
             dh, dw = dct_matrix(h, x.device), dct_matrix(w, x.device)

@@ -23,6 +23,7 @@ from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import SquareL2Params, SquareLinfParams
 
 
 def p_selection(p_init: float, it: int, n_iters: int) -> float:
@@ -35,10 +36,10 @@ def p_selection(p_init: float, it: int, n_iters: int) -> float:
     return p_init
 
 
-class _Square(Attack):
+class _Square(Attack[SquareLinfParams]):
     access = "scores"
+    params_model = SquareLinfParams
     norm = "inf"
-    default_p_init = 0.05
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -51,12 +52,12 @@ class _Square(Attack):
         if x.dim() != 4:
             raise AttackgenError(f"the Square attack needs image batches (N, C, H, W); got shape {tuple(x.shape)}")
         eps = float(budget.epsilon)
-        p_init = float(self.params.get("p_init", self.default_p_init))
+        p_init = self.params.p_init
         # the paper: margin loss untargeted, cross-entropy targeted
         objective = with_loss(objective, "ce" if objective.targeted else "margin")
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
-        n_iters = query_budget(access, rows, self.params.get("n_queries", 5000))
+        n_iters = query_budget(access, rows, self.params.n_queries)
         # queries each input may make: the oracle's budget left now, and the attack's own cap
         room = left(access, rows).clamp(max=n_iters)
 
@@ -113,7 +114,6 @@ class SquareLinf(_Square):
     """Square attack in the Linf ball: vertical-stripe start, then +-eps squares per channel."""
 
     norm = "inf"
-    default_p_init = 0.05
 
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         _, c, _, w = x.shape
@@ -198,7 +198,7 @@ class SquareL2(_Square):
     """Square attack in the L2 ball: moves mass between two windows, keeping the norm at epsilon."""
 
     norm = "2"
-    default_p_init = 0.1
+    params_model = SquareL2Params
 
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         # the reference's tiling of pseudo-Gaussian bumps with random signs, drawn per input

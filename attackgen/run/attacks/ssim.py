@@ -21,15 +21,16 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._gradient import Ball, on_device, step_size
+from attackgen.run.attacks._gradient import Ball, on_device
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
 from attackgen.run.ssim import ssim
 from taxonomy.errors import AttackgenError
+from taxonomy.params import SSIMParams
 
 
-class SSIMConstrainedPGD(Attack):
+class SSIMConstrainedPGD(Attack[SSIMParams]):
     """PGD whose iterates all keep SSIM >= floor.
 
     Parameters: ``steps`` (100), ``step_size`` (input units; default 0.05 * epsilon), ``penalty``
@@ -38,6 +39,7 @@ class SSIMConstrainedPGD(Attack):
     """
 
     access = "gradients"
+    params_model = SSIMParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -47,18 +49,18 @@ class SSIMConstrainedPGD(Attack):
             raise AttackgenError("threat.imperceptibility: SSIM-constrained PGD needs a perceptual bound "
                                  "{kind: perceptual, metric: ssim, threshold: ...}")
         model = model_handle(access, env)
-        steps = int(self.params.get("steps", 100))
-        penalty = float(self.params.get("penalty", 10.0))
-        margin = float(self.params.get("margin", 0.002))
-        backtrack = int(self.params.get("backtrack", 8))
+        steps = self.params.steps
+        penalty = self.params.penalty
+        margin = self.params.margin
+        backtrack = self.params.backtrack
         span = budget.bounds[1] - budget.bounds[0]
         if budget.epsilon is not None and budget.norm in ("inf", "2"):
             ball = Ball(x, budget, budget.norm, budget.epsilon)
             scale = budget.epsilon if budget.norm == "inf" else budget.epsilon / x[0].numel() ** 0.5
         else:
-            scale = float(self.params.get("max_linf", 0.1))
+            scale = self.params.max_linf
             ball = Ball(x, budget, "inf", scale)
-        alpha = step_size(self.params, scale, 0.05)
+        alpha = self.params.step_for(scale)
         objective = on_device(objective, x.device)
         goal = floor + margin
         view = (-1,) + (1,) * (x.dim() - 1)

@@ -31,9 +31,10 @@ from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import StickerParams
 
 
-class BoxSticker(UniversalAttack):
+class BoxSticker(UniversalAttack[StickerParams]):
     """RP2-style sticker: one masked additive perturbation, fitted with EOT over whole-image transformations.
 
     Parameters: ``steps`` (300), ``stepsize`` (Adam learning rate in input units, 0.05), ``batch_size`` (32),
@@ -42,10 +43,11 @@ class BoxSticker(UniversalAttack):
     """
 
     access = "gradients"
+    params_model = StickerParams
 
     def __init__(self, seed: int = 0, **params: Any) -> None:
         super().__init__(seed, **params)
-        spec_tf = params.get("transformations")
+        spec_tf = self.params.transformations
         self.sampler = EOTSampler.identity() if spec_tf is None else EOTSampler.from_spec(spec_tf)
 
     @staticmethod
@@ -72,12 +74,12 @@ class BoxSticker(UniversalAttack):
                                  "that selects nothing)")
         model = model_handle(access, env)
         mask = self._region(budget, x_fit)
-        steps = int(self.params.get("steps", 300))
-        lr = float(self.params.get("stepsize", 0.05))
-        batch_size = int(self.params.get("batch_size", 32))
-        samples = int(self.params.get("eot_samples") or self.sampler.samples)
-        tv_weight = float(self.params.get("tv_weight", 0.01))
-        nps_weight = float(self.params.get("nps_weight", 0.01)) if self.params.get("printability") else 0.0
+        steps = self.params.steps
+        lr = self.params.stepsize
+        batch_size = self.params.batch_size
+        samples = self.params.eot_samples or self.sampler.samples
+        tv_weight = self.params.tv_weight
+        nps_weight = self.params.nps_weight if self.params.printability else 0.0
         lo, hi = budget.bounds
         palette = default_palette(x_fit.shape[1], budget.bounds).to(x_fit.device)
         gen = self.generator(x_fit.device)

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attackgen.run.access import Access, NoAccess, WhiteBoxAccess
-from attackgen.run.attacks._gradient import on_device, step_size
+from attackgen.run.attacks._gradient import on_device
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import DIFGSMParams, TransferParams
 
 
 def model_handle(access: Access, env: AttackEnv | None, prefer_surrogate: bool = False) -> WhiteBoxAccess:
@@ -73,7 +74,7 @@ def input_diversity(x: Tensor, gen: torch.Generator, prob: float, resize_rate: f
     return F.pad(resized, (left, width - new_w - left, top, height - new_h - top))
 
 
-class TransferMIFGSM(Attack):
+class TransferMIFGSM(Attack[TransferParams]):
     """MI-FGSM on the surrogate; the candidates are meant for a victim the attack never sees.
 
     Parameters: ``steps`` (10), ``step_size`` (input units; the planner sets it from ``rel_stepsize``,
@@ -83,7 +84,7 @@ class TransferMIFGSM(Attack):
     """
 
     access = "surrogate"
-    default_diversity = 0.0
+    params_model = TransferParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -94,12 +95,12 @@ class TransferMIFGSM(Attack):
                 f"got norm={budget.norm!r} epsilon={budget.epsilon!r}"
             )
         model = model_handle(access, env, prefer_surrogate=True)
-        steps = int(self.params.get("steps", 10))
-        alpha = step_size(self.params, budget.epsilon, 1.0 / steps)  # Dong et al.: alpha = epsilon / T
+        steps = self.params.steps
+        alpha = self.params.step_for(budget.epsilon)  # Dong et al.: alpha = epsilon / T at the defaults
         objective = on_device(objective, x.device)
-        decay = float(self.params.get("decay", 1.0))
-        prob = float(self.params.get("diversity_prob", self.default_diversity))
-        rate = float(self.params.get("resize_rate", 0.9))
+        decay = self.params.decay
+        prob = self.params.diversity_prob
+        rate = self.params.resize_rate
         gen = self.generator(x.device)
         rows = torch.arange(x.shape[0], device=x.device)
         x_adv = x.clone().detach()
@@ -129,7 +130,7 @@ class TransferMIFGSM(Attack):
 class TransferDIFGSM(TransferMIFGSM):
     """MI-FGSM with input diversity (random resize-and-pad at each step, probability 0.5)."""
 
-    default_diversity = 0.5
+    params_model = DIFGSMParams
 
 
 # ---------------------------------------------------------------------- surrogate training

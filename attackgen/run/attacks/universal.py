@@ -28,11 +28,12 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
-from attackgen.run.attacks._gradient import on_device, step_size
+from attackgen.run.attacks._gradient import on_device
 from attackgen.run.attacks.base import AttackEnv, Budget, UniversalAttack
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
+from taxonomy.params import UAPParams
 
 
 def project_delta(delta: Tensor, budget: Budget) -> Tensor:
@@ -47,7 +48,7 @@ def project_delta(delta: Tensor, budget: Budget) -> Tensor:
     return delta
 
 
-class UniversalPerturbation(UniversalAttack):
+class UniversalPerturbation(UniversalAttack[UAPParams]):
     """One Linf or L2 perturbation for all inputs (untargeted or one target class).
 
     Parameters: ``epochs`` (5), ``batch_size`` (64), ``step_size`` (the first step in input units,
@@ -56,6 +57,7 @@ class UniversalPerturbation(UniversalAttack):
     """
 
     access = "gradients"
+    params_model = UAPParams
     data_parallel_fit = True
 
     def fit(
@@ -74,11 +76,11 @@ class UniversalPerturbation(UniversalAttack):
                                  "input (kind mask or box), not a square per input (kind patch)")
         model = model_handle(access, env)
         objective = on_device(objective, x_fit.device)
-        first_step = step_size(self.params, budget.epsilon, 0.1)
-        epochs = int(self.params.get("epochs", 5))
-        batch_size = int(self.params.get("batch_size", 64))
-        fit_size = int(self.params.get("fit_size", 2000))
-        min_steps = int(self.params.get("min_steps", 100))
+        first_step = self.params.step_for(budget.epsilon)
+        epochs = self.params.epochs
+        batch_size = self.params.batch_size
+        fit_size = self.params.fit_size
+        min_steps = self.params.min_steps
         shard = env.shard if env is not None else None
         mine = (lambda rows: rows) if shard is None else shard.rows
         total = (lambda t: t) if shard is None else shard.total

@@ -21,9 +21,10 @@ from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
 from attackgen.run.wasserstein import SinkhornState, project, wasserstein_distance
 from taxonomy.errors import AttackgenError
+from taxonomy.params import WassersteinParams
 
 
-class WassersteinPGD(Attack):
+class WassersteinPGD(Attack[WassersteinParams]):
     """Sign steps projected onto a Wasserstein ball (fixed radius).
 
     Parameters: ``steps`` (100), ``step_size`` (0.1 in input units, Wong et al.'s MNIST value),
@@ -35,6 +36,7 @@ class WassersteinPGD(Attack):
     """
 
     access = "gradients"
+    params_model = WassersteinParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
@@ -48,13 +50,13 @@ class WassersteinPGD(Attack):
             raise AttackgenError(f"input_space.bounds: a Wasserstein ball treats pixels as non-negative mass; "
                                  f"the inputs' lower bound is {lo}. Put the normalisation inside the model")
         model = model_handle(access, env)
-        steps = int(self.params.get("steps", 100))
-        alpha = float(self.params.get("step_size", 0.1))
-        kernel = int(self.params.get("kernel", 5))
-        p = float(self.params.get("p", 2.0))
-        lam = float(self.params.get("regularization", 3000.0))
-        iterations = int(self.params.get("sinkhorn_iterations", 100))
-        aim = radius * (1 - float(self.params.get("margin", 0.02)))
+        steps = self.params.steps
+        alpha = self.params.step_size
+        kernel = self.params.kernel
+        p = self.params.p
+        lam = self.params.regularization
+        iterations = self.params.sinkhorn_iterations
+        aim = radius * (1 - self.params.margin)
         objective = on_device(objective, x.device)
 
         x_adv = x.clone()

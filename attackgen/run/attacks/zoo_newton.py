@@ -24,27 +24,29 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._query import live, query_budget, score, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.objectives.base import Objective
+from taxonomy.params import ZOONewtonParams
 
 
-class ZOONewton(Attack):
+class ZOONewton(Attack[ZOONewtonParams]):
     """Coordinate-wise Newton from score queries; Linf or L2 ball (fixed epsilon)."""
 
     access = "scores"
+    params_model = ZOONewtonParams
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
         n = x.shape[0]
         dim = x[0].numel()
-        coords = max(1, int(self.params.get("coordinates", 16)))
-        h = float(self.params.get("fd_step", 1e-3))
-        lr = float(self.params.get("lr", 1.0))
+        coords = self.params.coordinates
+        h = self.params.fd_step
+        lr = self.params.lr
         eps = budget.epsilon
         default_cap = float(eps) if eps is not None and budget.norm == "inf" else 0.1
-        max_step = float(self.params.get("max_step") or default_cap)
+        max_step = self.params.max_step or default_cap
         objective = with_loss(objective, "margin")
         rows = torch.arange(n, device=x.device)
-        cap = query_budget(access, rows, self.params.get("max_queries", 5000))
+        cap = query_budget(access, rows, self.params.max_queries)
         orders = self.row_random(x).randperm(dim)  # per-input streams: an input's order does not depend on its batch
 
         x_adv = x.clone()

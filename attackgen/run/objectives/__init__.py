@@ -26,7 +26,7 @@ _TASK_MODULES = {
 }
 
 
-def build_objective(spec: Any, labels: Any, clean_outputs: Tensor | None = None) -> Objective:
+def build_objective(spec: Any, labels: Any, clean_outputs: Tensor | list[Any] | None = None) -> Objective:
     """The objective of spec's task and consequence for one batch (labels, clean model outputs)."""
     task = getattr(spec.task, "value", spec.task)
     if task not in TASK_OBJECTIVES and task in _TASK_MODULES:

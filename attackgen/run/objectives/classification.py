@@ -59,12 +59,12 @@ class ClassificationObjective(Objective):
         self.applicable = applicable
         self.consequence = consequence or ("targeted" if self.targeted else "untargeted")
         # the class each input's loss is taken against; -1 rows (not applicable) are clamped to 0
-        self._goal = (self.targets if self.targeted else self.labels).clamp_min(0)
+        self._goal = (self.labels if self.targets is None else self.targets).clamp_min(0)
 
     # ------------------------------------------------------------------ copies
 
     def _copy(self, **changes: Any) -> ClassificationObjective:
-        fields = dict(labels=self.labels, targets=self.targets, loss_kind=self.loss_kind,
+        fields: dict[str, Any] = dict(labels=self.labels, targets=self.targets, loss_kind=self.loss_kind,
                       output_kind=self.output_kind, applicable=self.applicable, consequence=self.consequence)
         fields.update(changes)
         return ClassificationObjective(**fields)
@@ -146,7 +146,7 @@ class ClassificationObjective(Objective):
 
     def success_from_decisions(self, decisions: Tensor) -> Tensor:
         decisions = decisions.long()
-        hit = decisions == self.targets if self.targeted else decisions != self.labels
+        hit = decisions != self.labels if self.targets is None else decisions == self.targets
         if self.applicable is not None:
             hit = hit & self.applicable
         return hit
@@ -165,7 +165,7 @@ class ClassificationObjective(Objective):
 
 # ---------------------------------------------------------------------------- factory
 
-Builder = Callable[[Any, Any, "Tensor | None"], Objective]
+Builder = Callable[..., Objective]  # (spec, labels, clean_outputs: a tensor, or per-image lists for detection)
 TASK_OBJECTIVES: dict[str, Builder] = {}
 """task name -> builder(spec, labels, clean_outputs); segmentation and detection register here."""
 

@@ -187,6 +187,7 @@ class DetectionObjective(Objective):
     capabilities = frozenset({Capability.PROGRESS})
     consequence = "detection"
     targets: list[dict[str, Tensor]] | None = None  # static box targets (DetBoxTargets), for the report
+    applicable: Tensor  # always set: the images whose consequence can apply
 
     def __init__(self, clean: DetectionOutput, threshold: float | None = None, **params: Any) -> None:
         self.threshold = float(threshold if threshold is not None else clean.score_threshold)
@@ -209,7 +210,7 @@ class DetectionObjective(Objective):
     def _threshold(self, outputs: Any) -> float:
         return float(getattr(outputs, "score_threshold", self.threshold))
 
-    def loss(self, outputs: Any) -> Tensor:  # type: ignore[override]
+    def loss(self, outputs: Any) -> Tensor:
         dets = _as_detections(outputs)
         if len(dets) != len(self.clean):
             raise AttackgenError(f"detector output: {len(dets)} images, objective holds {len(self.clean)}")
@@ -221,15 +222,15 @@ class DetectionObjective(Objective):
     def evaluate(self, dets: Sequence[dict[str, Tensor]], threshold: float) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def success(self, outputs: Any) -> Tensor:  # type: ignore[override]
+    def success(self, outputs: Any) -> Tensor:
         dets = _as_detections(outputs)
         device = dets[0]["boxes"].device if len(dets) else torch.device("cpu")
         return self.evaluate(dets, self._threshold(dets))[0].to(device)
 
-    def success_from_decisions(self, decisions: Any) -> Tensor:  # type: ignore[override]
+    def success_from_decisions(self, decisions: Any) -> Tensor:
         return self.evaluate(list(decisions), self.threshold)[0]
 
-    def progress(self, outputs: Any) -> Tensor:  # type: ignore[override]
+    def progress(self, outputs: Any) -> Tensor:
         """Per-input progress (float64, higher is closer; see ``score``); 0 where not applicable."""
         dets = _as_detections(outputs)
         device = dets[0]["boxes"].device if len(dets) else torch.device("cpu")
@@ -241,7 +242,7 @@ class DetectionObjective(Objective):
         """Progress from ``evaluate``'s metrics: the figure the success threshold is set on."""
         raise NotImplementedError
 
-    def metrics(self, clean_outputs: Any, adv_outputs: Any) -> dict[str, Tensor]:  # type: ignore[override]
+    def metrics(self, clean_outputs: Any, adv_outputs: Any) -> dict[str, Tensor]:
         dets = _as_detections(adv_outputs)
         _, metrics = self.evaluate(dets, self._threshold(dets))
         metrics["applicable"] = self.applicable.float()
@@ -460,7 +461,7 @@ class DetBoxTargets(DetectionObjective):
                  max_extra: int = 0, threshold: float | None = None, moved: list[Tensor] | None = None,
                  **params: Any) -> None:
         super().__init__(clean, threshold, **params)
-        self.targets = targets
+        self.targets: list[dict[str, Tensor]] = targets
         self.min_matched = min_matched
         self.max_extra = max_extra
         # which target boxes are the moved ones (confusing); all of them for a static target
@@ -618,7 +619,8 @@ def build_detection_objective(spec: Any, labels: Any, clean_outputs: Any, *, cla
             sel = torch.isin(c["labels"], torch.tensor(chosen, device=c["labels"].device))
             b = c["boxes"].clone()
             if sel.any():
-                b[sel] = move_boxes(c["boxes"][sel], tuple(consequence.shift), consequence.scale, image_hw)
+                shift = (consequence.shift[0], consequence.shift[1])
+                b[sel] = move_boxes(c["boxes"][sel], shift, consequence.scale, image_hw)
             targets.append({"boxes": b, "labels": c["labels"]})
             moved.append(sel.cpu())
         return DetBoxTargets(clean, targets, threshold=threshold, moved=moved,

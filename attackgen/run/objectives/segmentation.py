@@ -177,6 +177,7 @@ class SegmentationObjective(Objective):
     capabilities = frozenset({Capability.PROGRESS, Capability.CONFIGURE})
     consequence = "segmentation"
     _tensor_names: tuple[str, ...] = ("target", "clean_pred", "applicable", "region")
+    applicable: Tensor  # always set: every input applies unless the builder says otherwise
 
     def __init__(self, target: Tensor, clean_pred: Tensor, targeted: bool, region: Tensor | None = None,
                  omega: float = 0.9999, confidence_threshold: float | None = None,
@@ -631,7 +632,7 @@ def build_segmentation_objective(
                           **common)
     if isinstance(consequence, ConfusingTarget):
         cls = resolve_classes(consequence.classes, spec, classes, num_classes, f"{field}.classes")
-        target, moved = move_objects(clean_pred, cls, tuple(consequence.shift), consequence.scale)
+        target, moved = move_objects(clean_pred, cls, (consequence.shift[0], consequence.shift[1]), consequence.scale)
         weight = params.get("background_weight", 0.9999)
         common = {k: v for k, v in keep.items() if k in ("confidence_threshold", "min_iou")}
         return SegConfusing(target, moved, clean_pred, cls, background_weight=weight, num_classes=num_classes,
