@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from attackgen.plan.document import Plan, PlanItem
+from attackgen.plan.document import ItemContext, Plan, PlanItem
 from attackgen.report.run_report import write_report
 from attackgen.results import Flag
 from attackgen.run.escalate import BPDA, choose, escalation_setting, locate_nondifferentiable
@@ -26,8 +26,8 @@ SPEC = {"name": "escalate-test", "task": "classification", "classes": [str(i) fo
 
 def plan(steps: int = 10, preset: str | None = None) -> Plan:
     spec = parse_spec(SPEC)
-    item = PlanItem(attack="apgd_ce", epsilon=0.1,
-                    params={"norm": "inf", "epsilon": 0.1, "mode": "fixed", "steps": steps, "loss": "ce"})
+    item = PlanItem(attack="apgd_ce", epsilon=0.1, params={"steps": steps, "loss": "ce"},
+                    context=ItemContext(norm="inf", mode="fixed"))
     return Plan(spec_name=spec.name, spec_hash=spec.spec_hash(), spec=spec.model_dump(mode="json"), epsilons=[0.1],
                 items=[item], preset=preset)
 

@@ -307,7 +307,7 @@ def run_escalation(ctx: Any, resources: Any, flag_log: Any, clean: Any, states: 
     import dataclasses
 
     from attackgen.audit.soundness import check_black_box_beats_white_box
-    from attackgen.plan.document import PlanItem
+    from attackgen.plan.document import PlanItem, version_1_item
     from attackgen.run.assemble import assemble
     from attackgen.run.items import resolve_steps
     from attackgen.run.objectives import build_objective
@@ -330,8 +330,9 @@ def run_escalation(ctx: Any, resources: Any, flag_log: Any, clean: Any, states: 
     budgets = list(dict.fromkeys((s.norm, s.epsilon) for s in ctx.steps if s.norm and s.epsilon is not None))
     done = [(s.attack, s.params) for s in ctx.steps]
     choice = choose(fired, budgets, located, done, ctx.num_classes)
-    fake = type("EscalationPlan", (), {"items": [PlanItem(attack=i.attack, params=i.params, rationale=i.why)
-                                                 for i in choice.items], "query_budget": None})()
+    fake = type("EscalationPlan", (), {"items": [
+        PlanItem.model_validate(version_1_item({"attack": i.attack, "params": dict(i.params), "rationale": i.why}))
+        for i in choice.items], "query_budget": None})()
     new = resolve_steps(fake, ctx.spec, CATALOG, "escalation", ctx.tol) if choice.items else []
     for k, (step, item) in enumerate(zip(new, choice.items, strict=True)):
         step.index, step.role = len(ctx.steps) + k, "escalation"
