@@ -1,4 +1,4 @@
-"""torchvision models from local weight files (``--model torchvision:NAME:WEIGHTS``, the [vision] extra):
+"""torchvision and timm models from local weight files (``--model torchvision:NAME:WEIGHTS``, ``timm:...``):
 one classifier, one segmentation model and one detector each plan and run a white-box spec end to end
 with verified results; the preprocessing lives inside the wrapper, so the spec's input space must say
 [0, 1] with normalisation inside the model; a missing weights file is one message naming the file.
@@ -173,3 +173,31 @@ def test_weights_of_another_architecture_are_refused(resnet: tuple[str, str, Pat
     plan = quick_plan(write_spec(tmp_path, WHITE), tmp_path)
     code, text = run(plan, f"torchvision:resnet34:{folder / 'resnet18.pth'}", data, tmp_path / "run", capsys)
     assert code == 2 and "does not fit torchvision's resnet34" in text
+
+
+try:
+    import timm
+
+    HAVE_TIMM = True
+except Exception:
+    timm = None
+    HAVE_TIMM = False
+
+
+@pytest.mark.skipif(not HAVE_TIMM, reason="timm not importable (make test-vision)")
+def test_timm_classifier_takes_its_pretrained_cfg_and_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from attackgen.models.families import load_family_model
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_vit", pretrained=False, num_classes=10).state_dict(), tmp_path / "vit.pth")
+    ref = f"timm:test_vit:{tmp_path / 'vit.pth'}"
+    model = load_family_model(ref)
+    assert model.crop == (160, 160) and model.mean.flatten().tolist() == [0.5, 0.5, 0.5]  # its cfg, not ImageNet's
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    torch.save({"x": x, "y": y}, tmp_path / "rgb.pt")
+    plan = quick_plan(write_spec(tmp_path, WHITE), tmp_path)
+    code, text = run(plan, ref, str(tmp_path / "rgb.pt"), tmp_path / "run", capsys)
+    assert code == 0, text
+    assert verified(tmp_path / "run", ref, "classification").items[0].n_success >= 1

@@ -1,4 +1,5 @@
-"""Model families from local weight files: ``--model torchvision:NAME:WEIGHTS`` (the ``[vision]`` extra).
+"""Model families from local weight files: ``--model torchvision:NAME:WEIGHTS`` or ``timm:NAME:WEIGHTS``
+(the ``[vision]`` extra; timm: classifiers, preprocessing from the model's ``pretrained_cfg``).
 
 ``NAME`` is any torchvision classification, semantic segmentation or detection builder
 (``torchvision.models.list_models()``), ``WEIGHTS`` a local state dict (``.pt``/``.pth`` saved with
@@ -32,6 +33,7 @@ from attackgen.models.errors import ModelLoadError
 from taxonomy.errors import AttackgenError, did_you_mean
 
 PREFIX = "torchvision:"
+TIMM_PREFIX = "timm:"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DETECTOR_CANDIDATE_THRESHOLD = 0.01
@@ -41,7 +43,7 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
 
 
 def is_family_ref(ref: str) -> bool:
-    return ref.startswith(PREFIX)
+    return ref.startswith((PREFIX, TIMM_PREFIX))
 
 
 class Preprocessed(nn.Module):
@@ -63,7 +65,7 @@ class Preprocessed(nn.Module):
     def _check(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
             raise AttackgenError(
-                f"torchvision {self.name} takes RGB images (N, 3, H, W) in [0, 1]; got shape {tuple(x.shape)}. "
+                f"{self.name} takes RGB images (N, 3, H, W) in [0, 1]; got shape {tuple(x.shape)}. "
                 "Give --data with three colour channels."
             )
 
@@ -173,15 +175,18 @@ def _num_classes(build: Callable[..., nn.Module], state: dict[str, Tensor], ref:
 
 
 def load_family_model(ref: str) -> nn.Module:
-    """``torchvision:NAME:WEIGHTS`` -> the model with its preprocessing, weights loaded, in eval mode."""
-    parts = ref[len(PREFIX):].split(":", 1)
-    name, weights = parts[0], (parts[1] if len(parts) > 1 else "")
+    """``torchvision:NAME:WEIGHTS`` or ``timm:NAME:WEIGHTS`` -> the model with its preprocessing, weights
+    loaded, in eval mode."""
+    family, _, rest = ref.partition(":")
+    name, _, weights = rest.partition(":")
     if not name or not weights:
         raise ModelLoadError(
-            f"--model {ref}: expected torchvision:NAME:WEIGHTS_FILE, e.g. torchvision:resnet18:resnet18.pth "
+            f"--model {ref}: expected {family}:NAME:WEIGHTS_FILE, e.g. {family}:resnet18:resnet18.pth "
             "(a local state dict; attackgen never downloads weights)."
         )
-    state = read_state_dict(Path(weights), ref)  # before torchvision: the missing file is the first thing to fix
+    state = read_state_dict(Path(weights), ref)  # before the import: the missing file is the first thing to fix
+    if family == "timm":
+        return _load_timm(name, weights, state, ref)
     tv = _torchvision()
     task = _task_of(tv, name, ref)
     build = tv.models.get_model_builder(name)
@@ -205,6 +210,41 @@ def load_family_model(ref: str) -> nn.Module:
     if task == "detection":
         _lower_candidate_threshold(model)
     return Preprocessed(model, task, name, mean, std, resize, crop).eval()
+
+
+def _load_timm(name: str, weights: str, state: dict[str, Tensor], ref: str) -> nn.Module:
+    """A timm classifier, normalised and resized as its ``pretrained_cfg`` says (mean, std, input size,
+    crop_pct)."""
+    try:
+        import timm
+    except Exception as error:
+        raise ModelLoadError(
+            f"--model {ref}: timm does not import ({type(error).__name__}: {str(error).splitlines()[0][:160]}). "
+            "Install it beside the vision extra: pip install timm."
+        ) from None
+    if not timm.is_model(name):
+        known = timm.list_models()
+        raise ModelLoadError(f"--model {ref}: timm has no model {name!r}{did_you_mean(name, known)}. "
+                             "timm.list_models() lists them.")
+
+    def build(**kwargs: Any) -> nn.Module:
+        return timm.create_model(name, pretrained=False, **kwargs)
+
+    try:
+        model = build(num_classes=_num_classes(build, state, ref))
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        raise ModelLoadError(
+            f"--model {ref}: '{weights}' does not fit timm's {name} ({' '.join(lines[:3])[:400]}). Save the "
+            f"state dict of the same architecture: torch.save(timm.create_model({name!r}).state_dict(), path)."
+        ) from None
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
+    _, h, w = cfg.get("input_size", (3, 224, 224))
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    return Preprocessed(model, "classification", name, mean, std, int(min(h, w) / crop_pct), (int(h), int(w))).eval()
 
 
 def _preprocessing(tv: Any, name: str, task: str) -> tuple[tuple[float, ...], tuple[float, ...], int | None,
