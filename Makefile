@@ -36,7 +36,7 @@ $(SERVE_STAMP): pyproject.toml constraints.txt
 test-extras: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/python -m pytest -q tests/test_onnx.py tests/test_endpoint.py
 
-# The [vision] extra (torchvision, safetensors, timm) in its own venv: torchvision imports only with the torch it
+# The [vision] extra (torchvision, safetensors, timm, transformers) in its own venv: torchvision imports only with the torch it
 # was built for (torch==2.14.1 with torchvision==0.29.1), so this venv does not take constraints.txt.
 $(VISION_STAMP): pyproject.toml
 	test -x $(VISION_VENV)/bin/python || $(PYTHON) -m venv $(VISION_VENV)

@@ -201,3 +201,57 @@ def test_timm_classifier_takes_its_pretrained_cfg_and_runs(tmp_path: Path, capsy
     code, text = run(plan, ref, str(tmp_path / "rgb.pt"), tmp_path / "run", capsys)
     assert code == 0, text
     assert verified(tmp_path / "run", ref, "classification").items[0].n_success >= 1
+
+
+try:
+    import transformers
+
+    HAVE_HF = True
+except Exception:
+    transformers = None
+    HAVE_HF = False
+needs_hf = pytest.mark.skipif(not HAVE_HF, reason="transformers not importable (make test-vision)")
+
+
+@needs_hf
+def test_hf_vit_classifier_from_a_local_folder_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from attackgen.models.families import load_family_model
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3,
+                                   image_std=[0.25] * 3).save_pretrained(tmp_path / "vit")
+    ref = f"hf:{tmp_path / 'vit'}"
+    model = load_family_model(ref)
+    assert model.crop == (32, 32) and model.std.flatten().tolist() == [0.25] * 3  # the processor's, inside
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    torch.save({"x": x, "y": y}, tmp_path / "rgb.pt")
+    plan = quick_plan(write_spec(tmp_path, WHITE), tmp_path)
+    code, text = run(plan, ref, str(tmp_path / "rgb.pt"), tmp_path / "run", capsys)
+    assert code == 0, text
+    assert verified(tmp_path / "run", ref, "classification").items[0].n_success >= 1
+
+
+@needs_hf
+def test_hf_segformer_logits_upsampled_to_the_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    config = transformers.SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                                          patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1],
+                                          mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=6)
+    transformers.SegformerForSemanticSegmentation(config).save_pretrained(tmp_path / "segformer")
+    transformers.SegformerImageProcessor().save_pretrained(tmp_path / "segformer")
+    ref = f"hf:{tmp_path / 'segformer'}"
+    plan = quick_plan(EXAMPLES / "seg-street-untargeted.yaml", tmp_path, steps=3)
+    code, text = run(plan, ref, "street-scenes", tmp_path / "run", capsys, limit=2)
+    assert code == 0, text  # the adapter refuses logits that are not at the input size
+    assert np.isfinite(verified(tmp_path / "run", ref, "segmentation").items[0].metrics["miou_ratio"])
+
+
+def test_hf_folder_without_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = quick_plan(write_spec(tmp_path, WHITE), tmp_path)
+    code, text = run(plan, f"hf:{tmp_path / 'nothing'}", "digits", tmp_path / "run", capsys)
+    assert code == 2 and f"'{tmp_path / 'nothing'}' is not a folder holding config.json" in text

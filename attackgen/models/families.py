@@ -1,4 +1,4 @@
-"""Model families from local weight files: ``--model torchvision:NAME:WEIGHTS`` or ``timm:NAME:WEIGHTS``
+"""Model families from local files: ``--model torchvision:NAME:WEIGHTS``, ``timm:NAME:WEIGHTS``, ``hf:FOLDER``
 (the ``[vision]`` extra; timm: classifiers, preprocessing from the model's ``pretrained_cfg``).
 
 ``NAME`` is any torchvision classification, semantic segmentation or detection builder
@@ -34,6 +34,7 @@ from taxonomy.errors import AttackgenError, did_you_mean
 
 PREFIX = "torchvision:"
 TIMM_PREFIX = "timm:"
+HF_PREFIX = "hf:"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DETECTOR_CANDIDATE_THRESHOLD = 0.01
@@ -43,7 +44,7 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
 
 
 def is_family_ref(ref: str) -> bool:
-    return ref.startswith((PREFIX, TIMM_PREFIX))
+    return ref.startswith((PREFIX, TIMM_PREFIX, HF_PREFIX))
 
 
 class Preprocessed(nn.Module):
@@ -85,8 +86,11 @@ class Preprocessed(nn.Module):
             return self.model(list(x))  # the detector normalises and resizes inside (GeneralizedRCNNTransform)
         out = self.model((self._resized(x) - self.mean) / self.std)
         if self.task == "segmentation":
-            return out["out"]
-        return out
+            out = out["out"] if isinstance(out, dict) and "out" in out else getattr(out, "logits", out)
+            if tuple(out.shape[-2:]) != tuple(x.shape[-2:]):  # SegFormer's logits are at 1/4 of the input
+                out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            return out
+        return getattr(out, "logits", out)  # Hugging Face returns an ImageClassifierOutput
 
 
 def _torchvision() -> Any:
@@ -177,6 +181,8 @@ def _num_classes(build: Callable[..., nn.Module], state: dict[str, Tensor], ref:
 def load_family_model(ref: str) -> nn.Module:
     """``torchvision:NAME:WEIGHTS`` or ``timm:NAME:WEIGHTS`` -> the model with its preprocessing, weights
     loaded, in eval mode."""
+    if ref.startswith(HF_PREFIX):
+        return _load_hf(ref[len(HF_PREFIX):], ref)
     family, _, rest = ref.partition(":")
     name, _, weights = rest.partition(":")
     if not name or not weights:
@@ -245,6 +251,43 @@ def _load_timm(name: str, weights: str, state: dict[str, Tensor], ref: str) -> n
     _, h, w = cfg.get("input_size", (3, 224, 224))
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     return Preprocessed(model, "classification", name, mean, std, int(min(h, w) / crop_pct), (int(h), int(w))).eval()
+
+
+def _load_hf(folder: str, ref: str) -> nn.Module:
+    """A Hugging Face image classifier or semantic segmentation model (SegFormer) saved with
+    ``save_pretrained`` in a local folder, with its image processor's mean, std and size."""
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"--model {ref}: '{path}' is not a folder holding config.json. attackgen never downloads: save the "
+            "model and its image processor there first (model.save_pretrained(folder), "
+            "processor.save_pretrained(folder))."
+        )
+    try:
+        import transformers as hf
+    except Exception as error:
+        raise ModelLoadError(
+            f"--model {ref}: transformers does not import ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:160]}). Install it beside the vision extra: pip install transformers."
+        ) from None
+    try:
+        config = hf.AutoConfig.from_pretrained(path, local_files_only=True)
+        segmentation = any("SemanticSegmentation" in a for a in (config.architectures or []))
+        auto = hf.AutoModelForSemanticSegmentation if segmentation else hf.AutoModelForImageClassification
+        model = auto.from_pretrained(path, local_files_only=True)
+        processor = hf.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+    except Exception as error:
+        raise ModelLoadError(
+            f"--model {ref}: cannot load an image classifier or semantic segmentation model and its image "
+            f"processor from '{path}' ({type(error).__name__}: {str(error).splitlines()[0][:200]})."
+        ) from None
+    mean = tuple(float(v) for v in getattr(processor, "image_mean", None) or IMAGENET_MEAN)
+    std = tuple(float(v) for v in getattr(processor, "image_std", None) or IMAGENET_STD)
+    if segmentation:
+        return Preprocessed(model, "segmentation", path.name, mean, std).eval()
+    size = dict(getattr(processor, "size", None) or {})
+    crop = (int(size["height"]), int(size["width"])) if "height" in size else None
+    return Preprocessed(model, "classification", path.name, mean, std, min(crop) if crop else None, crop).eval()
 
 
 def _preprocessing(tv: Any, name: str, task: str) -> tuple[tuple[float, ...], tuple[float, ...], int | None,
