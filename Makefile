@@ -5,9 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-extras lint bench clean venv
+.PHONY: demo test test-extras test-vision lint bench clean venv
 SERVE_VENV ?= .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
+VISION_VENV ?= .venv-vision
+VISION_STAMP := $(VISION_VENV)/.installed
 
 venv: $(STAMP)
 
@@ -34,6 +36,18 @@ $(SERVE_STAMP): pyproject.toml constraints.txt
 test-extras: $(SERVE_STAMP)
 	$(SERVE_VENV)/bin/python -m pytest -q tests/test_onnx.py tests/test_endpoint.py
 
+# The [vision] extra (torchvision, safetensors, timm, transformers) in its own venv: torchvision imports only with the torch it
+# was built for (torch==2.14.1 with torchvision==0.29.1), so this venv does not take constraints.txt.
+$(VISION_STAMP): pyproject.toml
+	test -x $(VISION_VENV)/bin/python || $(PYTHON) -m venv $(VISION_VENV)
+	$(VISION_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VISION_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VISION_VENV)/bin/python -m pip install -q -e ".[dev,data,vision]" torch==2.14.1 torchvision==0.29.1
+	touch $(VISION_STAMP)
+
+test-vision: $(VISION_STAMP)
+	$(VISION_VENV)/bin/python -m pytest -q tests/test_vision.py
+
 # ruff, then mypy over taxonomy and attackgen (config: [tool.mypy] in pyproject.toml); both must pass.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,4 +57,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/threat_space.py
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache runs
+	rm -rf $(VENV) $(SERVE_VENV) $(VISION_VENV) .pytest_cache runs

@@ -1,7 +1,8 @@
 """Load the victim model and the evaluation data a user names, and check them against the spec.
 
 Models: a built-in name (``attackgen.models.zoo``), a ``package.module:function`` entry point whose function
-returns an ``nn.Module``, a TorchScript file (``.pt``/``.ts``/``.pth``, saved with
+returns an ``nn.Module``, a torchvision model with a local weights file (``torchvision:NAME:WEIGHTS``,
+attackgen.models.families), a TorchScript file (``.pt``/``.ts``/``.pth``, saved with
 ``torch.jit.script(model).save(path)``) or a torch.export archive (``.pt2``).
 
 Data: a built-in name (``digits`` or ``digits:train``), a ``.pt`` file (a dict with ``x``/``y`` or a
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attackgen.models import options, remote, saved, trust
+from attackgen.models import families, options, remote, saved, trust
 from attackgen.models.adapters import DENSE_OUTPUT_CHECKS
 from attackgen.models.data import LabeledData
 from attackgen.models.errors import DataLoadError, ModelLoadError
@@ -90,6 +91,8 @@ def _load_model(ref: str, layout: str, field: str) -> nn.Module:
     from_file = field != "--model"
     suffix = Path(ref).suffix.lower()
     model: Any
+    if families.is_family_ref(ref):  # torchvision:NAME:WEIGHTS; NCHW whatever the data files' layout
+        return families.load_family_model(ref)
     if remote.is_endpoint_ref(ref):
         try:
             model = remote.load_endpoint(ref, options.current().run_dir, options.current().resume)
@@ -221,6 +224,7 @@ for _task, _check in DENSE_OUTPUT_CHECKS.items():  # segmentation and detection,
 def check_model(model: nn.Module, data: LabeledData, spec: AttackSpec, ref: str, device: torch.device) -> int | None:
     """Run the model on a few inputs; returns the number of classes (None for tasks without one)."""
     check_access(model, spec, ref)
+    families.check_input_space(model, spec, ref)
     n = min(4, len(data))
     probe = data.x[:n].to(device)
     try:
