@@ -166,7 +166,7 @@ CATALOG["TinyUniversal"] = descriptor("TinyUniversal", scopes=("universal", "con
 
 def item(name, eps=0.1, **params):
     context = {k: params.pop(k) for k in list(params) if k in CONTEXT_KEYS}
-    return PlanItem(attack=name, epsilon=eps, params=params, context=ItemContext(norm="inf", **context))
+    return PlanItem(attack=name, epsilon=eps, params=params, context=ItemContext(**{"norm": "inf", **context}))
 
 
 def run(tmp_path, items, spec=None, folder="out", model="digits-cnn", data="digits", epsilons=None, **options):

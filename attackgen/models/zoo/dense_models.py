@@ -19,7 +19,7 @@ Weights ship in float16 (``weights/seg_street.pt``, ``weights/det_street.pt``) a
 ``python -m attackgen.models.zoo.train_dense`` retrains both.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: TorchScript must resolve the buffer annotations below
 
 from functools import cache
 from pathlib import Path

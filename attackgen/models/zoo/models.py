@@ -12,7 +12,7 @@ sees: logits times 1000 (``digits-cnn-scaled``), inputs rounded to 8 grey levels
 model on PGD examples (Madry et al. 2018); no shipped model uses it yet (see ADVERSARIAL_FIXTURE).
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: TorchScript must resolve the buffer annotations below
 
 import json
 from collections.abc import Callable
