@@ -1,4 +1,4 @@
-"""The evaluation fixtures of the zoo: three gradient-masking wrappers of digits-cnn.
+"""The evaluation fixtures of the zoo: three gradient-masking wrappers of digits-cnn and an adversarially trained CNN.
 
 Each fixture is only useful if it has the property an evaluation is tested against: the logit-scaled model
 decides exactly as the unscaled one, the quantised model's input gradients are exactly zero, and the
@@ -84,3 +84,19 @@ def test_fixtures_load_by_name_as_the_cli_does():
     for name in MASKING:
         model = load_model(name)
         assert not model.training
+
+
+def test_adversarially_trained_fixture_resists_pgd_where_the_plain_model_breaks():
+    """mnist5k-cnn-at is only a useful fixture if its robust accuracy at its epsilon is well above zero
+    while the plainly trained model of the same architecture falls to the same attack."""
+    from attackgen.models.zoo.train import robust_accuracy
+
+    data = load_builtin_data("mnist5k")
+    x, y = data.x[:128], data.y[:128]
+    robust = load_builtin_model("mnist5k-cnn-at")
+    plain = load_builtin_model("mnist5k-cnn")
+    assert accuracy(robust, x, y) >= 0.9
+    assert robust_accuracy(robust, x, y, 0.2, steps=20) >= 0.6
+    assert robust_accuracy(plain, x, y, 0.2, steps=20) <= 0.2
+    summary = json.loads((WEIGHTS_DIR / "models.json").read_text())
+    assert summary["mnist5k-cnn-at"]["adversarial_training"]["epsilon"] == 0.2
