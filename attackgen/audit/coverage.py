@@ -682,26 +682,32 @@ def _is_query_log(raw: bytes) -> bool:
         record = json.loads(first)
     except ValueError:
         return False
-    return isinstance(record, dict) and {"hash", "latency_ms", "purpose"} <= set(record)
+    return isinstance(record, dict) and ({"hash", "latency_ms", "purpose"} <= set(record)
+                                         or {"pending", "request", "session"} <= set(record))
 
 
 def _query_log_note(path: Path, raw: bytes) -> SourceNote:
     """How many queries the log holds, by purpose: the audit counts them, it does not judge them."""
     counts = {"attack": 0, "evaluation": 0}
     runs: set[str] = set()
-    bad = 0
+    bad = resent = 0
     for line in raw.splitlines():
         try:
             record = json.loads(line)
+            if "pending" in record:  # a request written before it left; its answers follow on their own lines
+                continue
             purpose = record["purpose"]
         except (ValueError, KeyError, TypeError):
             bad += 1
             continue
         counts["attack" if purpose == "attack" else "evaluation"] += 1
+        resent += bool(record.get("resent"))
         runs.add(str(record.get("run")))
     total = counts["attack"] + counts["evaluation"]
     message = (f"endpoint query log: {total} queries sent ({counts['attack']} by attacks, {counts['evaluation']} "
                f"for clean predictions and verification) in {len(runs)} run(s)")
+    if resent:
+        message += f"; {resent} sent again after a stop (in flight when it stopped, their answers lost)"
     if bad:
         message += f"; {bad} unreadable line(s) skipped (a run killed mid-write leaves one)"
     return SourceNote(str(path), "queries", total, message)

@@ -50,6 +50,7 @@ from attackgen.models.onnx import OracleOnlyModel
 from taxonomy.errors import AttackgenError
 
 LOG_NAME = "queries.jsonl"
+URL_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -86,7 +87,7 @@ class EndpointConfig(BaseModel):
 
 def is_endpoint_ref(ref: str) -> bool:
     """An http(s) URL, or a YAML/JSON file whose top level is an ``endpoint:`` mapping."""
-    if ref.startswith(("http://", "https://")):
+    if ref.startswith(URL_SCHEMES):
         return True
     path = Path(ref)
     if path.suffix.lower() not in (".yaml", ".yml", ".json") or not path.is_file():
@@ -99,7 +100,7 @@ def is_endpoint_ref(ref: str) -> bool:
 
 
 def load_endpoint(ref: str, run_dir: Path | None = None, resume: bool = False) -> RemoteModel:
-    if ref.startswith(("http://", "https://")):
+    if ref.startswith(URL_SCHEMES):
         config = EndpointConfig(url=ref)
     else:
         data = yaml.safe_load(Path(ref).read_text(encoding="utf-8"))
@@ -126,22 +127,33 @@ def querying(ids: list[int]) -> Iterator[None]:
 
 
 class RateLimiter:
-    """At most ``rate`` inputs per second on average: each request reserves its slot on one clock."""
+    """At most ``rate`` inputs per second, judged on the times requests actually leave.
+
+    A generic cell rate algorithm with one input of slack: a request of ``n`` inputs leaves no earlier
+    than the theoretical arrival time of the inputs before it minus ``1 / rate`` (at most 50 ms), and
+    that time then moves ``n / rate`` on from when it actually left. So in any window of ``T`` seconds at
+    most ``rate * T + 1`` inputs leave, plus one request's batch, however late the machine
+    wakes a sleeping thread; the slack only keeps a late wake-up from lowering the rate. The lock is held
+    while sleeping: with several requests in flight, each slot follows the previous one's departure.
+    """
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
-        self.next = 0.0
+        self.tat = 0.0
         self.lock = threading.Lock()
 
-    def wait(self, n: int) -> None:
+    def wait(self, n: int) -> float:
+        """Block until a request of ``n`` inputs may leave; its departure on the wall clock."""
         if self.rate is None:
-            return
+            return time.time()
         with self.lock:
+            slack = min(1.0 / self.rate, 0.05)
             now = time.monotonic()
-            start = max(now, self.next)
-            self.next = start + n / self.rate
-        if start > now:
-            time.sleep(start - now)
+            if self.tat - slack > now:
+                time.sleep(self.tat - slack - now)
+                now = time.monotonic()
+            self.tat = max(self.tat, now) + n / self.rate
+            return time.time()
 
 
 class RemoteModel(OracleOnlyModel):
@@ -152,8 +164,12 @@ class RemoteModel(OracleOnlyModel):
         self.config, self.ref = config, ref
         self.source = f"the endpoint {ref}"
         parts = urlsplit(config.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise EndpointError(f"--model {ref}: endpoint.url {config.url!r} is not an http(s) URL.")
+        if parts.scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname:
+            raise EndpointError(f"--model {ref}: endpoint.url {config.url!r} is not an http(s) or grpc(s) URL.")
+        self.grpc = parts.scheme in ("grpc", "grpcs")
+        if self.grpc and config.protocol != "oip":
+            raise EndpointError(f"--model {ref}: gRPC speaks the Open Inference Protocol only; a protocol: json "
+                                "endpoint needs an http(s) URL.")
         if parts.username or parts.password:
             raise EndpointError(
                 f"--model {ref}: endpoint.url carries credentials; attackgen records the URL in results, so "
@@ -162,8 +178,9 @@ class RemoteModel(OracleOnlyModel):
         if config.returns == "labels" and config.num_classes is None:
             raise EndpointError(f"--model {ref}: an endpoint that returns labels needs endpoint.num_classes.")
         self.scheme, self.host = parts.scheme, parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = parts.port or {"https": 443, "grpcs": 443, "grpc": GRPC_PORT}.get(parts.scheme, 80)
         self.path = self._infer_path(parts.path)
+        self.model_name = self._grpc_model_name(parts.path) if self.grpc else ""
         self.headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
         if config.auth_header:
             if not config.auth_env:
@@ -181,17 +198,32 @@ class RemoteModel(OracleOnlyModel):
         self.session = uuid.uuid4().hex[:12]
         self.run = run_dir.name if run_dir is not None else None
         self.log_path = run_dir / LOG_NAME if run_dir is not None else None
-        self.replay: dict[str, list[Any]] = self._read_log() if resume else {}
+        self.replay: dict[str, list[Any]] = {}
+        self.lost: set[str] = set()  # sent by the stopped run, answer lost with it (see _read_log)
+        if resume:
+            self.replay, self.lost = self._read_log()
         self._log_file: Any = None
         self._log_mode = "a" if resume else "w"
         self.requests = 0  # requests sent by this process
         self.sent = 0  # inputs sent by this process
         self.replayed = 0  # inputs answered from the log of the stopped run
+        self.resent = 0  # inputs the stopped run sent whose answers it lost: sent again
+        self._stub: Any = None
         self.client_s = 0.0  # time in this client outside the network wait (bench/bench_endpoint.py)
 
     # ------------------------------------------------------------------ wire format
 
+    def _grpc_model_name(self, path: str) -> str:
+        name = path.strip("/").removeprefix("v2/models/").removesuffix("/infer").strip("/")
+        name = name or (self.config.model_name or "")
+        if not name or "/" in name:
+            raise EndpointError(f"--model {self.ref}: a gRPC endpoint names the model: grpc://host:port/NAME, or "
+                                "the endpoint file gives endpoint.model_name.")
+        return name
+
     def _infer_path(self, path: str) -> str:
+        if self.grpc:
+            return ""
         if self.config.protocol == "json":
             return path or "/"
         path = path.rstrip("/")
@@ -206,11 +238,11 @@ class RemoteModel(OracleOnlyModel):
             )
         return f"{path}/v2/models/{self.config.model_name}/infer"
 
-    def _body(self, array: np.ndarray) -> bytes:
+    def _body(self, array: np.ndarray, request_id: str) -> bytes:
         if self.config.datatype == "FP64":
             array = array.astype(np.float64)
         if self.config.protocol == "oip":
-            payload: Any = {"inputs": [{"name": self.config.input_name, "shape": list(array.shape),
+            payload: Any = {"id": request_id, "inputs": [{"name": self.config.input_name, "shape": list(array.shape),
                                         "datatype": self.config.datatype, "data": array.ravel()}]}
         else:
             payload = _substitute(self.config.request, array)
@@ -243,6 +275,9 @@ class RemoteModel(OracleOnlyModel):
                 answer = np.asarray(value, dtype=np.float64)
             except (TypeError, ValueError):
                 raise self._bad(f"numbers at {self.config.response!r}") from None
+        return self._checked(answer, n)
+
+    def _checked(self, answer: np.ndarray, n: int) -> np.ndarray:
         if self.config.returns == "labels":
             answer = answer.reshape(-1)
             if answer.shape != (n,):
@@ -255,6 +290,55 @@ class RemoteModel(OracleOnlyModel):
         return EndpointError(f"--model {self.ref}: the endpoint's answer is not what attackgen reads: expected "
                              f"{expected}.")
 
+    # ------------------------------------------------------------------ gRPC (Open Inference Protocol v2)
+
+    def _grpc(self) -> Any:
+        """The ModelInfer stub on one channel (thread-safe, shared by the concurrent requests)."""
+        with self.lock:
+            if self._stub is None:
+                grpc, _, pb_grpc = _grpc_modules(self.ref)
+                target = f"{self.host}:{self.port}"
+                options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+                channel = (grpc.secure_channel(target, grpc.ssl_channel_credentials(), options)
+                           if self.scheme == "grpcs" else grpc.insecure_channel(target, options))
+                self._stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            return self._stub
+
+    def _grpc_request(self, array: np.ndarray, request_id: str) -> Any:
+        """Raw tensor bytes (little-endian, row-major), not JSON: the v2 gRPC protocol's compact form."""
+        _, pb, _ = _grpc_modules(self.ref)
+        dtype = np.dtype("<f8" if self.config.datatype == "FP64" else "<f4")
+        request = pb.ModelInferRequest(model_name=self.model_name, id=request_id)
+        tensor = request.inputs.add()
+        tensor.name, tensor.datatype = self.config.input_name, self.config.datatype
+        tensor.shape.extend(array.shape)
+        request.raw_input_contents.append(np.ascontiguousarray(array, dtype=dtype).tobytes())
+        return request
+
+    def _grpc_answer(self, response: Any, n: int) -> np.ndarray:
+        outputs = list(response.outputs)
+        if not outputs:
+            raise self._bad("a gRPC ModelInferResponse with outputs")
+        wanted = self.config.output_name
+        index = next((i for i, o in enumerate(outputs) if o.name == wanted), None) if wanted else 0
+        if index is None:
+            raise self._bad(f"an output named {wanted!r} (endpoint.output_name); the answer has "
+                            f"{[o.name for o in outputs]}")
+        output = outputs[index]
+        kind = _GRPC_TYPES.get(output.datatype)
+        if kind is None:
+            raise self._bad(f"a numeric output, not datatype {output.datatype!r}")
+        dtype, field = kind
+        try:
+            if len(response.raw_output_contents) > index:
+                answer = np.frombuffer(response.raw_output_contents[index], dtype=dtype)
+            else:
+                answer = np.asarray(getattr(output.contents, field), dtype=dtype)
+            answer = answer.astype(np.float64).reshape(tuple(output.shape))
+        except ValueError:
+            raise self._bad("outputs whose contents match their shape") from None
+        return self._checked(answer, n)
+
     # ------------------------------------------------------------------ sending
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -265,46 +349,78 @@ class RemoteModel(OracleOnlyModel):
             self.local.conn = conn
         return conn
 
-    def _send(self, array: np.ndarray) -> tuple[np.ndarray, float, int]:
-        """One request (retried), after the rate limiter: the answer, its latency in seconds, its number."""
-        self.limiter.wait(len(array))
+    def _exchange(self, payload: Any, n: int) -> tuple[np.ndarray, float]:
+        """One try: the answer and the seconds on the wire; _Retry for what a retry may cure (connection
+        errors, 429, 5xx, gRPC UNAVAILABLE / RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED), EndpointError for the rest."""
+        if self.grpc:
+            grpc, _, _ = _grpc_modules(self.ref)
+            metadata = [(k.lower(), v) for k, v in self.headers.items() if k not in ("Content-Type", "Connection")]
+            stub = self._grpc()
+            start = time.perf_counter()
+            try:
+                response = stub.ModelInfer(payload, timeout=self.config.timeout_s, metadata=metadata)
+            except grpc.RpcError as error:
+                code = error.code()
+                problem = f"gRPC {code.name}: {error.details()}"
+                if code.name in _GRPC_RETRY:
+                    raise _Retry(problem) from None
+                raise EndpointError(f"--model {self.ref}: the endpoint answered {problem[:240]}.") from None
+            wire = time.perf_counter() - start
+            return self._grpc_answer(response, n), wire
+        conn = self._connection()
         start = time.perf_counter()
-        body = self._body(array)
-        encoded = time.perf_counter()
+        try:
+            conn.request("POST", self.path, body=payload, headers=self.headers)
+            response = conn.getresponse()
+            raw = response.read()
+            wire = time.perf_counter() - start
+        except (OSError, http.client.HTTPException) as error:
+            self.local.conn = None
+            raise _Retry(f"{type(error).__name__}: {error}") from None
+        if response.status in _RETRY_STATUS:
+            retry_after = response.getheader("Retry-After")
+            wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else 0.0
+            raise _Retry(f"HTTP {response.status}", min(wait, 60.0))
+        if response.status >= 400:
+            raise EndpointError(f"--model {self.ref}: the endpoint answered HTTP {response.status} "
+                                f"({raw[:200].decode(errors='replace')}).")
+        try:
+            data = _loads(raw)
+        except ValueError:
+            raise self._bad("a JSON answer") from None
+        return self._parse(data, n), wire
+
+    def _send(self, array: np.ndarray, hashes: list[str]) -> tuple[np.ndarray, float, int, float]:
+        """One request (retried): the answer, its latency in seconds, its number, when it left (wall clock).
+
+        The request is written to the query log before it leaves (``pending``): if the process dies with
+        the request in flight, a resumed run knows which inputs the server may have answered (see _read_log).
+        Every try waits for its slot in the rate limit: a refused try reached the server too."""
+        with self.lock:
+            self.requests += 1
+            number = self.requests
+        request_id = f"{self.session}-{number}"
+        start = time.perf_counter()
+        payload = self._grpc_request(array, request_id) if self.grpc else self._body(array, request_id)
+        client = time.perf_counter() - start
         problem = ""
         for attempt in range(self.config.retries + 1):
             if attempt:
                 time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
+            left = self.limiter.wait(len(array))
+            if not attempt:
+                self._log([{"run": self.run, "session": self.session, "request": number,
+                            "sent_at": round(left, 6), "pending": hashes}])
             sent = time.perf_counter()
             try:
-                conn = self._connection()
-                conn.request("POST", self.path, body=body, headers=self.headers)
-                response = conn.getresponse()
-                raw = response.read()
-            except (OSError, http.client.HTTPException) as error:
-                self.local.conn = None
-                problem = f"{type(error).__name__}: {error}"
+                answer, wire = self._exchange(payload, len(array))
+            except _Retry as retry:
+                problem = retry.problem
+                time.sleep(retry.wait)
                 continue
-            received = time.perf_counter()
-            with self.lock:
-                self.requests += 1
-                number = self.requests
-            if response.status in _RETRY_STATUS:
-                problem = f"HTTP {response.status}"
-                retry_after = response.getheader("Retry-After")
-                if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    time.sleep(min(float(retry_after), 60.0))
-                continue
-            if response.status >= 400:
-                raise EndpointError(f"--model {self.ref}: the endpoint answered HTTP {response.status} "
-                                    f"({raw[:200].decode(errors='replace')}).")
-            try:
-                answer = self._parse(_loads(raw), len(array))
-            except ValueError:
-                raise self._bad("a JSON answer") from None
-            with self.lock:
-                self.client_s += (encoded - start) + (time.perf_counter() - received)
-            return answer, received - sent, number
+            with self.lock:  # encoding, and decoding with its checks: the client's own time
+                self.client_s += client + (time.perf_counter() - sent - wire)
+            return answer, wire, number, left
         raise EndpointError(f"--model {self.ref}: no answer after {self.config.retries + 1} tries ({problem}); "
                             f"check the server, or raise endpoint.retries / endpoint.timeout_s.")
 
@@ -316,21 +432,31 @@ class RemoteModel(OracleOnlyModel):
         todo = [i for i, a in enumerate(answers) if a is None]
         self.replayed += len(array) - len(todo)
         chunks = [todo[i:i + self.config.max_batch] for i in range(0, len(todo), self.config.max_batch)]
+
+        def one(rows: list[int]) -> tuple[list[int], np.ndarray]:
+            answer, latency, number, left = self._send(array[rows], [hashes[r] for r in rows])
+            records = []
+            for row, value in zip(rows, answer.tolist(), strict=True):
+                record = {"run": self.run, "session": self.session, "input": None if ids is None else ids[row],
+                          "purpose": "evaluation" if ids is None else "attack", "hash": hashes[row],
+                          "answer": value, "latency_ms": round(latency * 1000, 3), "request": number,
+                          "batch": len(rows), "sent_at": round(left, 6)}
+                if hashes[row] in self.lost:
+                    record["resent"] = True
+                records.append(record)
+            self._log(records)  # as each request is answered: a kill loses only the requests in flight
+            with self.lock:
+                self.sent += len(rows)
+                self.resent += sum("resent" in r for r in records)
+            return rows, answer
+
         if self.pool is not None and len(chunks) > 1:
-            results = list(self.pool.map(lambda rows: self._send(array[rows]), chunks))
+            results = list(self.pool.map(one, chunks))
         else:
-            results = [self._send(array[rows]) for rows in chunks]
-        records = []
-        for rows, (answer, latency, number) in zip(chunks, results, strict=True):
+            results = [one(rows) for rows in chunks]
+        for rows, answer in results:
             for row, value in zip(rows, answer.tolist(), strict=True):
                 answers[row] = value
-                records.append({"run": self.run, "session": self.session,
-                                "input": None if ids is None else ids[row],
-                                "purpose": "evaluation" if ids is None else "attack",
-                                "hash": hashes[row], "answer": value, "latency_ms": round(latency * 1000, 3),
-                                "request": number, "batch": len(rows)})
-        self.sent += len(todo)
-        self._log(records)
         out = np.asarray(answers, dtype=np.float32)
         if self.config.returns == "labels":
             assert self.config.num_classes is not None
@@ -352,18 +478,32 @@ class RemoteModel(OracleOnlyModel):
             self._log_file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
             self._log_file.flush()  # a killed run keeps every answer it received
 
-    def _read_log(self) -> dict[str, list[Any]]:
+    def _read_log(self) -> tuple[dict[str, list[Any]], set[str]]:
+        """The stopped run's answers by input hash, and the inputs it sent whose answers it never received.
+
+        Those (at most the requests in flight at the stop: ``concurrency`` requests of ``max_batch``
+        inputs) the server may or may not have answered; the answer is gone with the process, so the
+        resumed run has to send them again. They are marked ``"resent": true`` in the log, so the count
+        of queries the server saw is reconciled exactly: answered lines plus resent lines at most."""
         answers: dict[str, list[Any]] = {}
+        pending: dict[tuple[Any, Any], list[str]] = {}
+        answered: set[tuple[Any, Any]] = set()
         if self.log_path is None or not self.log_path.exists():
-            return answers
+            return answers, set()
         with open(self.log_path, encoding="utf-8") as handle:
             for line in handle:
                 try:
                     record = json.loads(line)
-                    answers[str(record["hash"])] = record["answer"]
-                except (ValueError, KeyError, TypeError):
+                    key = (record.get("session"), record.get("request"))
+                    if "pending" in record:
+                        pending[key] = [str(h) for h in record["pending"]]
+                    else:
+                        answers[str(record["hash"])] = record["answer"]
+                        answered.add(key)
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue  # a line cut short by the kill
-        return answers
+        lost = {h for key, hashes in pending.items() if key not in answered for h in hashes if h not in answers}
+        return answers, lost
 
     def close(self) -> None:
         if self._log_file is not None:
@@ -375,6 +515,36 @@ class RemoteModel(OracleOnlyModel):
     def __del__(self) -> None:
         with suppress(Exception):
             self.close()
+
+
+class _Retry(Exception):
+    """A try that a retry may cure: what went wrong, and how long the server asked us to wait."""
+
+    def __init__(self, problem: str, wait: float = 0.0) -> None:
+        super().__init__(problem)
+        self.problem, self.wait = problem, wait
+
+
+GRPC_PORT = 8081  # KServe's default gRPC port
+_GRPC_RETRY = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"}
+_GRPC_TYPES = {"FP32": ("<f4", "fp32_contents"), "FP64": ("<f8", "fp64_contents"), "FP16": ("<f2", ""),
+               "INT64": ("<i8", "int64_contents"), "INT32": ("<i4", "int_contents"),
+               "INT16": ("<i2", "int_contents"), "INT8": ("i1", "int_contents"),
+               "UINT8": ("u1", "uint_contents"), "UINT32": ("<u4", "uint_contents"),
+               "UINT64": ("<u8", "uint64_contents")}
+
+
+def _grpc_modules(ref: str) -> tuple[Any, Any, Any]:
+    """grpcio and the Open Inference Protocol v2 stubs (shipped by kserve: the [serve] extra)."""
+    try:
+        import grpc
+        from kserve.protocol.grpc import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+    except ImportError as error:
+        raise EndpointError(
+            f"--model {ref}: a grpc:// endpoint needs grpcio and the Open Inference Protocol stubs "
+            f"({error.name or error} does not import): pip install 'attackgen[serve]'."
+        ) from None
+    return grpc, grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 
 
 def _dumps(payload: Any) -> bytes:
@@ -406,18 +576,24 @@ def _substitute(template: Any, inputs: Any) -> Any:
 
 
 def read_query_log(path: Path) -> dict[str, Any]:
-    """Counts from a query log: lines, inputs queried by attacks, evaluation queries, runs (for audit)."""
-    counts: dict[str, int] = {"queries": 0, "attack": 0, "evaluation": 0, "bad_lines": 0}
+    """Counts from a query log: answered queries, by attacks and for evaluation, queries sent again after a
+    stop, requests written before they left (``pending``), runs (for audit)."""
+    counts: dict[str, int] = {"queries": 0, "attack": 0, "evaluation": 0, "resent": 0, "requests": 0,
+                              "bad_lines": 0}
     runs: set[str] = set()
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             try:
                 record = json.loads(line)
+                if "pending" in record:
+                    counts["requests"] += 1
+                    continue
                 purpose = record["purpose"]
             except (ValueError, KeyError, TypeError):
                 counts["bad_lines"] += 1
                 continue
             counts["queries"] += 1
             counts[purpose if purpose in ("attack", "evaluation") else "evaluation"] += 1
+            counts["resent"] += bool(record.get("resent"))
             runs.add(str(record.get("run")))
     return {**counts, "runs": runs}
