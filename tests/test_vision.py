@@ -118,38 +118,89 @@ def test_spec_that_normalises_outside_the_model_is_refused(
     assert "normalises (mean/std) inside the model" in text and "input_space.normalization" in text
 
 
-@needs_torchvision
-def test_torchvision_segmentation_runs_on_street_scenes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    torch.manual_seed(0)
-    weights = tmp_path / "lraspp.safetensors"
-    from safetensors.torch import save_file
+SEGMENTERS = [("lraspp_mobilenet_v3_large", {}, ".safetensors"), ("deeplabv3_mobilenet_v3_large", {}, ".pt"),
+              ("fcn_resnet50", {"aux_loss": True}, ".pth")]  # torchvision's three segmentation families
 
-    save_file(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=6).state_dict(), str(weights))
-    ref = f"torchvision:lraspp_mobilenet_v3_large:{weights}"
-    plan = quick_plan(EXAMPLES / "seg-street-untargeted.yaml", tmp_path, steps=3)
+
+@needs_torchvision
+@pytest.mark.parametrize("name,extra,suffix", SEGMENTERS, ids=[s[0].split("_")[0] for s in SEGMENTERS])
+def test_torchvision_segmentation_runs_on_street_scenes(name: str, extra: dict, suffix: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from attackgen.models.families import load_family_model
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=6, **extra)
+    weights = tmp_path / f"{name}{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(model.state_dict(), str(weights))
+    else:
+        torch.save(model.state_dict(), weights)
+    ref = f"torchvision:{name}:{weights}"
+    wrapped = load_family_model(ref)  # class count and the auxiliary head read from the file
+    assert wrapped.task == "segmentation" and wrapped(torch.rand(1, 3, 40, 56)).shape == (1, 6, 40, 56)
+    plan = quick_plan(EXAMPLES / "seg-street-untargeted.yaml", tmp_path, steps=2)
     code, text = run(plan, ref, "street-scenes", tmp_path / "run", capsys, limit=2)
     assert code == 0, text
     item = verified(tmp_path / "run", ref, "segmentation").items[0]
     assert np.isfinite(item.metrics["miou_ratio"])
 
 
+def _sees_cars(model: torch.nn.Module, name: str, classes: int = 6) -> None:
+    """Random weights find nothing at the 0.5 operating point: raise class 4 (car) on every anchor."""
+    with torch.no_grad():
+        if name.startswith("fasterrcnn"):
+            model.roi_heads.box_predictor.cls_score.bias[4] += 8.0
+        elif name.startswith(("retinanet", "fcos")):
+            model.head.classification_head.cls_logits.bias.view(-1, classes)[:, 4] += 8.0
+        else:  # SSD and SSDlite: one classification conv per feature map
+            for layer in model.head.classification_head.module_list:
+                conv = layer[-1] if isinstance(layer, torch.nn.Sequential) else layer
+                conv.bias.view(-1, classes)[:, 4] += 8.0
+
+
+# torchvision's detection families. RetinaNet and FCOS resize to 800 pixels by default (a minute a step on
+# CPU): the reference's settings make them resize the 64x64 street scenes to 128 instead. SSD is tested in
+# its SSDlite form (torchvision's SSD class with a MobileNet backbone; ssd300_vgg16 needs VGG-16's 35M weights).
+DETECTORS = [("fasterrcnn_mobilenet_v3_large_320_fpn", ""), ("retinanet_resnet50_fpn", ":min_size=128,max_size=128"),
+             ("fcos_resnet50_fpn", ":min_size=128,max_size=128"), ("ssdlite320_mobilenet_v3_large", "")]
+
+
 @needs_torchvision
-def test_torchvision_detector_runs_on_street_scenes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("name,settings", DETECTORS, ids=[d[0].split("_")[0] for d in DETECTORS])
+def test_torchvision_detector_runs_on_street_scenes(name: str, settings: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from attackgen.models.families import load_family_model
+
     torch.manual_seed(0)
-    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None, weights_backbone=None, num_classes=6)
-    with torch.no_grad():  # random weights find nothing at 0.5: make it see cars (class 4) everywhere
-        model.roi_heads.box_predictor.cls_score.bias[4] += 8.0
-    torch.save(model.state_dict(), tmp_path / "frcnn.pt")
-    ref = f"torchvision:fasterrcnn_mobilenet_v3_large_320_fpn:{tmp_path / 'frcnn.pt'}"
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=6)
+    _sees_cars(model, name)
+    torch.save(model.state_dict(), tmp_path / "detector.pt")
+    ref = f"torchvision:{name}:{tmp_path / 'detector.pt'}{settings}"
+    wrapped = load_family_model(ref)
+    if settings:
+        assert wrapped.model.transform.min_size == (128,) and wrapped.model.transform.max_size == 128
+    with torch.no_grad():
+        [found] = wrapped(torch.rand(1, 3, 64, 64))
+    assert (found["scores"] >= 0.5).any()
+    owner = getattr(wrapped.model, "roi_heads", wrapped.model)
+    assert owner.score_thresh <= 0.01  # candidates below the operating point come back, with their gradients
+    assert found["boxes"].max() <= 64 + 1e-3  # boxes in input pixels, whatever the detector resized to
     spec = yaml.safe_load((EXAMPLES / "det-street-untargeted.yaml").read_text())
     spec["threat"]["consequence"] = {"kind": "untargeted", "reference": "clean_prediction"}  # random boxes miss the GT
-    plan = quick_plan(write_spec(tmp_path, spec), tmp_path, steps=2)  # 100 candidate boxes per image: slow steps
+    plan = quick_plan(write_spec(tmp_path, spec), tmp_path, steps=2)  # hundreds of candidate boxes: slow steps
     code, text = run(plan, ref, "street-scenes-det", tmp_path / "run", capsys, limit=2)
     assert code == 0, text
     item = verified(tmp_path / "run", ref, "detection").items[0]
     assert np.isfinite(item.metrics["lost_fraction"])
+
+
+def test_detector_settings_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = quick_plan(write_spec(tmp_path, WHITE), tmp_path)
+    code, text = run(plan, f"torchvision:retinanet_resnet50_fpn:{tmp_path / 'w.pt'}:min_sise=128", "digits",
+                     tmp_path / "run", capsys)
+    assert code == 2 and "unknown setting 'min_sise'" in text and "min_size" in text
 
 
 def test_missing_weights_file_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,6 +17,10 @@ pixel units (``input_space: {bounds: [0, 1], normalization: inside_model}``, che
 - detection: the detector's own transform (normalisation, resizing, boxes mapped back to input pixels);
   its internal score threshold is lowered so candidates below the operating point (``score_threshold``,
   0.5) still come back with differentiable scores.
+
+A detector's own settings may follow the weights file: ``torchvision:retinanet_resnet50_fpn:w.pt:min_size=512,
+max_size=512`` (``DETECTOR_OPTIONS``: the size its transform resizes to, how many boxes it keeps), passed to
+the builder as torchvision's own keyword arguments.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ DETECTOR_CANDIDATE_THRESHOLD = 0.01
 """The detector's own score cut: low, so attacks see (and push) scores below the operating point."""
 OPERATING_THRESHOLD = 0.5
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
+DETECTOR_OPTIONS = {"min_size": int, "max_size": int, "box_detections_per_img": int, "detections_per_img": int,
+                    "topk_candidates": int, "box_score_thresh": float, "score_thresh": float}
+"""Builder keywords a ``torchvision:`` detector reference may set (the resize of its transform, box counts)."""
 
 
 def is_family_ref(ref: str) -> bool:
@@ -191,13 +198,19 @@ def load_family_model(ref: str) -> nn.Module:
             f"--model {ref}: expected {family}:NAME:WEIGHTS_FILE, e.g. {family}:resnet18:resnet18.pth "
             "(a local state dict; attackgen never downloads weights)."
         )
+    weights, settings = _split_options(weights, ref)
     state = read_state_dict(Path(weights), ref)  # before the import: the missing file is the first thing to fix
     if family == "timm":
+        if settings:
+            raise ModelLoadError(f"--model {ref}: settings after the weights file are for torchvision detectors.")
         return _load_timm(name, weights, state, ref)
     tv = _torchvision()
     task = _task_of(tv, name, ref)
     build = tv.models.get_model_builder(name)
-    kwargs: dict[str, Any] = {"weights": None}
+    if settings and task != "detection":
+        raise ModelLoadError(f"--model {ref}: settings after the weights file ({', '.join(settings)}) are for "
+                             f"detectors; {name} is a {task} model.")
+    kwargs: dict[str, Any] = {"weights": None, **settings}
     if task != "classification":
         kwargs["weights_backbone"] = None
     if task == "segmentation" and any(k.startswith("aux_classifier.") for k in state):
@@ -206,6 +219,9 @@ def load_family_model(ref: str) -> nn.Module:
         kwargs["num_classes"] = _num_classes(build, state, ref, **kwargs)
         model = build(**kwargs)
         model.load_state_dict(state, strict=True)
+    except TypeError as error:  # a setting this builder does not take
+        raise ModelLoadError(f"--model {ref}: torchvision's {name} does not take these settings "
+                             f"({str(error).splitlines()[0][:200]}).") from None
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         raise ModelLoadError(
@@ -217,6 +233,26 @@ def load_family_model(ref: str) -> nn.Module:
     if task == "detection":
         _lower_candidate_threshold(model)
     return Preprocessed(model, task, name, mean, std, resize, crop).eval()
+
+
+def _split_options(weights: str, ref: str) -> tuple[str, dict[str, Any]]:
+    """``FILE:min_size=512,max_size=512`` -> the file and the detector's settings, typed."""
+    path, sep, tail = weights.rpartition(":")
+    if not sep or "=" not in tail:
+        return weights, {}
+    settings: dict[str, Any] = {}
+    for part in filter(None, tail.split(",")):
+        key, _, value = part.partition("=")
+        kind = DETECTOR_OPTIONS.get(key.strip())
+        if kind is None:
+            raise ModelLoadError(f"--model {ref}: unknown setting {key.strip()!r}"
+                                 f"{did_you_mean(key.strip(), sorted(DETECTOR_OPTIONS))}; a detector takes "
+                                 f"{', '.join(sorted(DETECTOR_OPTIONS))} after the weights file.")
+        try:
+            settings[key.strip()] = kind(value)
+        except ValueError:
+            raise ModelLoadError(f"--model {ref}: setting {key.strip()}={value!r} is not a {kind.__name__}.") from None
+    return path, settings
 
 
 def _load_timm(name: str, weights: str, state: dict[str, Tensor], ref: str) -> nn.Module:
