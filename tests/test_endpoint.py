@@ -27,7 +27,7 @@ pytest.importorskip("kserve")
 
 from attackgen.cli.main import run_in_process as cli
 from attackgen.models.remote import EndpointConfig, EndpointError, RemoteModel
-from attackgen.models.zoo import load_builtin_data
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
 from attackgen.plan.document import save_plan
 from attackgen.plan.planner import plan as make_plan
 from attackgen.results import RunResult
@@ -118,7 +118,15 @@ HSJ = ({"kind": "label_only", "query_budget": 300}, {"norm": 2, "mode": "minimal
 
 
 def _lines(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+    """The log's records; a line that a kill cut short (at most one per stop) is not one."""
+    records, cut = [], 0
+    for line in (out / "queries.jsonl").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            cut += 1
+    assert cut <= 1
+    return records
 
 
 def _log(out: Path) -> list[dict]:
@@ -228,6 +236,36 @@ def test_auth_from_environment_and_retries(tmp_path, monkeypatch):
             RemoteModel(config, secured.grpc_url)(x[:1])
     finally:
         secured.stop()
+
+
+def test_resume_sends_again_only_the_request_in_flight(server, tmp_path):
+    """A stopped run's log: answered requests, and one written down before it left but never answered (the
+    process died with it in flight). The resumed run replays the answered inputs, sends the in-flight ones
+    again, marked ``resent``, and nothing else."""
+    config = EndpointConfig(url=server.grpc_url, input_name="x", max_batch=2)
+    x = load_builtin_data("digits").x[:8]
+    first = RemoteModel(config, server.grpc_url, tmp_path)
+    first(x[:4])
+    first.close()
+    log = tmp_path / "queries.jsonl"
+    in_flight = json.loads(log.read_text().splitlines()[0])  # a request, as it was written before it left
+    in_flight.update(request=99, session="killed", pending=[_hash(row) for row in x[4:6]])
+    with open(log, "a") as handle:
+        handle.write(json.dumps(in_flight) + "\n" + '{"run": "cut sho')  # and a line the kill cut short
+    before = server.stats()["rows"]
+    resumed = RemoteModel(config, server.grpc_url, tmp_path, resume=True)
+    assert torch.equal(resumed(x[:6]).argmax(1), load_builtin_model("digits-cnn")(x[:6]).argmax(1))
+    resumed.close()
+    assert (resumed.replayed, resumed.sent, resumed.resent) == (4, 2, 2)
+    assert server.stats()["rows"] - before == 2
+    resent = [r for r in _log(tmp_path) if r.get("resent")]
+    assert sorted(r["hash"] for r in resent) == sorted(in_flight["pending"])
+
+
+def _hash(row: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(row.to(torch.float32).contiguous().numpy().tobytes()).hexdigest()[:32]
 
 
 def _run_subprocess(plan: Path, endpoint: Path, out: Path, *extra: str) -> subprocess.Popen:

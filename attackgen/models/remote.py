@@ -474,7 +474,11 @@ class RemoteModel(OracleOnlyModel):
         with self.lock:
             if self._log_file is None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                cut = self._log_mode == "a" and _ends_mid_line(self.log_path)
                 self._log_file = open(self.log_path, self._log_mode, encoding="utf-8")  # noqa: SIM115
+                self._log_mode = "a"  # reopened after close(): add to this run's log, never truncate it
+                if cut:  # a line the kill cut short: end it, or our first line would join it
+                    self._log_file.write("\n")
             self._log_file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
             self._log_file.flush()  # a killed run keeps every answer it received
 
@@ -545,6 +549,14 @@ def _grpc_modules(ref: str) -> tuple[Any, Any, Any]:
             f"({error.name or error} does not import): pip install 'attackgen[serve]'."
         ) from None
     return grpc, grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+
+
+def _ends_mid_line(path: Path) -> bool:
+    if not path.exists() or not path.stat().st_size:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
 
 
 def _dumps(payload: Any) -> bytes:
