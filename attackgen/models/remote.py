@@ -475,11 +475,11 @@ class RemoteModel(OracleOnlyModel):
             if self._log_file is None:
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 cut = self._log_mode == "a" and _ends_mid_line(self.log_path)
-                self._log_file = open(self.log_path, self._log_mode, encoding="utf-8")  # noqa: SIM115
+                self._log_file = open(self.log_path, self._log_mode + "b")  # noqa: SIM115
                 self._log_mode = "a"  # reopened after close(): add to this run's log, never truncate it
                 if cut:  # a line the kill cut short: end it, or our first line would join it
-                    self._log_file.write("\n")
-            self._log_file.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+                    self._log_file.write(b"\n")
+            self._log_file.write(b"".join(_dumps(r) + b"\n" for r in records))  # orjson: 10x the json module
             self._log_file.flush()  # a killed run keeps every answer it received
 
     def _read_log(self) -> tuple[dict[str, list[Any]], set[str]]:
