@@ -124,7 +124,24 @@ def _pattern(shown: list[str]) -> re.Pattern[str]:
 def _words(text: str) -> str:
     """One shown line as a regex: words literal, any whitespace run matching any whitespace run."""
     tokens = text.split()
-    return r"\s+".join(re.escape(t).replace("\0", r"\d+(?:\.\d+)?\ ?s") for t in tokens)
+    return r"\s+".join(_token(t) for t in tokens)
+
+
+_RULE = re.compile(r"([━─═])\1*")
+
+
+def _token(token: str) -> str:
+    """A word literally, a timing as any timing, and a run of a table's rule character as any run of it
+    (a column as wide as its widest cell widens its rule when a timing prints one digit more)."""
+    pieces = _RULE.split(token)
+    out = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 1:
+            continue  # the captured rule character; its run is the next piece's prefix
+        out.append(re.escape(piece).replace("\0", r"\d+(?:\.\d+)?\ ?s"))
+        if i + 1 < len(pieces):
+            out.append(re.escape(pieces[i + 1]) + "+")
+    return "".join(out)
 
 
 def matches(shown: list[str], actual: str) -> bool:

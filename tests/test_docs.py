@@ -65,3 +65,9 @@ def test_the_matcher_catches_a_drifted_output() -> None:
     assert not doc_console.matches(shown, "plan for 'x': 15 item(s)\n  1. pgd_linf [primary]\n")
     assert not doc_console.matches(["a", "b"], "a\nb\nc\n")  # no trailing '...': the rest must not be there
     assert doc_console.matches(["took 1.92s and", "12.3 s"], "took 0.5s and 7 s\n")
+
+
+def test_a_wider_timing_column_still_matches_but_a_missing_column_does_not() -> None:
+    shown = ["━━━╇━━━━━━━", " 1 │ 0.55s"]
+    assert doc_console.matches(shown, "━━━╇━━━━━━━━\n 1 │ 26.96s\n")
+    assert not doc_console.matches(shown, "━━━━━━━━━━━\n 1 │ 26.96s\n")
