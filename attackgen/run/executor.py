@@ -38,6 +38,7 @@ from attackgen.run.context import RunContext, RunOptions, load_context, patch_si
 from attackgen.run.escalate import escalation_setting, mark_disabled, run_escalation
 from attackgen.run.folder import CHECKPOINT, OUTPUT_FILES, RESULTS, RunFolder
 from attackgen.run.items import RunError, Step, check_detector_names, resolve_steps
+from attackgen.run.lock import FolderLock
 from attackgen.run.progress import Mode, RunProgress
 from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.steps import StepRunner, StepState
@@ -104,6 +105,17 @@ class Executor:
         return self._context
 
     def run(self) -> RunResult:
+        """Claim the output folder (its lock, then its contents) and run the plan; the lock is held to the end."""
+        out = self.folder.out
+        if out.exists() and not out.is_dir():
+            raise RunError(f"-o {out}: exists and is not a folder.")
+        with FolderLock(out, "attackgen run") as lock:
+            if lock.took_over is not None:
+                self.echo(f"note: took over the lock of a run that is gone (pid {lock.took_over.get('pid')}, "
+                          f"started {lock.took_over.get('started')})")
+            return self._run_locked()
+
+    def _run_locked(self) -> RunResult:
         identity = run_identity(self.plan, self.model_ref, self.data_ref, self.options)
         checkpoint = self.folder.claim(identity, self.options)
         ctx = self.prepare(None if checkpoint is None else int(checkpoint["chunk_size"]))

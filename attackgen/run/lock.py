@@ -55,7 +55,14 @@ class FolderLock:
             return {"host": "?", "pid": -1, "started": "?", "what": f"(unreadable {LOCK})"}
 
     def acquire(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self._acquire()
+        except OSError as error:  # a folder that cannot be created or written: named, not a traceback
+            raise AttackgenError(f"-o {self.path.parent}: cannot create {LOCK} there ({error.strerror or error}); "
+                                 "choose a writable output folder.") from None
+
+    def _acquire(self) -> FolderLock:
         record = {"host": socket.gethostname(), "pid": os.getpid(),
                   "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "what": self.what}
         for _ in range(3):  # a stale lock is removed and the create retried
@@ -72,8 +79,9 @@ class FolderLock:
                 raise FolderBusy(
                     f"-o {self.path.parent}: another run holds this folder ({holder.get('what')}, host "
                     f"{holder.get('host')}, pid {holder.get('pid')}, started {holder.get('started')}); wait for "
-                    f"it or choose another output folder. If that run is gone (a node that was lost), delete "
-                    f"{self.path} and run again with --resume."
+                    f"it to finish (--resume continues a run only once it has stopped) or choose another output "
+                    f"folder. If that run is gone (a node that was lost), delete {self.path} and run again with "
+                    "--resume."
                 ) from None
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(record, handle)
