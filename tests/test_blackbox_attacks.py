@@ -82,6 +82,14 @@ class _Checker:
         assert int(self.answered.max()) <= self.budget, f"answered {self.answered.tolist()} > {self.budget}"
         return out
 
+    def query_live(self, x: Tensor, rows: Tensor, live: Tensor) -> Tensor:
+        """Rows answered with scores (not NaN) are the ones counted."""
+        out = super().query_live(x, rows, live)  # type: ignore[misc]
+        answered = ~out.isnan().flatten(1).all(dim=1).cpu()
+        self.answered.index_add_(0, rows.cpu()[answered], torch.ones(int(answered.sum()), dtype=torch.long))
+        assert int(self.answered.max()) <= self.budget, f"answered {self.answered.tolist()} > {self.budget}"
+        return out
+
 
 class CheckedScores(_Checker, ScoreOracle):
     pass

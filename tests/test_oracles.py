@@ -68,8 +68,10 @@ def test_label_oracle_returns_labels_only(model: nn.Module, x: torch.Tensor) -> 
     assert labels.dtype == torch.long and labels.shape == (4,)
     public = {name for name in dir(oracle) if not name.startswith("_")}
     # nothing that hands out scores or the model (the Access contract's surrogate slot is empty;
-    # input_ids: the data indices of the rows, for a remote model's query log)
-    assert public == {"budget", "input_ids", "kind", "queries", "remaining", "granularity", "surrogate"}
+    # input_ids: the data indices of the rows, for a remote model's query log; overdrawn and
+    # check_overdraft: whether a masked score query asked beyond its budget)
+    assert public == {"budget", "input_ids", "kind", "queries", "remaining", "granularity", "surrogate",
+                      "overdrawn", "check_overdraft"}
     assert oracle.surrogate is None
     assert not any(isinstance(v, nn.Module) for v in vars(oracle).values())
 

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -114,11 +114,13 @@ def load_endpoint(ref: str, run_dir: Path | None = None, resume: bool = False) -
 
 # The global input indices of the rows being queried, set by the oracle around each query (None: the
 # evaluator's own queries: clean predictions and verification).
-_QUERY_IDS: ContextVar[list[int] | None] = ContextVar("attackgen_query_ids", default=None)
+_QUERY_IDS: ContextVar[list[int] | Callable[[], list[int]] | None] = ContextVar("attackgen_query_ids", default=None)
 
 
 @contextmanager
-def querying(ids: list[int]) -> Iterator[None]:
+def querying(ids: list[int] | Callable[[], list[int]]) -> Iterator[None]:
+    """The data indices of the inputs in the query under way; a callable is read only by a remote model,
+    so a local model's query loop never copies its row indices to the host (a GPU sync per query)."""
     token = _QUERY_IDS.set(ids)
     try:
         yield
@@ -427,6 +429,8 @@ class RemoteModel(OracleOnlyModel):
     def forward(self, x: Tensor) -> Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         ids = _QUERY_IDS.get()
+        if callable(ids):
+            ids = ids()
         hashes = [hashlib.sha256(row.tobytes()).hexdigest()[:32] for row in array]
         answers: list[Any] = [self.replay.get(h) for h in hashes]
         todo = [i for i, a in enumerate(answers) if a is None]

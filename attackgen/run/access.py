@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from attackgen.models.onnx import find_oracle_only
 from attackgen.models.remote import querying
 
 
@@ -45,12 +46,20 @@ class Access(ABC):
     def __init__(self, n_inputs: int, budget: int | None, device: torch.device | str = "cpu") -> None:
         self.budget = budget
         self.queries = torch.zeros(n_inputs, dtype=torch.long, device=device)
+        self.overdrawn = torch.zeros((), dtype=torch.bool, device=device)  # set by a refused query_live
         self.input_ids: Tensor | None = None  # the data indices of the batch rows (the step runner sets them)
 
     def _ids(self, rows: Tensor | None, n: int) -> list[int]:
         """The data indices of the inputs in one query, for a remote model's query log."""
         local = torch.arange(n) if rows is None else rows.detach().cpu()
         return (self.input_ids.cpu()[local] if self.input_ids is not None else local).tolist()
+
+    def check_overdraft(self) -> None:
+        """Raise QueryBudgetExceeded when a ``query_live`` call asked beyond a budget (refused, unanswered)."""
+        if bool(self.overdrawn):
+            self.overdrawn.zero_()
+            raise QueryBudgetExceeded(f"query budget of {self.budget} per input: the attack asked for more queries "
+                                      "than were left (refused, not answered); it must check remaining() first")
 
     def remaining(self, rows: Tensor | None = None) -> Tensor:
         """Queries left per input (a large number when unbudgeted)."""
@@ -118,6 +127,8 @@ class ScoreOracle(Access):
         self.granularity = granularity
         self.k = k
         forward = model
+        self._oracle_only = find_oracle_only(model) is not None
+        self.num_outputs = 0  # learnt from the first answer (the shape of an all-stopped answer)
 
         def answer(x: Tensor) -> Tensor:
             with torch.no_grad():
@@ -128,8 +139,50 @@ class ScoreOracle(Access):
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         """Scores for x; rows are the batch indices of the inputs being queried (default: all, in order)."""
         self._charge(rows, x.shape[0])  # the budget is spent before anything is asked of the model
-        with querying(self._ids(rows, x.shape[0])):
+        with querying(lambda: self._ids(rows, x.shape[0])):
             logits = self._answer(x)
+        return self._scores(logits)
+
+    def query_live(self, x: Tensor, rows: Tensor, live: Tensor) -> Tensor:
+        """Scores for the rows of x where ``live`` (bool, one per row); the others are neither charged nor
+        answered (their scores are NaN). A loop that stops inputs by a mask and shrinks its batch only now
+        and then (attackgen.run.attacks.syncs) queries through this without a sync to drop stopped rows.
+        A local model still computes the stopped rows (cheaper than a sync on a GPU); a remote or ONNX
+        model is asked about the live rows only, so no request leaves for a stopped input."""
+        live = live.to(device=x.device, dtype=torch.bool)
+        if rows.numel() != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs queried but {rows.numel()} row indices given")
+        rows = rows.to(self.queries.device)
+        if self.budget is not None:
+            # Refused without a sync: a row whose budget this call would exceed is not charged and not
+            # answered (NaN, like a stopped row), and the overdraft is raised by ``check_overdraft`` after
+            # the attack, so no answer beyond the budget ever reaches it.
+            after = self.queries + torch.bincount(rows, weights=live.to(rows.device).long(),
+                                                  minlength=self.queries.numel()).long()
+            over = after > self.budget
+            self.overdrawn |= over.any()
+            live = live & ~over[rows].to(live.device)
+        self.queries.index_add_(0, rows, live.to(rows.device).long())
+        if self._listener is not None:
+            self._listener(self)
+        if self._oracle_only:
+            keep = live.nonzero().squeeze(1)
+            if keep.numel() == 0:
+                return torch.full((x.shape[0], self.num_outputs), float("nan"), device=x.device)
+            with querying(lambda: self._ids(rows[keep], keep.numel())):
+                answered = self._scores(self._answer(x[keep]))
+            self.num_outputs = answered.shape[1]
+            out = torch.full((x.shape[0], *answered.shape[1:]), float("nan"), device=answered.device,
+                             dtype=answered.dtype)
+            out[keep] = answered
+            return out
+        with querying(lambda: self._ids(rows, x.shape[0])):
+            scores = self._scores(self._answer(x))
+        if not isinstance(scores, Tensor):
+            raise TypeError("query_live needs tensor answers (scores of a classifier or a dense model)")
+        return scores.masked_fill(~live.to(scores.device).view(-1, *([1] * (scores.dim() - 1))), float("nan"))
+
+    def _scores(self, logits: Any) -> Any:
         if self.granularity == "logits" or not isinstance(logits, Tensor):
             return logits  # a detector's scored boxes are its score-level answer, whatever the granularity
         probs = logits.softmax(dim=1)
@@ -165,7 +218,7 @@ class LabelOracle(Access):
 
     def __call__(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
         self._charge(rows, x.shape[0])
-        with querying(self._ids(rows, x.shape[0])):
+        with querying(lambda: self._ids(rows, x.shape[0])):
             return self._answer(x)
 
 

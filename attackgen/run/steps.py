@@ -28,6 +28,8 @@ from attackgen.run.resources import FlagLog, RunResources
 from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
 
 MAX_EXAMPLES = 8
+LISTEN_EVERY_S = 0.5
+"""The progress listener reads the query counters at most this often (each read is a device sync)."""
 ROW_STREAM = 0x5EED
 """Salt of the per-input seeds (derive_seed(seed, item, ROW_STREAM, index))."""
 
@@ -244,10 +246,10 @@ class StepRunner:
         state.time_s += time.perf_counter() - started
 
     def run_rows(self, rows: Tensor, states: Sequence[StepState], clean: CleanPass,
-                 setups: Sequence[tuple[Attack, AttackEnv]]) -> None:
-        """Every item over these inputs, in plan order, survivors only (a chunk one rank of a distributed run
-        claimed, attackgen.run.distributed). Per input this is what ``run`` does item by item."""
-        for step, (attack, env) in zip(self.ctx.steps, setups, strict=True):
+                 setups: Sequence[tuple[Attack, AttackEnv]], first: int = 0) -> None:
+        """Every item from ``first`` on over these inputs, in plan order, survivors only (a chunk one rank of a
+        distributed run claimed, attackgen.run.distributed). Per input this is what ``run`` does item by item."""
+        for step, (attack, env) in zip(self.ctx.steps[first:], setups, strict=True):
             broken = broken_by(clean, states[: step.index], step.norm, step.epsilon, step.ssim_floor, self.ctx.tol)
             broken |= ~clean.applicable
             self.attack_survivors(step, states[step.index], attack, env, rows[~broken[rows]],
@@ -327,6 +329,7 @@ class StepRunner:
         try:
             with self.autocast():
                 candidate: Tensor | None = attack.run(access, x, objective, budget, env).x_adv
+            access.check_overdraft()  # queries refused without a sync inside the loop (Access.query_live)
         except QueryBudgetExceeded as error:
             candidate = None
             self.flags.add("access.budget_exceeded", "error", f"{step.attack}: {error}",
@@ -356,7 +359,15 @@ class StepRunner:
         start = float(target.queries.double().mean())
         progress = self.progress
 
+        last = [time.monotonic()]
+
         def heard(handle: Any) -> None:
+            # Reading the counters is a host<->device sync: at most every LISTEN_EVERY_S seconds, never per
+            # gradient step or query of a loop that runs faster than that.
+            now = time.monotonic()
+            if now - last[0] < LISTEN_EVERY_S:
+                return
+            last[0] = now
             progress.within(n, (float(handle.queries.double().mean()) - start) / expected)
 
         target._listener = heard  # private: attacks see no new public surface

@@ -22,6 +22,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks.base import Budget
 from attackgen.run.attacks.randomness import RowRandom
+from attackgen.run.attacks.syncs import sync_every
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 
@@ -124,7 +125,7 @@ class LoopConfig:
     restarts: int = 1
     early_stop: bool = False
     decay: float | None = None  # MI-FGSM momentum; None for plain steps
-    check_every: int | None = None  # steps between looks at which inputs are done; None: SYNC_EVERY on CUDA, else 1
+    check_every: int | None = None  # steps between looks at which inputs are done; None: syncs.sync_every
 
 
 def _direction(grad: Tensor, cfg: LoopConfig, momentum: Tensor | None, mask: Tensor | None) -> Tensor:
@@ -141,20 +142,13 @@ def _direction(grad: Tensor, cfg: LoopConfig, momentum: Tensor | None, mask: Ten
     return grad * (cfg.step_size / norms).view(-1, *([1] * (grad.dim() - 1)))
 
 
-SYNC_EVERY = 8
-"""On CUDA an early-stopping loop looks at which inputs are done (a device->host sync) every SYNC_EVERY
-steps rather than every step, so the GPU never waits for the host; rows found in between are recorded
-at once (their first success is kept) and dropped at the next look. On the CPU there is no sync to
-save, and dropping rows at once saves their passes."""
-
-
 def _descend(access: Access, rows: Tensor, objective: Objective, ball: Ball, cfg: LoopConfig,
              gen: torch.Generator | RowRandom) -> tuple[Tensor, Tensor]:
     """One run of the loop on the inputs at batch rows ``rows``; returns (candidates, found)."""
     x = ball.x
     n = x.shape[0]
     shape = (-1, *([1] * (x.dim() - 1)))
-    check_every = cfg.check_every or (1 if x.device.type == "cpu" else SYNC_EVERY)
+    check_every = cfg.check_every or sync_every(x.device)  # attackgen.run.attacks.syncs
     xa = ball.random_start(gen) if cfg.random_start else x.clone()
     momentum = torch.zeros_like(x) if cfg.decay is not None else None
     found = torch.zeros(n, dtype=torch.bool, device=x.device)

@@ -30,6 +30,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
+from attackgen.run.attacks.syncs import looks_now
 from attackgen.run.objectives.base import Capability, Objective
 from attackgen.run.objectives.classification import ClassificationObjective
 from taxonomy.errors import AttackgenError
@@ -161,15 +162,22 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
              best_at_check=gain.clone(), halved_at_check=torch.ones(n, dtype=torch.bool, device=x.device),
              history=gain.view(1, -1).clone())
 
-    def retire(hit: Tensor) -> bool:
-        """Inputs that succeeded leave the run; True when none is left."""
-        nonlocal pos, objective, success, ball
-        if not bool(hit.any()):
+    # Rows that succeed are held (their first successful iterate) and leave the run at the next look,
+    # every K steps (attackgen.run.attacks.syncs: K = 1 on the CPU, so at once), the loop's one sync.
+    pending = torch.zeros(n, dtype=torch.bool, device=x.device)
+    held = torch.empty_like(x)
+
+    def retire(hit: Tensor, look: bool = True) -> bool:
+        """Inputs that succeeded leave the run (at a look); True when none is left."""
+        nonlocal pos, objective, success, ball, pending, held
+        held = torch.where((hit & ~pending).view(shape), s.xa, held)
+        pending = pending | hit
+        if not look or not bool(pending.any()):
             return False
-        out[owner[pos[hit]]] = s.xa[hit]
-        found[owner[pos[hit]]] = True
+        out[owner[pos[pending]]] = held[pending]
+        found[owner[pos[pending]]] = True
         keep = (~found[owner[pos]]).nonzero().squeeze(1)
-        pos = pos[keep]
+        pos, pending, held = pos[keep], pending[keep], held[keep]
         s.keep(keep)
         objective, success = objective.subset(keep), success.subset(keep)
         ball = ball.subset(keep)
@@ -203,14 +211,15 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
                 rises = (recent[1:] > recent[:-1]).sum(dim=0)
                 halve = (rises <= interval * cfg.rho) | (~s.halved_at_check & (s.best_at_check >= s.best))
                 s.halved_at_check, s.best_at_check = halve, s.best.clone()
-                if bool(halve.any()):
-                    s.step = torch.where(halve, s.step / 2, s.step)
-                    s.xa = torch.where(halve.view(shape), s.x_best, s.xa)
-                    s.grad = torch.where(halve.view(shape), s.grad_best, s.grad)
+                s.step = torch.where(halve, s.step / 2, s.step)  # no sync: unchanged where not halved
+                s.xa = torch.where(halve.view(shape), s.x_best, s.xa)
+                s.grad = torch.where(halve.view(shape), s.grad_best, s.grad)
                 interval = max(interval - cfg.interval_decrease, cfg.min_interval)
                 since_check = 0
-        if retire(hit):
+        if retire(hit, looks_now(i, x.device)):
             return out, found
+    if retire(torch.zeros_like(pending)):  # the held successes since the last look
+        return out, found
     out[owner[pos]] = s.x_best
     return out, found
 

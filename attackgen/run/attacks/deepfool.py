@@ -14,6 +14,7 @@ from torch import Tensor
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import as_mask, on_device, require_norm, take_rows
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
+from attackgen.run.attacks.syncs import looks_now
 from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.params import DeepFoolParams
 
@@ -51,13 +52,18 @@ class DeepFool(Attack[DeepFoolParams]):
 
         xa = x.clone()
         p_total = torch.zeros_like(x)
+        # The working set (batch rows ``active``) shrinks only at a look, every K steps (attackgen.run.
+        # attacks.syncs: K = 1 on the CPU); in between an input that succeeded is masked (``going``): it
+        # stops moving, its passes are still made (and counted) until the next look.
         active = rows
-        for _ in range(steps):
+        going = torch.ones(n, dtype=torch.bool, device=x.device)
+        for it in range(steps):
             xi = xa[active].requires_grad_(True)
             out = access(xi, active)
             with torch.no_grad():
                 hit = objective.subset(active).success(out)
-            if bool(hit.all()):
+                going = going & ~hit
+            if looks_now(it, x.device) and not bool(going.any()):  # the loop's one sync
                 break
             if objective.targeted:  # f_k = z_top - z_t for the current top class (negative when hit)
                 top = out.detach().scatter(1, others[active], float("-inf")).argmax(dim=1, keepdim=True)
@@ -86,7 +92,7 @@ class DeepFool(Attack[DeepFoolParams]):
                     step = (d / (g.flatten(1).norm(dim=1) + 1e-8)).view(shape) * g
                 p_total[active] += step
                 moved = (x[active] + (1.0 + overshoot) * p_total[active]).clamp(*budget.bounds)
-                keep = ~hit
-                xa[active[keep]] = moved[keep]
-                active = active[keep]
+                xa[active] = torch.where(going.view(shape), moved, xa[active])
+                if looks_now(it, x.device):
+                    active, going = active[going], going[going]
         return AttackOutput(budget.project(x, xa), {"steps": steps, "norm": norm})

@@ -21,6 +21,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._query import as_outputs, bview, left, query_budget, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
+from attackgen.run.attacks.syncs import looks_now
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import SquareL2Params, SquareLinfParams
@@ -65,13 +66,19 @@ class _Square(Attack[SquareLinfParams]):
         x_best = budget.project(x, self._init(x, eps, budget, rng))
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
-        # The working set: the inputs still searching, gathered once and compacted only when one stops
-        # (success, or its queries spent). Per iteration the loop then costs one proposal, one query
-        # and a few element-wise updates, with no scatter back into the full batch.
+        # The working set: the inputs still searching, gathered once. An input that stops (success, or its
+        # queries spent) is masked out at once (``going``: no longer charged, answered or changed) and the
+        # set is compacted at the next look, every K iterations (attackgen.run.attacks.syncs: K = 1 on the
+        # CPU, so the set shrinks at once; on a GPU the loop syncs once per K queries). An oracle without
+        # ``query_live`` gets a look every iteration.
         idx = rows[room > 0]
         xs, best, sub, last, rows_rng = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1, rng.subset(idx)
         loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
+        going = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
+        stopped_at = torch.zeros(idx.numel(), dtype=torch.long, device=x.device)
+        won = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
+        query_live = getattr(access, "query_live", None)
         for it in range(n_iters):
             if idx.numel() == 0:
                 break
@@ -81,24 +88,31 @@ class _Square(Attack[SquareLinfParams]):
                 cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), budget, rows_rng)
                 x_new = cand if skip_project else budget.project(xs, cand)
             # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
-            outputs = as_outputs(access, access(x_new, idx), sub)
+            scores = query_live(x_new, idx, going) if query_live is not None else access(x_new, idx)
+            outputs = as_outputs(access, scores, sub)
             loss = sub.loss(outputs).detach().to(device=x.device, dtype=loss_best.dtype)
-            success = sub.success(outputs).to(x.device).bool()
-            better = (loss < loss_best) | success
+            success = sub.success(outputs).to(x.device).bool() & going
+            better = ((loss < loss_best) | success) & going
             best = torch.where(bview(better, best), x_new, best)
             loss_best = torch.where(better, loss, loss_best)
-            stop = success | (last <= it)  # last: the iteration of an input's final query
-            if bool(stop.any()):  # write the stopping inputs back and shrink the working set
+            stop = going & (success | (last <= it))  # last: the iteration of an input's final query
+            stopped_at = torch.where(stop, it + 1, stopped_at)
+            won |= success
+            going &= ~stop
+            if (query_live is None or looks_now(it, x.device)) and not bool(going.all()):
+                # the loop's one sync: write the stopped inputs back and shrink the working set
                 x_best[idx] = best
-                used[idx] = it + 1
-                done[idx] |= success
-                keep = ~stop
+                used[idx] = stopped_at
+                done[idx] |= won
+                keep = going
                 idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
+                going, stopped_at, won = going[keep], stopped_at[keep], won[keep]
                 if idx.numel():
                     sub, rows_rng = objective.subset(idx), rows_rng.subset(keep.nonzero().squeeze(1))
         if idx.numel():
             x_best[idx] = best
-            used[idx] = n_iters
+            used[idx] = torch.where(going, n_iters, stopped_at)
+            done[idx] |= won
         return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
 
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
