@@ -242,3 +242,36 @@ def test_data_parallel_universal_fit_equals_the_one_process_fit(tmp_path, name):
     assert 0.05 < float(single.abs().max()) <= 0.2 + 1e-6  # it learned a perturbation, inside the ball
     if name == "uap":
         assert parts[0]["rate"] == pytest.approx(attack.fit_rate) and attack.fit_rate > 0.1  # it fools some inputs
+
+
+def test_two_ranks_escalate_as_one_process(tmp_path):
+    """The logit-scaled model masks cross-entropy gradients: the flags fire over the merged plan (rank 0),
+    every rank gets them, the DLR counterpart runs on each rank's share of the survivors, and the result
+    is the one-process run's, escalation included."""
+    from attackgen.plan.document import ItemContext, Plan, PlanItem
+    from taxonomy.spec import parse_spec
+
+    spec = parse_spec({"name": "escalate", "task": "classification", "classes": [str(i) for i in range(10)],
+                       "threat": {"consequence": "untargeted", "model_knowledge": "white_box",
+                                  "imperceptibility": [{"kind": "lp", "norm": "inf", "epsilon": 0.1}]}})
+    item = PlanItem(attack="apgd_ce", epsilon=0.1, params={"steps": 10, "loss": "ce"},
+                    context=ItemContext(norm="inf", mode="fixed"))
+    plan = Plan(spec_name=spec.name, spec_hash=spec.spec_hash(), spec=spec.model_dump(mode="json"), epsilons=[0.1],
+                items=[item])
+    plan_path = save_plan(plan, tmp_path / "plan.yaml")
+    args = ("--model", "digits-cnn-scaled", "--limit", LIMIT, "-b", BATCH, "-q")
+    single = tmp_path / "single"
+    assert cli("run", plan_path, *args, "-o", single) == 0
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+               "attackgen", "run", str(plan_path), *args, "-o", str(tmp_path / "two")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("single", "two"))
+    assert outcomes(tmp_path / "two") == outcomes(single)
+    assert two["escalation"]["ran"] and [i["attack"] for i in two["escalation"]["items"]] == ["apgd_dlr"]
+    assert two["escalation"] == one["escalation"]
+    assert two["robust_accuracy"] < two["escalation"]["robust_accuracy_before"]
+    assert [f.get("escalation") for f in two["flags"]] == [f.get("escalation") for f in one["flags"]]
+    assert sorted(p.name for p in (tmp_path / "two" / PARTS).glob("escalation-*.pt")) == [
+        f"escalation-{c:06d}.pt" for c in range(6)]

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attackgen.results import RunResult
+from attackgen.results import Flag, RunResult
 from attackgen.run.assemble import assemble
 from attackgen.run.attacks.base import Attack, AttackEnv, Shard, UniversalAttack
 from attackgen.run.context import RunContext, RunOptions
@@ -59,6 +59,8 @@ PARTS = "parts"
 IDENTITY = "identity.json"
 CHUNK_FILE = "chunk-{:06d}.pt"
 CHUNK_PATTERN = re.compile(r"chunk-(\d{6})\.pt$")
+ESCALATION_FILE = "escalation-{}.pt"
+ESCALATION_PATTERN = re.compile(r"escalation-(\d{6})\.pt$")
 PART_VERSION = 1
 TIMEOUT_ENV = "ATTACKGEN_DIST_TIMEOUT_S"
 CRASH_ENV = "ATTACKGEN_TEST_CRASH"
@@ -146,7 +148,7 @@ def fresh_states(states: Sequence[StepState], n: int) -> list[StepState]:
 
 
 def write_part(parts: Path, chunk: int, rows: Tensor, states: Sequence[StepState], flags: Sequence[Any],
-               rank: int) -> None:
+               rank: int, name: str | None = None) -> None:
     steps = []
     for state in states:
         sliced: dict[str, Any] = {name: getattr(state, name)[rows].clone() for name in SLICED}
@@ -155,16 +157,17 @@ def write_part(parts: Path, chunk: int, rows: Tensor, states: Sequence[StepState
         steps.append(sliced)
     payload = {"version": PART_VERSION, "chunk": chunk, "rows": rows.clone(), "rank": rank,
                "host": socket.gethostname(), "steps": steps, "flags": [f.model_dump() for f in flags]}
-    atomic_write(parts / CHUNK_FILE.format(chunk), lambda tmp: torch.save(payload, tmp))
+    atomic_write(parts / (name or CHUNK_FILE.format(chunk)), lambda tmp: torch.save(payload, tmp))
 
 
-def merge_parts(parts: Path, states: list[StepState], n: int, n_chunks: int, flags: Any) -> tuple[list[StepState],
-                                                                                                   list[int]]:
+def merge_parts(parts: Path, states: list[StepState], n: int, n_chunks: int, flags: Any,
+                pattern: re.Pattern[str] | None = None) -> tuple[list[StepState], list[int]]:
     """States filled from every chunk file (fits kept from ``states``) and the chunks that are missing."""
     merged = fresh_states(states, n)
-    found = done_chunks(parts)
+    found = done_chunks(parts, pattern or CHUNK_PATTERN)
     for chunk in sorted(found):
-        part = torch.load(parts / CHUNK_FILE.format(chunk), map_location="cpu", weights_only=True)
+        path = parts / (CHUNK_FILE.format(chunk) if pattern is None else ESCALATION_FILE.format(f"{chunk:06d}"))
+        part = torch.load(path, map_location="cpu", weights_only=True)
         rows = part["rows"]
         for state, sliced in zip(merged, part["steps"], strict=True):
             for name in SLICED:
@@ -191,10 +194,10 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return total.to(t.device)
 
 
-def done_chunks(parts: Path) -> set[int]:
+def done_chunks(parts: Path, pattern: re.Pattern[str] = CHUNK_PATTERN) -> set[int]:
     if not parts.is_dir():
         return set()
-    return {int(m.group(1)) for p in parts.iterdir() if (m := CHUNK_PATTERN.match(p.name))}
+    return {int(m.group(1)) for p in parts.iterdir() if (m := pattern.match(p.name))}
 
 
 def _identity(executor: Executor, launch: Launch) -> dict[str, Any]:
@@ -357,13 +360,10 @@ def run_distributed(
             if options.progress:
                 say(f"{finished} of {len(todo)} chunks done")
         dist.barrier()
-        if launch.rank != 0:
-            return None
-        return _merge(executor, ctx, clean, states, started, len(chunks), launch, complete=True)
+        return _finish(executor, ctx, clean, states, started, len(chunks), launch, store, runner)
     except KeyboardInterrupt:
         if launch.rank == 0 and "clean" in locals() and "states" in locals() and ctx is not None:
-            _merge(executor, ctx, clean, states, started, len(torch.split(ctx.eval_rows, ctx.chunk_size)), launch,
-                   complete=False)
+            _merge(executor, ctx, clean, states, started, len(torch.split(ctx.eval_rows, ctx.chunk_size)), launch)
         raise
     finally:
         if lock is not None:
@@ -382,25 +382,94 @@ def _work_store(nonce: str, timeout: timedelta) -> Any:
     return dist.PrefixStore(f"attackgen/{nonce}/", store)
 
 
-def _merge(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[StepState], started: str,
-           n_chunks: int, launch: Launch, complete: bool) -> RunResult:
+def _finish(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[StepState], started: str,
+            n_chunks: int, launch: Launch, store: Any, runner: RankRunner) -> RunResult | None:
+    """After every plan chunk is done: rank 0 merges them and judges soundness; its flags go to every rank,
+    and if they call for escalation every rank runs the adaptive counterparts on its share of the chunks
+    (the same choice on every rank, from the same flags); then rank 0 writes the one result."""
+    import torch.distributed as dist
+
+    from attackgen.run.escalate import escalation_setting, mark_disabled, run_escalation
+
     parts = Path(executor.folder.out) / PARTS
     merged, missing = merge_parts(parts, states, ctx.n, n_chunks, executor.flags)
-    if missing and complete:
-        raise RunError(f"-o {executor.folder.out}: after all ranks finished, {len(missing)} of {n_chunks} chunk files "
-                       f"are missing from {parts} (first: chunk {missing[0]}); the output folder must be on a "
-                       "filesystem every node sees. Run again with --resume on a shared folder.")
-    result = assemble(ctx, clean, merged, executor.flags.items, started, complete and not missing)
-    if result.complete:
-        from attackgen.run.escalate import mark_disabled
+    before = assemble(ctx, clean, merged, executor.flags.items, started, not missing)
+    decision: list[Any] = [None]
+    if launch.rank == 0:
+        if missing:
+            decision = [{"error": f"-o {executor.folder.out}: after all ranks finished, {len(missing)} of {n_chunks} "
+                         f"chunk files are missing from {parts} (first: chunk {missing[0]}); the output folder must "
+                         "be on a filesystem every node sees. Run again with --resume on a shared folder."}]
+        else:
+            sound = executor._soundness(ctx, before)
+            decision = [{"flags": [f.model_dump() for f in sound],
+                         "disabled": escalation_setting(executor.options, executor.plan)}]
+            for old in parts.glob(ESCALATION_FILE.format("*")):  # escalation is not checkpointed: run anew
+                old.unlink()
+    dist.broadcast_object_list(decision, src=0)
+    if "error" in decision[0]:
+        raise RunError(decision[0]["error"])
+    sound = [Flag.model_validate(f) for f in decision[0]["flags"]]
+    disabled = decision[0]["disabled"]
+    result, written_ctx, written = before, ctx, merged
+    if disabled is None:
+        if launch.rank == 0:  # a stop during escalation leaves the plan's result, saying so
+            partial = before.model_copy(deep=True)
+            mark_disabled(partial, [f.model_copy() for f in sound], "did not finish (the run stopped during "
+                          "escalation; --resume runs it again)")
+            partial.flags.extend(sound)
+            executor.folder.write(partial, ctx, clean, merged)
 
-        sound = executor._soundness(ctx, result)
-        mark_disabled(result, sound, "not run under torchrun yet: run the plan in one process to escalate")
-        result.flags.extend(sound)
+        def run_steps(ctx2: RunContext, new: list[Step], all_states: list[StepState], clean: CleanPass) -> None:
+            _escalate_chunks(executor, ctx2, new, all_states, clean, launch, store, runner)
+
+        written_ctx, written, result = run_escalation(ctx, executor.resources, executor.flags, clean, merged, sound,
+                                                      before, started, None, runner.echo, run_steps)
+    else:
+        mark_disabled(result, sound, disabled)
+    if launch.rank != 0:
+        return None
+    result.flags.extend(sound)
+    result.metrics["world_size"] = float(launch.world_size)
+    result.metrics["chunks_done"] = float(n_chunks)
+    executor.folder.write(result, written_ctx, clean, written)
+    return result
+
+
+def _escalate_chunks(executor: Executor, ctx2: RunContext, new: list[Step], all_states: list[StepState],
+                     clean: CleanPass, launch: Launch, store: Any, runner: RankRunner) -> None:
+    """The escalation items over the chunks, handed out as the plan's were (a counter in the store); each
+    chunk's escalation states go to ``parts/escalation-NNNNNN.pt``, and every rank reads them all back."""
+    import torch.distributed as dist
+
+    parts = Path(executor.folder.out) / PARTS
+    first = len(ctx2.steps) - len(new)
+    esc_runner = RankRunner(ctx2, executor.resources, executor.flags, lambda: None, runner.echo)
+    esc_runner.launch, esc_runner.parts = launch, parts
+    setups = [esc_runner.setup(step, all_states) for step in new]
+    chunks = list(torch.split(ctx2.eval_rows, ctx2.chunk_size))
+    while True:
+        claim = store.add("escalation-next", 1) - 1
+        if claim >= len(chunks):
+            break
+        states = all_states[:first] + fresh_states(all_states[first:], ctx2.n)
+        esc_runner.run_rows(chunks[claim], states, clean, setups, first)
+        write_part(parts, claim, chunks[claim], states[first:], executor.flags.items, launch.rank,
+                   ESCALATION_FILE.format(f"{claim:06d}"))
+    dist.barrier()
+    merged, _ = merge_parts(parts, all_states[first:], ctx2.n, len(chunks), executor.flags, ESCALATION_PATTERN)
+    all_states[first:] = merged
+
+
+def _merge(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[StepState], started: str,
+           n_chunks: int, launch: Launch) -> RunResult:
+    """A stopped run: the chunks finished so far, written as results.json with complete: false."""
+    parts = Path(executor.folder.out) / PARTS
+    merged, missing = merge_parts(parts, states, ctx.n, n_chunks, executor.flags)
+    result = assemble(ctx, clean, merged, executor.flags.items, started, False)
     result.metrics["world_size"] = float(launch.world_size)
     result.metrics["chunks_done"] = float(n_chunks - len(missing))
     executor.folder.write(result, ctx, clean, merged)
-    if not result.complete:
-        executor.echo(f"stopped: {n_chunks - len(missing)} of {n_chunks} chunks are saved in {parts}; "
-                      "continue with --resume")
+    executor.echo(f"stopped: {n_chunks - len(missing)} of {n_chunks} chunks are saved in {parts}; "
+                  "continue with --resume")
     return result

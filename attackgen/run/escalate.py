@@ -297,12 +297,17 @@ def escalation_setting(options: Any, plan: Any) -> str | None:
 
 
 def run_escalation(ctx: Any, resources: Any, flag_log: Any, clean: Any, states: list[Any], flags: list[Flag],
-                   before: Any, started: str, progress: Any, echo: Callable[[str], None]) -> tuple[Any, list[Any], Any]:
+                   before: Any, started: str, progress: Any, echo: Callable[[str], None],
+                   run_steps: Callable[[Any, list[Any], list[Any], Any], None] | None = None,
+                   ) -> tuple[Any, list[Any], Any]:
     """Choose and run the escalation items after the plan; returns (context with them, all states, result).
 
     ``flags`` are the plan's soundness flags (they are annotated in place with what was done about them);
     ``before`` is the plan-only RunResult. The items run through the same step runner as plan items
     (survivors only, verified on ``ctx.model``); they are not checkpointed: a resumed run reruns them.
+    ``run_steps(ctx2, new_steps, all_states, clean)`` runs the chosen items instead of this process
+    (a torchrun run: every rank calls this with the same flags and hands the chunks out, see
+    attackgen.run.distributed); it leaves the merged states in ``all_states``.
     """
     import dataclasses
 
@@ -342,10 +347,13 @@ def run_escalation(ctx: Any, resources: Any, flag_log: Any, clean: Any, states: 
     if new:
         echo(f"escalation: {len(new)} item(s) on the survivors, for "
              + ", ".join(dict.fromkeys(r for i in choice.items for r in i.reasons)))
-        runner = StepRunner(ctx2, resources, flag_log, lambda: None, echo)
         torch.manual_seed(ctx.options.seed)
-        for step in new:
-            runner.run(step, all_states, clean, progress)
+        if run_steps is not None:
+            run_steps(ctx2, list(new), all_states, clean)
+        else:
+            runner = StepRunner(ctx2, resources, flag_log, lambda: None, echo)
+            for step in new:
+                runner.run(step, all_states, clean, progress)
     result = assemble(ctx2, clean, all_states, flag_log.items, started, True)
     extra = result.items[len(ctx.steps):]
     for result_item, item in zip(extra, choice.items, strict=True):
