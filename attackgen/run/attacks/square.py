@@ -21,7 +21,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._query import as_outputs, bview, left, query_budget, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
-from attackgen.run.attacks.syncs import looks_now
+from attackgen.run.attacks.syncs import looks_now, sync_every
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import SquareL2Params, SquareLinfParams
@@ -78,7 +78,8 @@ class _Square(Attack[SquareLinfParams]):
         stopped_at = torch.zeros(idx.numel(), dtype=torch.long, device=x.device)
         won = torch.zeros(idx.numel(), dtype=torch.bool, device=x.device)
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
-        query_live = getattr(access, "query_live", None)
+        # with a look every iteration (the CPU) every row queried is live: the plain query is cheaper
+        query_live = getattr(access, "query_live", None) if sync_every(x.device) > 1 else None
         for it in range(n_iters):
             if idx.numel() == 0:
                 break
@@ -91,11 +92,13 @@ class _Square(Attack[SquareLinfParams]):
             scores = query_live(x_new, idx, going) if query_live is not None else access(x_new, idx)
             outputs = as_outputs(access, scores, sub)
             loss = sub.loss(outputs).detach().to(device=x.device, dtype=loss_best.dtype)
-            success = sub.success(outputs).to(x.device).bool() & going
-            better = ((loss < loss_best) | success) & going
+            success = sub.success(outputs).to(x.device).bool()
+            better = (loss < loss_best) | success
+            stop = success | (last <= it)  # last: the iteration of an input's final query
+            if query_live is not None:  # stopped rows (NaN answers) neither win nor stop again
+                success, better, stop = success & going, better & going, stop & going
             best = torch.where(bview(better, best), x_new, best)
             loss_best = torch.where(better, loss, loss_best)
-            stop = going & (success | (last <= it))  # last: the iteration of an input's final query
             stopped_at = torch.where(stop, it + 1, stopped_at)
             won |= success
             going &= ~stop
