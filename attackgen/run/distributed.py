@@ -389,13 +389,13 @@ def _finish(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[
     (the same choice on every rank, from the same flags); then rank 0 writes the one result."""
     import torch.distributed as dist
 
-    from attackgen.run.escalate import escalation_setting, mark_disabled, run_escalation
+    from attackgen.run.escalate import TRIGGERS, escalation_setting, mark_disabled, run_escalation
 
     parts = Path(executor.folder.out) / PARTS
-    merged, missing = merge_parts(parts, states, ctx.n, n_chunks, executor.flags)
-    before = assemble(ctx, clean, merged, executor.flags.items, started, not missing)
     decision: list[Any] = [None]
     if launch.rank == 0:
+        merged, missing = merge_parts(parts, states, ctx.n, n_chunks, executor.flags)
+        before = assemble(ctx, clean, merged, executor.flags.items, started, not missing)
         if missing:
             decision = [{"error": f"-o {executor.folder.out}: after all ranks finished, {len(missing)} of {n_chunks} "
                          f"chunk files are missing from {parts} (first: chunk {missing[0]}); the output folder must "
@@ -411,8 +411,14 @@ def _finish(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[
         raise RunError(decision[0]["error"])
     sound = [Flag.model_validate(f) for f in decision[0]["flags"]]
     disabled = decision[0]["disabled"]
+    escalating = disabled is None and any(f.check in TRIGGERS for f in sound)
+    if launch.rank != 0 and not escalating:
+        return None
+    if launch.rank != 0:  # the plan's merged states decide the survivors of the escalation items
+        merged, _ = merge_parts(parts, states, ctx.n, n_chunks, executor.flags)
+        before = assemble(ctx, clean, merged, executor.flags.items, started, True)
     result, written_ctx, written = before, ctx, merged
-    if disabled is None:
+    if escalating:
         if launch.rank == 0:  # a stop during escalation leaves the plan's result, saying so
             partial = before.model_copy(deep=True)
             mark_disabled(partial, [f.model_copy() for f in sound], "did not finish (the run stopped during "
