@@ -420,10 +420,10 @@ def _finish(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[
     result, written_ctx, written = before, ctx, merged
     if escalating:
         if launch.rank == 0:  # a stop during escalation leaves the plan's result, saying so
-            partial = before.model_copy(deep=True)
-            mark_disabled(partial, [f.model_copy() for f in sound], "did not finish (the run stopped during "
-                          "escalation; --resume runs it again)")
-            partial.flags.extend(sound)
+            partial, marked = before.model_copy(deep=True), [f.model_copy() for f in sound]
+            mark_disabled(partial, marked, "did not finish (the run stopped during escalation; --resume runs it "
+                          "again)")
+            partial.flags.extend(marked)
             executor.folder.write(partial, ctx, clean, merged)
 
         def run_steps(ctx2: RunContext, new: list[Step], all_states: list[StepState], clean: CleanPass) -> None:
