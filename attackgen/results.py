@@ -74,7 +74,8 @@ class EscalatedItem(Record):
     """One escalation item as it ran (also in ``items``, with its per-input results)."""
 
     attack: str
-    view: str  # victim, bpda (straight-through gradients) or log_probabilities: what the gradients came from
+    view: str  # victim, bpda (straight-through gradients), log_probabilities or surrogate (transfer): what the
+    # gradients came from
     reasons: list[str]  # the flag checks that triggered it
     why: str
     epsilon: float | None = None
@@ -93,6 +94,7 @@ class Escalation(Record):
     remaining: list[str] = Field(default_factory=list)  # flag checks no counterpart answered, or still firing
     notes: list[str] = Field(default_factory=list)
     disabled: str | None = None  # why it did not run (--no-escalate, a preset plan)
+    surrogate: str | None = None  # stage 2: the smooth surrogate the transfer items attacked, how it was found
 
 
 class RunResult(Record):

@@ -178,6 +178,10 @@ def attackgen_row(fx: Fixture, counted: Counted, data: Any, preset: str | None, 
     result, wall, cpu = timed(counted, executor.run)
     flags = sorted({f.check for f in result.flags})
     note = attacks + (f"; flags: {', '.join(flags)}" if flags else "")
+    esc = result.escalation
+    if esc is not None and esc.ran:
+        extra = ", ".join(f"{i.attack}/{i.view} +{i.n_success}" for i in esc.items)
+        note += (f"; escalation {esc.robust_accuracy_before:.1%} -> {esc.robust_accuracy_after:.1%} ({extra})")
     return Row(fx.model, method, result.robust_accuracy, result.clean_accuracy, wall, cpu,
                counted.forward_inputs, counted.backward_inputs, note)
 
@@ -243,6 +247,36 @@ def table(rows: list[Row], fixtures: dict[str, tuple[Fixture, int]]) -> str:
     return "\n".join(lines)
 
 
+def checks(rows: list[Row]) -> str:
+    """The issue's targets, per fixture, from the rows of this run (only where both figures were measured)."""
+    by = {(r.fixture, r.method): r for r in rows}
+    lines = ["| fixture | default <= reference | default wall / reference wall | preset - reference (points) |",
+             "|---|---|---|---|"]
+    for fixture in dict.fromkeys(r.fixture for r in rows):
+        default, preset, ref = (by.get((fixture, m)) for m in METHODS[:3])
+        if ref is None or ref.robust is None:
+            continue
+        cells = []
+        if default is not None and default.robust is not None and default.wall and ref.wall:
+            ok = default.robust <= ref.robust + 1e-9
+            cells += [f"{'yes' if ok else 'NO'} ({default.robust:.1%} vs {ref.robust:.1%})",
+                      f"{default.wall / ref.wall:.2f} ({'met' if default.wall <= 0.2 * ref.wall else 'missed'})"]
+        else:
+            cells += ["-", "-"]
+        if preset is not None and preset.robust is not None:
+            diff = 100 * (preset.robust - ref.robust)
+            cells.append(f"{diff:+.1f} ({'met' if abs(diff) <= 0.5 + 1e-9 else 'missed'})")
+        else:
+            cells.append("-")
+        lines.append(f"| {fixture} | " + " | ".join(cells) + " |")
+    plain, scaled = by.get(("digits-cnn", METHODS[0])), by.get(("digits-cnn-scaled", METHODS[0]))
+    if plain is not None and scaled is not None and plain.robust is not None and scaled.robust is not None:
+        gap = 100 * (scaled.robust - plain.robust)
+        lines.append(f"\nLogit-scaled after escalation vs unscaled (default plan): {gap:+.1f} points "
+                     f"({'met' if abs(gap) <= 1 + 1e-9 else 'missed'}: target within 1 point).")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fixtures", default=None,
@@ -292,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"wall {fmt(row.wall, '.1f'):>6} s | fwd {fmt(row.forward, 'd'):>8} | "
                       f"bwd {fmt(row.backward, 'd'):>8} | {row.note}", flush=True)
     load_after = os.getloadavg()
-    text = table(rows, shown) + (f"\n\nLoad average {load[0]:.1f} before, {load_after[0]:.1f} after; "
-                                 f"{args.threads} torch thread(s); CPU time is the process's.")
+    text = table(rows, shown) + "\n\n" + checks(rows) + (
+        f"\n\nLoad average {load[0]:.1f} before, {load_after[0]:.1f} after; {args.threads} torch thread(s); "
+        "CPU time is the process's.")
     print("\n" + text)
     out = Path(args.out) if args.out else RESULTS / f"autoattack-{time.strftime('%Y%m%d-%H%M')}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

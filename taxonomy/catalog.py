@@ -108,7 +108,13 @@ def _iterative(params: Mapping[str, Any]) -> Cost:
 def _apgd(params: Mapping[str, Any]) -> Cost:
     """steps x restarts (x targets for APGD-T) passes at most: runs stop early per input."""
     runs = _p(params, "restarts", 1) * (_p(params, "n_target_classes", 9) if "n_target_classes" in params else 1)
-    n = _p(params, "steps", 100) * runs * _p(params, "eot_iter", 1)
+    steps = _p(params, "steps", 100)
+    n = steps * runs * _p(params, "eot_iter", 1)
+    keep = _p(params, "keep_targets", 0) if params.get("parallel_targets", True) else 0
+    if keep and "n_target_classes" in params:  # the targets beyond ``keep`` stop at the first checkpoint
+        first = max(int(0.22 * steps), 1)
+        dropped = max(_p(params, "n_target_classes", 9) - keep, 0) * _p(params, "restarts", 1)
+        n -= dropped * (steps - first) * _p(params, "eot_iter", 1)
     return Cost(forward=n + runs + 1, backward=n)
 
 

@@ -391,11 +391,14 @@ class APGDDLRParams(APGDParams):
 
 
 class APGDTParams(APGDParams):
-    """One targeted DLR run per class among the ``n_target_classes`` most likely others."""
+    """One targeted DLR run per class among the ``n_target_classes`` most likely others. ``keep_targets``
+    (with ``parallel_targets``): at the first step-size checkpoint each input keeps only its most promising
+    target runs (highest targeted-DLR gain so far); 0 keeps them all, as AutoAttack does."""
 
     loss: Literal["ce", "dlr", "dlr-targeted"] = "dlr-targeted"
     n_target_classes: int = Field(9, ge=1)
     parallel_targets: bool = True
+    keep_targets: int = Field(0, ge=0)
 
 
 class FMNTParams(FMNParams):

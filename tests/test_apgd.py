@@ -66,6 +66,23 @@ def test_apgd_t_breaks_inputs_apgd_ce_left(victim, batch):
         assert int((pred_t != y[left]).sum()) >= 1, f"APGD-T (parallel={parallel}) broke none of {left.numel()}"
 
 
+def test_apgd_t_keeping_the_most_promising_targets_costs_less_and_breaks_as_much(victim, batch):
+    """keep_targets (the default plan's cost-aware APGD-T): after the first checkpoint each input keeps its
+    best target runs only; the inputs APGD-CE left fall as with all 9 targets, in fewer passes."""
+    x, y = batch
+    _, pred, _ = run(victim, APGDCE, x, ClassificationObjective(y), LINF, steps=30)
+    left = (pred == y).nonzero().squeeze(1)
+    assert left.numel() > 0
+    results = {}
+    for keep in (0, 2):
+        _, pred_t, access = run(victim, APGDT, x[left], ClassificationObjective(y[left]), LINF, steps=30,
+                                keep_targets=keep)
+        results[keep] = (int((pred_t != y[left]).sum()), int(access.queries.sum()))
+    (all_broken, all_passes), (kept_broken, kept_passes) = results[0], results[2]
+    assert kept_broken >= all_broken - 1 and kept_broken >= 1
+    assert kept_passes < all_passes
+
+
 def test_apgd_t_hits_a_static_target(victim, batch):
     x, y = batch
     keep = y != 3

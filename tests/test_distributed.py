@@ -274,4 +274,4 @@ def test_two_ranks_escalate_as_one_process(tmp_path):
     assert two["robust_accuracy"] < two["escalation"]["robust_accuracy_before"]
     assert [f.get("escalation") for f in two["flags"]] == [f.get("escalation") for f in one["flags"]]
     assert sorted(p.name for p in (tmp_path / "two" / PARTS).glob("escalation-*.pt")) == [
-        f"escalation-{c:06d}.pt" for c in range(6)]
+        f"escalation-001-{c:06d}.pt" for c in range(6)]  # stage 1's first step follows the plan's one item

@@ -2,21 +2,38 @@
 
 The logit-scaled model decides exactly as digits-cnn, so its true robust accuracy is the unscaled one's;
 cross-entropy PGD cannot see that (saturated softmax), the DLR escalation can. The quantised model's
-gradients are zero, BPDA through the located rounding breaks it. The randomised model gets EOT. Small
-runs (few inputs, a short plan): the escalation items themselves run at their real settings.
+gradients are zero, BPDA through the located rounding breaks it. The randomised model gets EOT. A
+quantiser BPDA cannot locate (a custom autograd function with a zero backward) gets the transfer from a
+smooth surrogate. Small runs (few inputs, a short plan): the escalation items themselves run at their
+real settings.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 import torch
+from torch import Tensor, nn
 
+from attackgen.models.zoo import load_builtin_data, load_builtin_model
 from attackgen.plan.document import ItemContext, Plan, PlanItem
 from attackgen.report.run_report import write_report
 from attackgen.results import Flag
-from attackgen.run.escalate import BPDA, choose, escalation_setting, locate_nondifferentiable
+from attackgen.run.escalate import (
+    BPDA,
+    EscalationPlan,
+    builtin_surrogates,
+    choose,
+    escalation_setting,
+    find_surrogate,
+    locate_nondifferentiable,
+)
 from attackgen.run.executor import Executor, RunOptions
+from attackgen.run.folder import CHECKPOINT
+from attackgen.run.objectives import build_objective
+from attackgen.run.steps import StepRunner
 from taxonomy.spec import parse_spec
 
 SPEC = {"name": "escalate-test", "task": "classification", "classes": [str(i) for i in range(10)],
@@ -120,3 +137,112 @@ def test_preset_plans_run_exactly_unless_asked():
     assert escalation_setting(RunOptions(escalate=True), plan(preset="autoattack-standard")) is None
     assert escalation_setting(RunOptions(), plan()) is None
     assert escalation_setting(RunOptions(escalate=False), plan()) == "turned off (--no-escalate)"
+
+
+# --------------------------------------------------------------------------- transfer from a smooth surrogate
+
+
+class _HiddenRound(torch.autograd.Function):
+    """Rounding to 8 grey levels that BPDA cannot locate: floor division (not a listed operation) inside a
+    custom autograd function whose backward is zero."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return torch.div(x.clamp(0, 1) * 7 + 0.5, 1, rounding_mode="floor") / 7
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return torch.zeros_like(grad)
+
+
+class HiddenQuantize(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(_HiddenRound.apply(x))
+
+
+class Opaque(nn.Module):
+    """The same quantised model with its CNN hidden from named_modules: no submodule to unwrap."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.hidden = [model]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.hidden[0](_HiddenRound.apply(x))
+
+
+def hidden_run(tmp_path, limit: int, escalate: bool | None = None, folder: str = "out", resume: bool = False):
+    model = HiddenQuantize(load_builtin_model("digits-cnn")).eval()
+    data = load_builtin_data("digits").take(slice(0, limit))
+    options = RunOptions(progress=False, escalate=escalate, batch_size=8, resume=resume)
+    return Executor(plan(), "hidden-quantized", "digits", tmp_path / folder, options, model=model, data=data).run()
+
+
+def test_transfer_from_the_unwrapped_model_breaks_a_quantiser_bpda_cannot_locate(tmp_path):
+    off = hidden_run(tmp_path, 24, escalate=False, folder="off")
+    on = hidden_run(tmp_path, 24)
+    assert off.robust_accuracy >= 0.9  # zero gradients: APGD-CE breaks (almost) nothing
+    esc = on.escalation
+    assert esc is not None and esc.ran and esc.located == []  # nothing for BPDA
+    views = [(i.attack, i.view) for i in esc.items]
+    assert views == [("apgd_dlr", "victim"), ("apgd_ce", "surrogate"), ("apgd_t", "surrogate")]
+    assert esc.items[0].n_success == 0  # DLR on the real (zero) gradients cannot move either
+    assert esc.surrogate and "submodule model (SmallCNN)" in esc.surrogate
+    assert on.robust_accuracy <= 0.1 and esc.robust_accuracy_after == on.robust_accuracy
+    assert sum(i.n_success for i in esc.items) == sum(i.n_success for i in on.items[1:]) >= 20
+    # the gradients of the real model are still zero: the flag stays, and says what was done
+    assert "zero_gradients" in esc.remaining
+    flag = next(f for f in on.flags if f.check == "zero_gradients")
+    assert flag.escalation and flag.escalation.startswith("escalated") and "remains" in flag.escalation
+    md, _ = write_report(tmp_path / "out")
+    assert "surrogate" in md.read_text()
+
+
+def test_a_model_without_a_submodule_to_unwrap_gets_a_builtin_surrogate_of_its_task():
+    quantised = Opaque(load_builtin_model("digits-cnn")).eval()
+    x, y = load_builtin_data("digits").x[:64], load_builtin_data("digits").y[:64]
+    spec = parse_spec(SPEC)
+    objective = build_objective(spec, y, quantised(x))
+    assert find_surrogate(quantised, x, y, objective, 10) is None  # no built-ins offered: none
+    found = find_surrogate(quantised, x, y, objective, 10, builtin_surrogates)
+    assert found is not None and found.source.startswith("builtin:digits-") and found.agreement >= 0.75
+    # a model whose gradients already work is never its own surrogate, nor is a masking layer
+    scaled = load_builtin_model("digits-cnn-scaled")
+    inner = find_surrogate(scaled, x, y, build_objective(spec, y, scaled(x)), 10)
+    assert inner is not None and inner.source == "submodule:model"
+
+
+def test_a_run_stopped_during_escalation_resumes_without_redoing_finished_escalation_work(tmp_path, monkeypatch):
+    straight = hidden_run(tmp_path, 24, folder="straight")
+    calls: list[tuple[int, int]] = []
+    original = StepRunner.attack_survivors
+
+    def counting(self: StepRunner, step: Any, state: Any, *args: Any) -> None:
+        calls.append((step.index, len(state.done)))
+        if stop and step.role == "escalation" and step.model_view is not None and len(state.done) == 1 \
+                and step.index == 2:
+            raise KeyboardInterrupt  # in the first transfer item, its first chunk finished
+        original(self, step, state, *args)
+
+    stop = True
+    monkeypatch.setattr(StepRunner, "attack_survivors", counting)
+    with pytest.raises(KeyboardInterrupt):
+        hidden_run(tmp_path, 24)
+    checkpoint = torch.load(tmp_path / "out" / CHECKPOINT, weights_only=True)
+    saved = EscalationPlan.from_dict(checkpoint["escalation"])
+    assert [e.attack for e in saved.entries] == ["apgd_dlr", "apgd_ce", "apgd_t"]
+    assert not checkpoint["complete"] and len(checkpoint["steps"]) == 1 + 3
+    assert len(checkpoint["steps"][1]["done"]) == 3 and len(checkpoint["steps"][2]["done"]) == 1
+    stop = False
+    calls.clear()
+    resumed = hidden_run(tmp_path, 24, resume=True)
+    ran = {index for index, _ in calls}
+    assert 0 not in ran and 1 not in ran  # the plan item and the finished DLR item: not run again
+    assert [done for index, done in calls if index == 2] == [1, 2]  # the transfer item's last two chunks only
+    assert resumed.robust_accuracy == straight.robust_accuracy
+    assert [(i.n_attacked, i.n_success) for i in resumed.items] == [(i.n_attacked, i.n_success) for i in straight.items]
+    assert torch.load(tmp_path / "out" / CHECKPOINT, weights_only=True)["complete"]

@@ -146,5 +146,6 @@ def test_default_white_box_plan_is_apgd_pair_then_a_stated_square_budget() -> No
     assert [(i.attack, i.role) for i in result.items] == [
         ("apgd_ce", "primary"), ("apgd_t", "primary"), ("square_linf", "gradient_free_check")]
     check = result.items[-1]
-    assert check.params["n_queries"] == 1000 and "1000 queries" in check.rationale
+    assert check.params["n_queries"] == 500 and "500 queries" in check.rationale
     assert result.items[1].params["parallel_targets"] is True
+    assert result.items[1].params["keep_targets"] == 2  # cost-aware: 9 targets explored, 2 pursued

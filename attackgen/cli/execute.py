@@ -97,6 +97,8 @@ def print_summary(result: Any, out_dir: Path) -> None:
                       soft_wrap=True)
         if esc.located:
             console.print(f"  escalation located (BPDA): {escape(', '.join(esc.located))}", soft_wrap=True)
+        if getattr(esc, "surrogate", None):
+            console.print(f"  escalation transferred from: {escape(str(esc.surrogate))}", soft_wrap=True)
     elif esc is not None:
         console.print(f"  escalation: {escape(esc.disabled or 'no adaptive counterpart applies')}", soft_wrap=True)
     for flag in result.flags:

@@ -339,6 +339,8 @@ def escalation_section(esc: Any) -> Section:
             f"{pct(esc.robust_accuracy_after)} after. Every success was verified on the real model.")
     if esc.located:
         lead += f" Non-differentiable operations located (BPDA applied to them): {', '.join(esc.located)}."
+    if getattr(esc, "surrogate", None):
+        lead += f" Transfer items attacked a smooth surrogate, {esc.surrogate}."
     if esc.remaining:
         lead += f" Flags that remain: {', '.join(esc.remaining)}."
     for note in esc.notes:

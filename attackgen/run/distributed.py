@@ -59,8 +59,12 @@ PARTS = "parts"
 IDENTITY = "identity.json"
 CHUNK_FILE = "chunk-{:06d}.pt"
 CHUNK_PATTERN = re.compile(r"chunk-(\d{6})\.pt$")
-ESCALATION_FILE = "escalation-{}.pt"
-ESCALATION_PATTERN = re.compile(r"escalation-(\d{6})\.pt$")
+ESCALATION_FILE = "escalation-{:03d}-{:06d}.pt"  # (index of the stage's first step, chunk): stages run one by one
+ESCALATION_GLOB = "escalation-*.pt"
+
+
+def escalation_pattern(first: int) -> re.Pattern[str]:
+    return re.compile(rf"escalation-{first:03d}-(\d{{6}})\.pt$")
 PART_VERSION = 1
 TIMEOUT_ENV = "ATTACKGEN_DIST_TIMEOUT_S"
 CRASH_ENV = "ATTACKGEN_TEST_CRASH"
@@ -161,12 +165,14 @@ def write_part(parts: Path, chunk: int, rows: Tensor, states: Sequence[StepState
 
 
 def merge_parts(parts: Path, states: list[StepState], n: int, n_chunks: int, flags: Any,
-                pattern: re.Pattern[str] | None = None) -> tuple[list[StepState], list[int]]:
-    """States filled from every chunk file (fits kept from ``states``) and the chunks that are missing."""
+                escalation_first: int | None = None) -> tuple[list[StepState], list[int]]:
+    """States filled from every chunk file (fits kept from ``states``) and the chunks that are missing; with
+    ``escalation_first``, the files of the escalation stage whose first step has that index."""
     merged = fresh_states(states, n)
-    found = done_chunks(parts, pattern or CHUNK_PATTERN)
+    stage = escalation_first
+    found = done_chunks(parts, CHUNK_PATTERN if stage is None else escalation_pattern(stage))
     for chunk in sorted(found):
-        path = parts / (CHUNK_FILE.format(chunk) if pattern is None else ESCALATION_FILE.format(f"{chunk:06d}"))
+        path = parts / (CHUNK_FILE.format(chunk) if stage is None else ESCALATION_FILE.format(stage, chunk))
         part = torch.load(path, map_location="cpu", weights_only=True)
         rows = part["rows"]
         for state, sliced in zip(merged, part["steps"], strict=True):
@@ -404,7 +410,7 @@ def _finish(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[
             sound = executor._soundness(ctx, before)
             decision = [{"flags": [f.model_dump() for f in sound],
                          "disabled": escalation_setting(executor.options, executor.plan)}]
-            for old in parts.glob(ESCALATION_FILE.format("*")):  # escalation is not checkpointed: run anew
+            for old in parts.glob(ESCALATION_GLOB):  # a torchrun run's escalation is not checkpointed: run anew
                 old.unlink()
     dist.broadcast_object_list(decision, src=0)
     if "error" in decision[0]:
@@ -430,7 +436,7 @@ def _finish(executor: Executor, ctx: RunContext, clean: CleanPass, states: list[
             _escalate_chunks(executor, ctx2, new, all_states, clean, launch, store, runner)
 
         written_ctx, written, result = run_escalation(ctx, executor.resources, executor.flags, clean, merged, sound,
-                                                      before, started, None, runner.echo, run_steps)
+                                                      before, started, None, runner.echo, run_steps=run_steps)
     else:
         mark_disabled(result, sound, disabled)
     if launch.rank != 0:
@@ -455,15 +461,15 @@ def _escalate_chunks(executor: Executor, ctx2: RunContext, new: list[Step], all_
     setups = [esc_runner.setup(step, all_states) for step in new]
     chunks = list(torch.split(ctx2.eval_rows, ctx2.chunk_size))
     while True:
-        claim = store.add("escalation-next", 1) - 1
+        claim = store.add(f"escalation-next-{first}", 1) - 1  # one counter per stage
         if claim >= len(chunks):
             break
         states = all_states[:first] + fresh_states(all_states[first:], ctx2.n)
         esc_runner.run_rows(chunks[claim], states, clean, setups, first)
         write_part(parts, claim, chunks[claim], states[first:], executor.flags.items, launch.rank,
-                   ESCALATION_FILE.format(f"{claim:06d}"))
+                   ESCALATION_FILE.format(first, claim))
     dist.barrier()
-    merged, _ = merge_parts(parts, all_states[first:], ctx2.n, len(chunks), executor.flags, ESCALATION_PATTERN)
+    merged, _ = merge_parts(parts, all_states[first:], ctx2.n, len(chunks), executor.flags, first)
     all_states[first:] = merged
 
 

@@ -35,7 +35,7 @@ from attackgen.models.data import LabeledData
 from attackgen.results import Flag, RunResult
 from attackgen.run.assemble import assemble
 from attackgen.run.context import RunContext, RunOptions, load_context, patch_side, run_identity
-from attackgen.run.escalate import escalation_setting, mark_disabled, run_escalation
+from attackgen.run.escalate import EscalationPlan, Resumed, escalation_setting, mark_disabled, run_escalation
 from attackgen.run.folder import CHECKPOINT, OUTPUT_FILES, RESULTS, RunFolder
 from attackgen.run.items import RunError, Step, check_detector_names, resolve_steps
 from attackgen.run.lock import FolderLock
@@ -124,9 +124,13 @@ class Executor:
                 self.resources.surrogate(step)
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.states = [StepState.empty(ctx.n) for _ in ctx.steps]
+        resumed = None
         if checkpoint is not None:
             started, self.states, flags = self.folder.restore(checkpoint, ctx.n)
             self.flags.items = flags
+            if checkpoint.get("escalation") is not None:  # stopped during escalation: its items' states follow
+                resumed = Resumed(EscalationPlan.from_dict(checkpoint["escalation"]), self.states[len(ctx.steps):])
+            self.states = self.states[: len(ctx.steps)]
             finished = sum(len(s.done) for s in self.states)
             self.echo(f"resuming: {finished} finished batches are kept, not run again")
 
@@ -160,11 +164,20 @@ class Executor:
         written_ctx, written = ctx, self.states
         if disabled is None:
             plan_only = result
+            last: list[EscalationPlan] = []
+
+            def save_escalation(ctx2: RunContext, states: list[StepState], plan: EscalationPlan) -> None:
+                last[:] = [plan]
+                self.folder.save_checkpoint(ctx2, states, self.flags.items, started, False, plan.to_dict())
+
             try:
                 with self._progress(ctx) as progress:
                     written_ctx, written, result = run_escalation(ctx, self.resources, self.flags, clean,
                                                                   self.states, sound, result, started, progress,
-                                                                  self.echo)
+                                                                  self.echo, save_escalation, resumed)
+                if last:
+                    self.folder.save_checkpoint(written_ctx, written, self.flags.items, started, True,
+                                                last[0].to_dict())
             except (AttackgenError, RuntimeError) as error:  # an add-on: the plan's verified result stands, and
                 # the flags say why nothing was added (e.g. no gradient reaches the input at all)
                 self.echo(f"escalation failed: {error}")

@@ -2,9 +2,10 @@
 folder (refuse another run's, --resume, --force) and the checkpoint format.
 
 The checkpoint is a torch file (weights_only) with ``version`` 1: the run identity, the chunk size, the
-number of inputs, each step's StepState as a dict, and the flags. Its format is unchanged by the split of
-the executor, so runs stopped before it resume; a checkpoint of another version is refused with a message
-that says to use --force.
+number of inputs, each step's StepState as a dict, and the flags; during adaptive escalation also
+``escalation``, the escalation plan, whose items' states follow the plan's in ``steps``. Its format is
+unchanged by the split of the executor, so runs stopped before it resume; a checkpoint of another
+version is refused with a message that says to use --force.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class RunFolder:
     # ------------------------------------------------------------------ checkpoints
 
     def save_checkpoint(self, ctx: RunContext, states: Sequence[StepState], flags: Sequence[Flag], started: str,
-                        complete: bool = False) -> None:
+                        complete: bool = False, escalation: Mapping[str, Any] | None = None) -> None:
+        """``escalation``: the escalation plan while its items run (their states follow the plan's in ``steps``)."""
         payload = {
             "version": CHECKPOINT_VERSION,
             "identity": ctx.identity(),
@@ -140,6 +142,8 @@ class RunFolder:
             "steps": [state.to_dict() for state in states],
             "flags": [flag.model_dump() for flag in flags],
         }
+        if escalation is not None:
+            payload["escalation"] = dict(escalation)
         atomic_write(self.out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
     def restore(self, checkpoint: Mapping[str, Any], n: int) -> tuple[str, list[StepState], list[Flag]]:

@@ -46,6 +46,7 @@ class APGDConfig:
     restarts: int = 1
     rho: float = 0.75
     eot_iter: int = 1  # gradients averaged over this many passes (randomised models, AutoAttack 'rand')
+    keep_copies: int = 0  # copies per input (APGD-T's parallel targets) kept after the first checkpoint; 0: all
 
     @property
     def first_checkpoint(self) -> int:
@@ -218,10 +219,27 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
                 since_check = 0
         if retire(hit, looks_now(i, x.device)):
             return out, found
+        if cfg.keep_copies and i + 1 == cfg.first_checkpoint and pos.numel():
+            keep = _most_promising(owner[pos], s.best, cfg.keep_copies, owners)
+            keep = torch.unique(torch.cat([keep, pending.nonzero().squeeze(1)]))  # held successes stay
+            if keep.numel() < pos.numel():  # every input keeps at least one copy: its candidate comes from those
+                pos, pending, held = pos[keep], pending[keep], held[keep]
+                s.keep(keep)
+                objective, success, ball = objective.subset(keep), success.subset(keep), ball.subset(keep)
     if retire(torch.zeros_like(pending)):  # the held successes since the last look
         return out, found
     out[owner[pos]] = s.x_best
     return out, found
+
+
+def _most_promising(owner: Tensor, gain: Tensor, k: int, owners: int) -> Tensor:
+    """Positions of the ``k`` highest-gain copies of each input (A3-like pruning: Liu et al. 2022 drop the
+    runs whose loss shows the least progress), in their original order."""
+    order = torch.argsort(gain, descending=True, stable=True)
+    order = order[torch.argsort(owner[order], stable=True)]
+    counts = torch.bincount(owner, minlength=owners)
+    rank = torch.arange(owner.numel(), device=owner.device) - (counts.cumsum(0) - counts)[owner[order]]
+    return order[rank < k].sort().values
 
 
 def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: APGDConfig, norm: str,
@@ -323,7 +341,8 @@ class _APGD(Attack[APGDParams]):
         norm = require_norm(budget, ("inf", "2"), name)
         eps = require_epsilon(budget, name)
         p = self.params
-        cfg = APGDConfig(steps=p.steps, restarts=p.restarts, rho=p.rho, eot_iter=p.eot_iter)
+        cfg = APGDConfig(steps=p.steps, restarts=p.restarts, rho=p.rho, eot_iter=p.eot_iter,
+                         keep_copies=p.keep_targets if isinstance(p, APGDTParams) and p.parallel_targets else 0)
         loss = p.loss
         targets = 0
         if self.targeted_sweep and not objective.targeted:
