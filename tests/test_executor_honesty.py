@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_executor import CALLS, CATALOG, LIMIT, descriptor, item, make_plan, spec_data
+from test_executor import CALLS, CATALOG, LIMIT, TinyPGD, descriptor, item, make_plan, spec_data
 from torch import nn
 
 from attackgen.cli.execute import report_stopped
@@ -19,6 +19,10 @@ from attackgen.run.executor import Executor, RunError, RunOptions
 from taxonomy.spec import parse_spec
 
 SWITCH = {"nan": False}
+
+
+class StrongPGD(TinyPGD):
+    """TinyPGD under another name: a second attack that breaks the inputs the first one left."""
 
 
 class WholeImage(Attack):
@@ -51,7 +55,7 @@ class NaNAfterSwitch(nn.Module):
 
 
 HERE = {name: dataclasses.replace(descriptor(name), implementation=f"test_executor_honesty:{name}")
-        for name in ("WholeImage", "NaNSwitch")}
+        for name in ("WholeImage", "NaNSwitch", "StrongPGD")}
 CAT = {**CATALOG, **HERE}
 
 
@@ -84,6 +88,30 @@ def test_a_stopped_run_reports_only_the_inputs_it_finished(tmp_path, capsys):
     assert f"partial: 24 of {LIMIT} inputs" in printed.out and "--resume" in printed.err
     for name in ("report.md", "report.html"):
         assert f"partial: 24 of {LIMIT} inputs" in (tmp_path / "out" / name).read_text()
+
+
+def test_a_stopped_runs_examples_come_from_every_attack_that_broke_inputs(tmp_path):
+    """Before: examples.npz kept the first 8 verified successes in plan order, all from the first attack,
+    so the report of a stopped (or finished) run never showed the other attacks' examples."""
+    import numpy as np
+
+    from attackgen.report.run_report import load_examples
+
+    CALLS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [item("TinyPGD", steps=1), item("StrongPGD", steps=20), item("Interrupting")], batch_size=12)
+    stopped = RunResult.model_validate_json((tmp_path / "out" / "results.json").read_text())
+    broke = [i.attack for i in stopped.items if i.n_success]
+    assert not stopped.complete and broke[:2] == ["TinyPGD", "StrongPGD"]
+    assert stopped.items[0].n_success > 8  # the first attack alone could fill the examples
+    saved = load_examples(tmp_path / "out")
+    attacks = [str(a) for a in saved["attack"]]
+    assert set(attacks) == set(broke) and attacks[: len(broke)] == broke  # one of each before seconds
+    assert len(set(saved["index"].tolist())) == len(attacks)  # one example per input
+    assert np.isfinite(saved["adversarial"]).all()
+    report_stopped(tmp_path / "out")
+    assert f"taken in turn from each attack that broke inputs ({', '.join(broke)})" in (
+        tmp_path / "out" / "report.md").read_text()
 
 
 def test_a_stop_in_a_later_item_counts_inputs_that_finished_every_item(tmp_path):
