@@ -133,6 +133,25 @@ def test_a_stop_before_any_input_finished_says_upper_bound(tmp_path):
     assert stopped.partial_note().startswith(f"partial: 0 of {LIMIT} inputs finished every attack")
 
 
+def test_a_stop_before_any_input_finished_says_upper_bound_on_every_curve_point(tmp_path, capsys):
+    """Before: 'epsilon 0.1: robust accuracy 62.5%' for an epsilon no attack had finished at."""
+    CALLS.clear()
+    CALLS["Interrupting"] = 2  # Ctrl-C in the first batch of the second epsilon's item
+    spec = parse_spec(spec_data(imperceptibility=[{"kind": "lp", "norm": "inf", "epsilon": [0.05, 0.1]}]))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [item("TinyPGD", eps=0.05), item("Interrupting", eps=0.1)], spec=spec, batch_size=12)
+    report_stopped(tmp_path / "out")
+    printed = capsys.readouterr().out
+    stopped = RunResult.model_validate_json((tmp_path / "out" / "results.json").read_text())
+    assert stopped.metrics["robust_upper_bound"] == 1 and len(stopped.curve) == 2
+    assert "robust accuracy at epsilon 0.1 at most" in printed
+    for point in stopped.curve:
+        assert f"epsilon {point['epsilon']:g}: robust accuracy at most {100 * point['robust_accuracy']:.1f}%" in printed
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| epsilon | robust accuracy (upper bound) |" in report
+    assert "| robust accuracy (epsilon 0.1), upper bound |" in report
+
+
 # --------------------------------------------------------------------------- targeted runs
 
 

@@ -257,7 +257,8 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
         ["model", result.model],
         ["data", f"{result.data} ({result.n_inputs} inputs evaluated)"],
         ["clean accuracy", pct(result.clean_accuracy)],
-        ["robust accuracy" + (f" (epsilon {headline_eps:g})" if headline_eps else ""), pct(result.robust_accuracy)],
+        ["robust accuracy" + (f" (epsilon {headline_eps:g})" if headline_eps else "")
+         + (", upper bound" if result.metrics.get("robust_upper_bound") else ""), pct(result.robust_accuracy)],
         ["attacks", len(result.items)],
         ["total attack time", f"{sum(i.time_s for i in result.items):.2f} s"],
         ["device", result.device],
@@ -286,7 +287,8 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
 
     if result.curve:
         points = [[p["epsilon"], pct(p["robust_accuracy"])] for p in result.curve]
-        md, htm = table(["epsilon", "robust accuracy"], points)
+        bound = " (upper bound)" if result.metrics.get("robust_upper_bound") else ""  # stopped before any finished
+        md, htm = table(["epsilon", f"robust accuracy{bound}"], points)
         figure = curve_figure(result)
         out.append(Section("Robust accuracy vs epsilon", md, htm, [figure] if figure else []))
 
