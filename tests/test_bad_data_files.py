@@ -177,3 +177,52 @@ def test_an_idx_file_is_never_inflated_past_its_declared_size(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20  # the file inflates to 64 MiB
+
+
+# --------------------------------------------------------------------------- fuzzed contents
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ODD = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 2**70), st.floats(allow_nan=True), st.text(max_size=5),
+    st.binary(max_size=5), st.lists(st.one_of(st.integers(-2, 12), st.text(max_size=2)), max_size=5),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.sampled_from([T(X), T(Y), T(X[:2]), T(Y).float() / 3, T(X).double(), torch.zeros(4, dtype=torch.bool),
+                     torch.zeros(0), torch.zeros(4, 3, dtype=torch.complex64), T(Y)[None], torch.tensor(7)]),
+)
+ARRAYS = st.sampled_from([
+    X, Y, X[:2], Y[:3], np.array(7), np.array([]), np.zeros((4, 4, 4, 1)), np.full((4, 1, 4, 4), np.inf),
+    np.array(["a", "b", "c", "d"]), np.array([b"x"] * 4), np.zeros(4, dtype=[("a", "f4")]),
+    np.array(["2020-01-01"] * 4, dtype="datetime64[D]"), np.array([1 + 2j] * 4), np.zeros(4, dtype=bool),
+    np.arange(4, dtype=">i4"), np.array([2**64 - 1] * 4, dtype=np.uint64), np.array([0.5, 1.5, 2, 3]),
+])
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({}, optional={"x": ODD, "y": ODD, "classes": ODD, "metadata": st.one_of(
+    ODD, st.dictionaries(st.sampled_from(["city", "light"]), ODD, max_size=2))}))
+def test_any_pt_content_loads_or_is_a_named_error(content):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.pt"
+        torch.save(content, path)
+        try:
+            load_data(str(path), SPEC)
+        except DataLoadError as error:
+            assert str(error).startswith(f"--data {path}: ")
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({}, optional={"x": ARRAYS, "y": ARRAYS, "classes": ARRAYS}))
+def test_any_npz_content_loads_or_is_a_named_error(arrays):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.npz"
+        np.savez(path, **arrays)
+        try:
+            load_data(str(path), SPEC)
+        except DataLoadError as error:
+            assert str(error).startswith(f"--data {path}: ")
