@@ -134,6 +134,10 @@ class RunResult(Record):
         return (f"partial: {n_done} of {self.n_inputs} inputs (the run was stopped); robust accuracy is over those "
                 f"{n_done} (resume with --resume)")
 
+    def flagged_attacks(self, attacks: list[str]) -> set[str]:
+        """Those of ``attacks`` a soundness flag names in its evidence: the examples a reader should see first."""
+        return {a for flag in self.flags if flag.severity != "info" for a in set(attacks) if a in flag.evidence}
+
     def excluded_note(self) -> str | None:
         """Inputs the consequence does not apply to (a targeted run's inputs already of the target class)."""
         n = int(self.metrics.get("n_not_applicable", 0))
@@ -145,3 +149,17 @@ class RunResult(Record):
                else "that the consequence does not apply to")
         return (f"{n} of {self.n_inputs} inputs {why} are not attacked and left out of robust accuracy "
                 f"(over {self.n_inputs - n})")
+
+
+def in_turn(attacks: list[str], first: set[str], limit: int) -> list[int]:
+    """Positions of examples taken in turn from each attack (those in ``first`` lead), at most ``limit``
+    but never fewer than one per attack: one attack's many successes must not hide the others'."""
+    order = list(dict.fromkeys(sorted(attacks, key=lambda a: a not in first)))
+    queues = {a: [i for i, b in enumerate(attacks) if b == a] for a in order}
+    limit = max(limit, len(order))
+    chosen: list[int] = []
+    while len(chosen) < limit and any(queues.values()):
+        for a in order:
+            if queues[a] and len(chosen) < limit:
+                chosen.append(queues[a].pop(0))
+    return chosen

@@ -11,6 +11,7 @@ validators; the schema reference (docs/taxonomy.md) is generated from them in th
 
 from __future__ import annotations
 
+import collections
 from enum import Enum
 from typing import Annotated, Any, Literal
 
@@ -251,6 +252,10 @@ class LpBudget(Strict):
             raise ValueError("epsilon list is empty")
         if any(v <= 0 for v in values):
             raise ValueError("epsilon must be greater than 0")
+        counts = collections.Counter(values)
+        repeated = next((v for v in values if counts[v] > 1), None)
+        if repeated is not None:  # each listed epsilon runs every attack once more: a repeat is work for nothing
+            raise ValueError(f"epsilon {repeated:g} is listed {counts[repeated]} times; list each epsilon once")
         return value
 
     @model_validator(mode="after")

@@ -130,3 +130,19 @@ def test_report_images_show_dollar_signs_in_class_names_literally() -> None:
     }
     figure = image_grid(examples)  # before: matplotlib ParseFatalException while drawing
     assert figure.png.startswith(b"\x89PNG")
+
+
+def test_an_end_of_file_inside_a_command_is_not_reported_as_a_user_abort(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """click turns any EOFError into 'aborted' (exit 130, as for Ctrl-C); attackgen never prompts, so an
+    EOFError is a defect to show, not the user stopping the command."""
+    from attackgen.models import loading
+
+    def cut_short(*args: object, **kwargs: object) -> None:
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(loading, "load_data", cut_short)
+    assert run_in_process("plan", SPEC, "-o", tmp_path / "plan.yaml") == 0
+    with pytest.raises(EOFError, match="Compressed file ended"):
+        run_in_process("run", tmp_path / "plan.yaml", "--model", "digits-cnn", "--data", "digits", "-o", tmp_path / "o")
+    assert "aborted" not in capsys.readouterr().err

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_executor import CALLS, CATALOG, LIMIT, descriptor, item, make_plan, spec_data
+from test_executor import CALLS, CATALOG, LIMIT, TinyPGD, descriptor, item, make_plan, spec_data
 from torch import nn
 
 from attackgen.cli.execute import report_stopped
@@ -19,6 +19,10 @@ from attackgen.run.executor import Executor, RunError, RunOptions
 from taxonomy.spec import parse_spec
 
 SWITCH = {"nan": False}
+
+
+class StrongPGD(TinyPGD):
+    """TinyPGD under another name: a second attack that breaks the inputs the first one left."""
 
 
 class WholeImage(Attack):
@@ -51,7 +55,7 @@ class NaNAfterSwitch(nn.Module):
 
 
 HERE = {name: dataclasses.replace(descriptor(name), implementation=f"test_executor_honesty:{name}")
-        for name in ("WholeImage", "NaNSwitch")}
+        for name in ("WholeImage", "NaNSwitch", "StrongPGD")}
 CAT = {**CATALOG, **HERE}
 
 
@@ -86,6 +90,30 @@ def test_a_stopped_run_reports_only_the_inputs_it_finished(tmp_path, capsys):
         assert f"partial: 24 of {LIMIT} inputs" in (tmp_path / "out" / name).read_text()
 
 
+def test_a_stopped_runs_examples_come_from_every_attack_that_broke_inputs(tmp_path):
+    """Before: examples.npz kept the first 8 verified successes in plan order, all from the first attack,
+    so the report of a stopped (or finished) run never showed the other attacks' examples."""
+    import numpy as np
+
+    from attackgen.report.run_report import load_examples
+
+    CALLS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [item("TinyPGD", steps=1), item("StrongPGD", steps=20), item("Interrupting")], batch_size=12)
+    stopped = RunResult.model_validate_json((tmp_path / "out" / "results.json").read_text())
+    broke = [i.attack for i in stopped.items if i.n_success]
+    assert not stopped.complete and broke[:2] == ["TinyPGD", "StrongPGD"]
+    assert stopped.items[0].n_success > 8  # the first attack alone could fill the examples
+    saved = load_examples(tmp_path / "out")
+    attacks = [str(a) for a in saved["attack"]]
+    assert set(attacks) == set(broke) and attacks[: len(broke)] == broke  # one of each before seconds
+    assert len(set(saved["index"].tolist())) == len(attacks)  # one example per input
+    assert np.isfinite(saved["adversarial"]).all()
+    report_stopped(tmp_path / "out")
+    assert f"taken in turn from each attack that broke inputs ({', '.join(broke)})" in (
+        tmp_path / "out" / "report.md").read_text()
+
+
 def test_a_stop_in_a_later_item_counts_inputs_that_finished_every_item(tmp_path):
     CALLS.clear()
     with pytest.raises(KeyboardInterrupt):
@@ -103,6 +131,25 @@ def test_a_stop_before_any_input_finished_says_upper_bound(tmp_path):
     stopped = RunResult.model_validate_json((tmp_path / "out" / "results.json").read_text())
     assert stopped.metrics["n_finished"] == 0 and stopped.metrics["robust_upper_bound"] == 1
     assert stopped.partial_note().startswith(f"partial: 0 of {LIMIT} inputs finished every attack")
+
+
+def test_a_stop_before_any_input_finished_says_upper_bound_on_every_curve_point(tmp_path, capsys):
+    """Before: 'epsilon 0.1: robust accuracy 62.5%' for an epsilon no attack had finished at."""
+    CALLS.clear()
+    CALLS["Interrupting"] = 2  # Ctrl-C in the first batch of the second epsilon's item
+    spec = parse_spec(spec_data(imperceptibility=[{"kind": "lp", "norm": "inf", "epsilon": [0.05, 0.1]}]))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [item("TinyPGD", eps=0.05), item("Interrupting", eps=0.1)], spec=spec, batch_size=12)
+    report_stopped(tmp_path / "out")
+    printed = capsys.readouterr().out
+    stopped = RunResult.model_validate_json((tmp_path / "out" / "results.json").read_text())
+    assert stopped.metrics["robust_upper_bound"] == 1 and len(stopped.curve) == 2
+    assert "robust accuracy at epsilon 0.1 at most" in printed
+    for point in stopped.curve:
+        assert f"epsilon {point['epsilon']:g}: robust accuracy at most {100 * point['robust_accuracy']:.1f}%" in printed
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| epsilon | robust accuracy (upper bound) |" in report
+    assert "| robust accuracy (epsilon 0.1), upper bound |" in report
 
 
 # --------------------------------------------------------------------------- targeted runs

@@ -74,6 +74,13 @@ def test_query_budget_of_zero_or_below_is_rejected(budget: int) -> None:
     assert "query_budget" in message and "greater than 0" in message
 
 
+def test_a_repeated_epsilon_is_rejected() -> None:
+    """Found by the fuzz bench: 50 copies of one epsilon planned 150 identical attacks (every attack once per
+    listed epsilon) and validated as if nothing were wrong."""
+    message = problems_of(spec_with(imperceptibility=[{"kind": "lp", "norm": "inf", "epsilon": [0.1, 0.2, 0.1]}]))
+    assert "threat.imperceptibility" in message and "epsilon 0.1 is listed 2 times; list each epsilon once" in message
+
+
 def test_linf_epsilon_outside_the_input_range_is_rejected_with_the_units_hint() -> None:
     message = problems_of(spec_with(imperceptibility=[{"kind": "lp", "norm": "inf", "epsilon": 8}]))
     assert "exceeds the input range" in message and "pixel_255" in message

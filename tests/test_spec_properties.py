@@ -189,7 +189,7 @@ v_scope = st.one_of(
 )
 v_lp = st.one_of(
     st.builds(lambda n, e: {"kind": "lp", "norm": n, "epsilon": e}, st.sampled_from(["0", "1", "2", "inf", "Linf"]),
-              st.one_of(st.floats(1e-4, 1.0), st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=3))),
+              st.one_of(st.floats(1e-4, 1.0), st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=3, unique=True))),
     st.builds(lambda n: {"kind": "lp", "norm": n, "mode": "minimal"}, st.sampled_from(["0", "1", "2", "inf"])),
 )
 v_item = st.one_of(

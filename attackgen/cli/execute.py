@@ -73,9 +73,10 @@ def print_summary(result: Any, out_dir: Path) -> None:
     console = Console(width=None if sys.stdout.isatty() else 120)
     headline = result.metrics.get("headline_epsilon")
     at = f" at epsilon {headline:g}" if headline else ""
+    bound = "at most " if result.metrics.get("robust_upper_bound") else ""  # a stop before any input finished
     name = escape(str(result.spec.get("name", "run")))
     console.print(f"[bold]{name}[/bold]: {result.n_inputs} inputs, clean accuracy "
-                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {100 * result.robust_accuracy:.1f}%")
+                  f"{100 * result.clean_accuracy:.1f}%, robust accuracy{at} {bound}{100 * result.robust_accuracy:.1f}%")
     for note in (result.partial_note(), result.excluded_note()):
         if note:
             console.print(note, style="red" if note.startswith("partial") else None, markup=False)
@@ -89,7 +90,7 @@ def print_summary(result: Any, out_dir: Path) -> None:
                       "–" if item.median_queries is None else f"{item.median_queries:g}", f"{item.time_s:.2f}s")
     console.print(table)
     for point in result.curve:
-        console.print(f"  epsilon {point['epsilon']:g}: robust accuracy {100 * point['robust_accuracy']:.1f}%")
+        console.print(f"  epsilon {point['epsilon']:g}: robust accuracy {bound}{100 * point['robust_accuracy']:.1f}%")
     esc = getattr(result, "escalation", None)
     if esc is not None and esc.ran:
         console.print(f"  escalation: robust accuracy {100 * esc.robust_accuracy_before:.1f}% before, "

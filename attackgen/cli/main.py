@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> Any:
     except AttackgenError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as abort:
+        if isinstance(abort.__cause__, EOFError):  # click's reading of it; attackgen never prompts, so a defect
+            raise abort.__cause__ from None
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as error:

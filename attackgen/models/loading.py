@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attackgen.models import families, options, remote, saved, trust
+from attackgen.models import datafiles, families, options, remote, saved, trust
 from attackgen.models.adapters import DENSE_OUTPUT_CHECKS
 from attackgen.models.data import LabeledData
 from attackgen.models.errors import DataLoadError, ModelLoadError
@@ -281,6 +281,8 @@ def load_data(ref: str, spec: AttackSpec, split: str = "test") -> LabeledData:
             f"--data {ref}: no such file or folder, and not a built-in data set{did_you_mean(ref, builtin)} "
             f"(built-in: {', '.join(builtin)})."
         )
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataLoadError(f"--data {ref}: is empty (0 bytes); expected a data file.")
     if path.is_dir():  # image files and IDX have a layout of their own; arrays follow the spec's
         return validate_data(_load_image_folder(path), spec, ref, scale_bytes=True, layout="NCHW")
     if path.suffix == ".npz":
@@ -295,31 +297,40 @@ def load_data(ref: str, spec: AttackSpec, split: str = "test") -> LabeledData:
     )
 
 
-def _pick(mapping: Any, names: tuple[str, ...]) -> Any:
+def _pick(mapping: Any, names: tuple[str, ...]) -> tuple[str, Any] | None:
     for name in names:
         if name in mapping:
-            return mapping[name]
+            return name, mapping[name]
     return None
 
 
 _X_NAMES = ("x", "inputs", "images", "data", "X")
 _Y_NAMES = ("y", "labels", "targets", "label", "Y")
+_INPUTS, _LABELS = "inputs", "class indices"
 
 
 def _load_npz(path: Path) -> LabeledData:
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as error:
-        raise DataLoadError(f"--data {path}: cannot be read as a .npz archive ({error}).") from None
+        raise DataLoadError(f"--data {path}: cannot be read as a .npz archive ({_first_line(error)}).") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataLoadError(
+            f"--data {path}: is a single .npy array, not a .npz archive; save inputs and labels together with "
+            "np.savez(path, x=inputs, y=labels)."
+        )
     with archive:
-        x, y = _pick(archive, _X_NAMES), _pick(archive, _Y_NAMES)
+        x, y = datafiles.npz_field(archive, _X_NAMES, path), datafiles.npz_field(archive, _Y_NAMES, path)
         if x is None or y is None:
             raise DataLoadError(
                 f"--data {path}: holds arrays {sorted(archive.files)}; expected inputs under 'x' (or 'inputs') "
                 "and labels under 'y' (or 'labels')."
             )
-        classes = [str(c) for c in archive["classes"]] if "classes" in archive.files else []
-        return LabeledData(path.name, torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)), classes)
+        named = datafiles.npz_field(archive, ("classes",), path)
+        classes = datafiles.class_names(named[1] if named else None, path)
+        inputs = datafiles.numeric(x[1], f"'{x[0]}'", _INPUTS, path)
+        labels = datafiles.numeric(y[1], f"'{y[0]}'", _LABELS, path)
+    return LabeledData(path.name, inputs, labels, classes)
 
 
 def _load_pt(path: Path) -> LabeledData:
@@ -327,7 +338,7 @@ def _load_pt(path: Path) -> LabeledData:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise DataLoadError(
-            f"--data {path}: cannot be read with torch.load(weights_only=True) ({str(error).splitlines()[0][:160]}). "
+            f"--data {path}: cannot be read with torch.load(weights_only=True) ({_first_line(error)}). "
             "Save plain tensors: torch.save({'x': x, 'y': y}, path)."
         ) from None
     classes: list[str] = []
@@ -335,21 +346,30 @@ def _load_pt(path: Path) -> LabeledData:
     if isinstance(content, dict):
         x, y = _pick(content, _X_NAMES), _pick(content, _Y_NAMES)
         if x is None or y is None:
+            present = {str(k): "None" if v is None else type(v).__name__ for k, v in content.items()}
             raise DataLoadError(
-                f"--data {path}: a dict with keys {sorted(map(str, content))}; expected inputs under 'x' (or "
-                "'inputs') and labels under 'y' (or 'labels')."
+                f"--data {path}: a dict holding {present}; expected inputs under 'x' (or 'inputs') and labels "
+                "under 'y' (or 'labels'), each an array or tensor."
             )
-        classes = [str(c) for c in content.get("classes", [])]
-        metadata = {str(k): list(v) for k, v in (content.get("metadata") or {}).items()}
+        classes = datafiles.class_names(content.get("classes"), path)
+        metadata = datafiles.metadata(content.get("metadata"), path)
+        inputs = datafiles.numeric(x[1], f"'{x[0]}'", _INPUTS, path)
+        labels = datafiles.numeric(y[1], f"'{y[0]}'", _LABELS, path)
     elif isinstance(content, (tuple, list)) and len(content) == 2:
-        x, y = content
+        inputs = datafiles.numeric(content[0], "inputs", _INPUTS, path)
+        labels = datafiles.numeric(content[1], "labels", _LABELS, path)
     else:
         raise DataLoadError(
-            f"--data {path}: holds a {type(content).__name__}; expected a dict {{'x': inputs, 'y': labels}} "
+            f"--data {path}: holds {datafiles.kind_of(content)}; expected a dict {{'x': inputs, 'y': labels}} "
             "or a tuple (inputs, labels)."
         )
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
-    return LabeledData(path.name, x, y, classes, metadata)
+    return LabeledData(path.name, inputs, labels, classes, metadata)
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), short enough for one paragraph."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:160] if lines else type(error).__name__
 
 
 def _looks_idx(path: Path) -> bool:
@@ -464,6 +484,9 @@ def validate_data(data: LabeledData, spec: AttackSpec, ref: str, scale_bytes: bo
             f"--data {ref}: inputs have shape {tuple(x.shape)}; expected images (N, C, H, W) as the spec's "
             f"input_space.layout {layout} declares (or (N, H, W) for single-channel images)."
         )
+    if x.shape[0] == 0:
+        raise DataLoadError(f"--data {ref}: holds no inputs (shape {tuple(x.shape)}); expected at least one.")
+    datafiles.check_metadata_length(data.metadata, int(x.shape[0]), ref)
     x = _to_nchw(x, layout, ref)
     x = x.float()
     if not bool(torch.isfinite(x).all()):

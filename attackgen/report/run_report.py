@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from attackgen.results import RunResult
+from attackgen.results import RunResult, in_turn
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -209,25 +209,14 @@ def classification_panel(result: RunResult, out_dir: Path) -> list[Section]:
 MAX_SHOWN = 8
 
 
-def _flagged_attacks(result: RunResult, attacks: list[str]) -> set[str]:
-    """Attacks a soundness flag names in its evidence: their examples are the first a reader should see."""
-    return {a for flag in result.flags if flag.severity != "info" for a in set(attacks) if a in flag.evidence}
-
-
 def pick_examples(examples: dict[str, np.ndarray], result: RunResult | None = None,
                   limit: int = MAX_SHOWN) -> dict[str, np.ndarray]:
-    """At most ``limit`` examples, taken in turn from every attack that broke inputs, flagged attacks first,
-    so that one attack's many successes do not hide the others'; class names from the spec when the data
-    had none (the executor then writes the indices)."""
+    """At most ``limit`` examples (or one per attack, when more attacks broke inputs), taken in turn from every
+    attack that broke inputs, flagged attacks first, so that one attack's many successes do not hide the
+    others'; class names from the spec when the data had none (the executor then writes the indices)."""
     attacks = [str(a) for a in examples["attack"]]
-    flagged = _flagged_attacks(result, attacks) if result is not None else set()
-    order = list(dict.fromkeys(sorted(attacks, key=lambda a: a not in flagged)))
-    queues = {a: [i for i, b in enumerate(attacks) if b == a] for a in order}
-    chosen: list[int] = []
-    while len(chosen) < limit and any(queues.values()):
-        for a in order:
-            if queues[a] and len(chosen) < limit:
-                chosen.append(queues[a].pop(0))
+    flagged = result.flagged_attacks(attacks) if result is not None else set()
+    chosen = in_turn(attacks, flagged, limit)
     n = len(attacks)
     picked = {k: (v[chosen] if isinstance(v, np.ndarray) and v.ndim and len(v) == n and k != "classes" else v)
               for k, v in examples.items()}
@@ -245,7 +234,7 @@ def examples_panel(out_dir: Path, result: RunResult | None = None) -> list[Secti
         return [Section("Examples", text, f"<p>{text}</p>")]
     examples = pick_examples(examples, result)
     attacks = list(dict.fromkeys(str(a) for a in examples["attack"]))
-    flagged = [a for a in attacks if result is not None and a in _flagged_attacks(result, attacks)]
+    flagged = [a for a in attacks if result is not None and a in result.flagged_attacks(attacks)]
     text = (f"{len(examples['index'])} verified adversarial examples, taken in turn from each attack that broke "
             f"inputs ({', '.join(attacks)})"
             + (f"; first those of the attacks a soundness flag names ({', '.join(flagged)})." if flagged else "."))
@@ -268,7 +257,8 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
         ["model", result.model],
         ["data", f"{result.data} ({result.n_inputs} inputs evaluated)"],
         ["clean accuracy", pct(result.clean_accuracy)],
-        ["robust accuracy" + (f" (epsilon {headline_eps:g})" if headline_eps else ""), pct(result.robust_accuracy)],
+        ["robust accuracy" + (f" (epsilon {headline_eps:g})" if headline_eps else "")
+         + (", upper bound" if result.metrics.get("robust_upper_bound") else ""), pct(result.robust_accuracy)],
         ["attacks", len(result.items)],
         ["total attack time", f"{sum(i.time_s for i in result.items):.2f} s"],
         ["device", result.device],
@@ -297,7 +287,8 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
 
     if result.curve:
         points = [[p["epsilon"], pct(p["robust_accuracy"])] for p in result.curve]
-        md, htm = table(["epsilon", "robust accuracy"], points)
+        bound = " (upper bound)" if result.metrics.get("robust_upper_bound") else ""  # stopped before any finished
+        md, htm = table(["epsilon", f"robust accuracy{bound}"], points)
         figure = curve_figure(result)
         out.append(Section("Robust accuracy vs epsilon", md, htm, [figure] if figure else []))
 

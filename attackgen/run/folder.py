@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attackgen.results import Flag, RunResult
+from attackgen.results import Flag, RunResult, in_turn
 from attackgen.run.context import RunContext, RunOptions
 from attackgen.run.items import RunError, Step
 from attackgen.run.steps import MAX_EXAMPLES, CleanPass, StepState
@@ -157,17 +157,22 @@ class RunFolder:
 
     def write(self, result: RunResult, ctx: RunContext, clean: CleanPass, states: Sequence[StepState]) -> None:
         write_json(self.out / RESULTS, result.model_dump_json(indent=1))
-        self.write_examples(ctx, clean, states)
+        self.write_examples(result, ctx, clean, states)
 
-    def write_examples(self, ctx: RunContext, clean: CleanPass, states: Sequence[StepState]) -> None:
-        """Up to MAX_EXAMPLES verified successes (one per input) for the report, as examples.npz."""
+    def write_examples(self, result: RunResult, ctx: RunContext, clean: CleanPass,
+                       states: Sequence[StepState]) -> None:
+        """Up to MAX_EXAMPLES verified successes (one per input) for the report, as examples.npz: taken in turn
+        from every attack that broke inputs, those a soundness flag names first (at least one per attack)."""
+        kept = [(step, example) for step, state in zip(ctx.steps, states, strict=True) for example in state.examples]
+        attacks = [step.attack for step, _ in kept]
+        limit = max(MAX_EXAMPLES, len(set(attacks)))
         chosen: list[tuple[Step, dict[str, Any]]] = []
         seen: set[int] = set()
-        for step, state in zip(ctx.steps, states, strict=True):
-            for example in state.examples:
-                if example["index"] not in seen and len(chosen) < MAX_EXAMPLES:
-                    seen.add(example["index"])
-                    chosen.append((step, example))
+        for position in in_turn(attacks, result.flagged_attacks(attacks), len(kept)):
+            step, example = kept[position]
+            if example["index"] not in seen and len(chosen) < limit:
+                seen.add(example["index"])
+                chosen.append((step, example))
         if not chosen:
             return
         index = [e["index"] for _, e in chosen]

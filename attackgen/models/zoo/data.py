@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
+import struct
+import zlib
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from attackgen.models.data import LabeledData
+from attackgen.models.errors import DataLoadError
 from taxonomy.errors import AttackgenError
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -60,19 +64,50 @@ def load_digits_data(split: str = "test") -> LabeledData:
     return LabeledData(f"digits-{split}" if split != "test" else "digits", x[rows], y[rows], DIGIT_CLASSES)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (the MNIST format), gzipped or not, as a numpy array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise AttackgenError(f"{path}: not an unsigned-byte IDX file")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise AttackgenError(f"{path}: header says {dims} but holds {data.size} values")
-    return data.reshape(dims)
+MAX_IDX_BYTES = 1 << 30  # 1 GiB of pixels: 1.3 million MNIST images, far below what a gzip bomb declares
+
+
+def _read_idx(path: Path, limit: int = MAX_IDX_BYTES) -> np.ndarray:
+    """An IDX file (the MNIST format), gzipped or not, as a numpy array.
+
+    The header is read first and bounds everything after it: a file declaring more than ``limit`` bytes
+    is refused, and no more than the declared size (plus one byte, to notice extra data) is ever
+    decompressed, so a gzip bomb cannot exhaust memory.
+    """
+
+    def refuse(reason: str) -> DataLoadError:
+        return DataLoadError(f"--data {path}: {reason}")
+
+    gz = path.suffix == ".gz"
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise refuse(
+                    "is not an IDX file of unsigned bytes (it does not start with 00 00 08); expected the MNIST "
+                    "format, e.g. t10k-images-idx3-ubyte.gz."
+                )
+            ndim = head[3]
+            if not 1 <= ndim <= 4:
+                raise refuse(f"its header declares {ndim} dimensions; expected 1 to 4 (images 3, labels 1).")
+            packed = handle.read(4 * ndim)
+            if len(packed) < 4 * ndim:
+                raise refuse(f"ends inside its header ({len(packed)} of the {4 * ndim} bytes of dimensions).")
+            dims = struct.unpack(f">{ndim}I", packed)
+            size, shape = math.prod(dims), "x".join(map(str, dims))
+            if size > limit:
+                raise refuse(
+                    f"its header declares {shape} values ({size / 2**30:.1f} GiB), more than the "
+                    f"{limit / 2**30:g} GiB an IDX file may hold; split it, or save the arrays as .npz."
+                )
+            data = handle.read(size + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise refuse(f"cannot be {'decompressed' if gz else 'read'} ({error or type(error).__name__}).") from None
+    if len(data) < size:
+        raise refuse(f"holds {len(data)} bytes after its header, which declares {shape} ({size}); it is cut short.")
+    if len(data) > size:
+        raise refuse(f"holds more bytes than its header declares ({shape}); it is not one IDX array.")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
