@@ -37,6 +37,7 @@ from taxonomy.params import (
     CPPNParams,
     CWParams,
     DeepFoolParams,
+    DenseBoundaryParams,
     DetectionParams,
     DetectorAwareParams,
     DetectorPatchParams,
@@ -685,6 +686,31 @@ _ENTRIES: list[AttackDescriptor] = [
         strength=7,
         atlas=BLACK_BOX_ATLAS,
         notes="Estimates the boundary gradient's sign from label queries; targeted needs a target-class start.",
+    ),
+    AttackDescriptor(
+        id="dense_boundary",
+        title="Boundary Attack on dense decisions (segmentation maps, detections) from a blank start",
+        implementation="attackgen.run.attacks.dense_boundary:DenseBoundary",
+        reference="Brendel, Rauber, Bethge 2018, arXiv:1712.04248 (decision-based; here on dense decisions)",
+        tasks=frozenset({"segmentation", "detection"}),
+        consequences=frozenset({"untargeted", "vanishing", "dynamic_target", "static_target"}),
+        scopes=INDIVIDUAL,
+        imperceptibility=frozenset({"lp:2"}),
+        budget_modes=MINIMAL_FIRST,
+        access="labels",
+        optimizer="evolution",
+        gradient_source=None,
+        data_bases=ANY_DATA,
+        spatial=False,
+        cost=_queries("max_queries", 5000),
+        params=DenseBoundaryParams,
+        min_queries=500,
+        strength=5,
+        atlas=BLACK_BOX_ATLAS,
+        notes="The decision is the task's own success criterion read from what the system shows (argmax map; boxes "
+        "and labels at the threshold, no confidences). Starts from the scene blurred or flattened to its mean colour "
+        "(nothing left to segment or detect: vanishing and untargeted need no data basis), then walks towards the "
+        "clean scene while the decision holds. Targeted (static, dynamic) starts come from the data basis (rule C6).",
     ),
     # ------------------------------------------------------------------ transfer (surrogate basis)
     AttackDescriptor(

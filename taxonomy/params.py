@@ -219,6 +219,15 @@ class BoundaryParams(AttackParams):
     init_tries: int = Field(20, ge=1)
 
 
+class DenseBoundaryParams(BoundaryParams):
+    """Boundary walk on dense decisions: the blank and blurred starts tried first, in ``starts`` order."""
+
+    max_queries: int = Field(5000, ge=1)
+    starts: tuple[Literal["blur", "blank"], ...] = Field(("blur", "blank"), min_length=1)
+    blur_fraction: float = Field(0.25, gt=0, le=1)
+    fallback: bool = True  # then uniform noise and the data basis, as the classification boundary attack
+
+
 class HopSkipJumpParams(AttackParams):
     max_queries: int = Field(5000, ge=1)
     steps: int = Field(25, ge=1)
