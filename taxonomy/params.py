@@ -286,6 +286,7 @@ class PatchParams(AttackParams):
     transformations: dict[str, Any] | None = None  # the spec's EOT set; None: a digital patch
     printability: bool = False
     palette: list[list[float]] | None = None  # printable colours; None: a coarse grid of the input range
+    snap_colours: bool = False  # project the printed pixels onto the palette (spec: printability max_nps 0)
     fit_size: int = Field(500, ge=1)  # inputs the fit is amortised over (cost estimate)
 
     @field_validator("location")
@@ -445,6 +446,10 @@ class EOTPGDParams(StepParams):
     rel_stepsize: float = Field(0.1, gt=0)
     eot_samples: int | None = Field(8, ge=1)
     transformations: dict[str, Any] | None = None
+    printability: bool = False  # add the non-printability and total-variation terms of the printed image
+    palette: list[list[float]] | None = None  # printable colours; None: the corners of the 10-90 % cube
+    nps_weight: float = Field(1.0, ge=0)
+    tv_weight: float = Field(0.1, ge=0)
 
 
 class LensParams(StepParams):
@@ -467,4 +472,6 @@ class StickerParams(AttackParams):
     nps_weight: float = Field(0.01, ge=0)
     transformations: dict[str, Any] | None = None
     printability: bool = False
+    palette: list[list[float]] | None = None  # printable colours; None: a coarse grid of the input range
+    snap_colours: bool = False  # project the printed pixels onto the palette (spec: printability max_nps 0)
     fit_size: int = Field(500, ge=1)

@@ -53,11 +53,13 @@ class LensOverlay(UniversalAttack[LensParams]):
         n = x_fit.shape[0]
         for step in range(steps):
             rows = torch.randint(0, n, (batch,), generator=gen, device=x_fit.device).repeat(samples)
+            views = sampler.sample(rows.numel(), gen, x_fit.device)
             with torch.no_grad():
-                scenes = sampler.transform(x_fit[rows], sampler.sample(rows.numel(), gen, x_fit.device), gen,
-                                           budget.bounds)
+                scenes = sampler.transform(x_fit[rows], views, gen, budget.bounds)
             delta.requires_grad_(True)
-            loss = objective.subset(rows).loss(model((scenes + delta).clamp(*budget.bounds), rows)).mean()
+            outputs = model((scenes + delta).clamp(*budget.bounds), rows)
+            # dense outputs back in each scene's own frame, where its references are drawn
+            loss = objective.subset(rows).loss(sampler.to_input_frame(outputs, views, *x_fit.shape[2:])).mean()
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
                 decay = 1.0 - 0.9 * step / max(steps - 1, 1)

@@ -26,10 +26,11 @@ from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, UniversalAttack
-from attackgen.run.attacks.patch import default_palette, non_printability, total_variation
+from attackgen.run.attacks.patch import non_printability, total_variation
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
+from attackgen.run.printability import palette_of, snap
 from taxonomy.errors import AttackgenError
 from taxonomy.params import StickerParams
 
@@ -81,7 +82,7 @@ class BoxSticker(UniversalAttack[StickerParams]):
         tv_weight = self.params.tv_weight
         nps_weight = self.params.nps_weight if self.params.printability else 0.0
         lo, hi = budget.bounds
-        palette = default_palette(x_fit.shape[1], budget.bounds).to(x_fit.device)
+        palette = palette_of(self.params.palette, x_fit.shape[1], budget.bounds).to(x_fit.device, x_fit.dtype)
         gen = self.generator(x_fit.device)
         delta = torch.zeros((1, *x_fit.shape[1:]), device=x_fit.device, dtype=x_fit.dtype, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=lr * (hi - lo))
@@ -115,4 +116,8 @@ class BoxSticker(UniversalAttack[StickerParams]):
     ) -> AttackOutput:
         if self.fitted is None:
             raise RuntimeError("a universal attack must be fitted before it is applied")
-        return AttackOutput(self.apply(x, budget), {"universal": True, "sticker": True})
+        x_adv = self.apply(x, budget)
+        if self.params.snap_colours:  # printability bound max_nps 0: what the box shows is printer colours
+            palette = palette_of(self.params.palette, x.shape[1], budget.bounds)
+            x_adv = snap(x, x_adv, palette, 1e-6 * (budget.bounds[1] - budget.bounds[0]))
+        return AttackOutput(x_adv, {"universal": True, "sticker": True})
