@@ -89,8 +89,8 @@ def test_verification_does_not_count_an_unprintable_success() -> None:
 
 def test_sticker_in_printer_colours_still_fools_and_verifies() -> None:
     """RP2's sticker with its colours projected onto two printer greys: every candidate is within the stated
-    bound as re-measured, and the sticker still turns digits into 3s (measured 0.27-0.3; a random sticker in
-    the same greys: below 0.05)."""
+    bound as re-measured, and the sticker still turns digits into 3s (measured 0.47; a random sticker in the
+    same greys: 0.03)."""
     model = load_builtin_model("digits-cnn").requires_grad_(False)
     spec = spec_with("physical-digits-sticker-box.yaml", {"colours": GREYS, "max_nps": 0})
     params = plan(spec).items[0].params  # type: ignore[union-attr]
@@ -110,9 +110,11 @@ def test_sticker_in_printer_colours_still_fools_and_verifies() -> None:
     checked = verify(model, xt, out.x_adv, ClassificationObjective(yt, torch.full_like(yt, 3)), [bound],
                      input_bounds=(0.0, 1.0), tol=1e-6)
     assert bool(checked.within.all())
-    random_sticker = snap(xt, (xt + mask * (torch.rand(1, 1, 16, 16) * 2 - 1)).clamp(0, 1),
+    noise = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    random_sticker = snap(xt, (xt + mask * noise).clamp(0, 1),
                           palette_of(GREYS, 1, (0.0, 1.0)), 1e-6)
     with torch.no_grad():
         chance = float((model(random_sticker).argmax(1) == 3).float().mean())
     rate = float(checked.success.float().mean())
-    assert rate >= 0.15 and chance <= 0.05, (rate, chance)
+    print(f"printer-colour sticker: {rate:.3f} of held-out digits become 3; random sticker {chance:.3f}")
+    assert rate >= 0.3 and chance <= 0.1, (rate, chance)

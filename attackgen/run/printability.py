@@ -69,3 +69,9 @@ def snap(x: Tensor, candidate: Tensor, palette: Tensor, tol: float) -> Tensor:
     nearest = pal[torch.cdist(pixels.flatten(1, 2), pal[None].expand(len(pixels), -1, -1)).argmin(dim=2)]
     nearest = nearest.view_as(pixels).permute(0, 3, 1, 2)
     return torch.where(region[:, None], nearest, candidate)
+
+
+def in_printer_colours(x: Tensor, candidate: Tensor, colours: Sequence[Sequence[float]] | None,
+                       bounds: tuple[float, float]) -> Tensor:
+    """The candidate's printed pixels projected onto the printer's colours (the stated set, else the default)."""
+    return snap(x, candidate, palette_of(colours, x.shape[1], bounds), 1e-6 * (bounds[1] - bounds[0]))

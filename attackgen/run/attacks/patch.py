@@ -36,7 +36,7 @@ from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, Universa
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler, TransformParams
 from attackgen.run.objectives.base import Objective
-from attackgen.run.printability import palette_of, snap
+from attackgen.run.printability import in_printer_colours, palette_of
 from taxonomy.errors import AttackgenError
 from taxonomy.params import PatchParams
 
@@ -187,9 +187,7 @@ class AdversarialPatch(UniversalAttack[PatchParams]):
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> Tensor:
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the patch on (empty data basis or a context "
-                                 "that selects nothing)")
+        self.require_inputs(x_fit, "the patch")
         model = model_handle(access, env)
         height, width = x_fit.shape[-2:]
         fixed_at: tuple[float, float] | None = None
@@ -275,7 +273,6 @@ class AdversarialPatch(UniversalAttack[PatchParams]):
             raise RuntimeError("a universal attack must be fitted before it is applied")
         x_adv, region = self.apply_with_region(x, budget)
         if self.params.snap_colours:  # printability bound max_nps 0: every printed pixel a printer colour
-            palette = palette_of(self.params.palette, x.shape[1], budget.bounds)
-            x_adv = snap(x, x_adv, palette, 1e-6 * (budget.bounds[1] - budget.bounds[0]))
+            x_adv = in_printer_colours(x, x_adv, self.params.palette, budget.bounds)
         return AttackOutput(x_adv, {"universal": True, "patch": True, "mask": region,
                                     "area_fraction": self.area_fraction})

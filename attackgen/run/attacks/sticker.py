@@ -30,7 +30,7 @@ from attackgen.run.attacks.patch import non_printability, total_variation
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
-from attackgen.run.printability import palette_of, snap
+from attackgen.run.printability import in_printer_colours, palette_of
 from taxonomy.errors import AttackgenError
 from taxonomy.params import StickerParams
 
@@ -70,9 +70,7 @@ class BoxSticker(UniversalAttack[StickerParams]):
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> Tensor:
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the sticker on (empty data basis or a context "
-                                 "that selects nothing)")
+        self.require_inputs(x_fit, "the sticker")
         model = model_handle(access, env)
         mask = self._region(budget, x_fit)
         steps = self.params.steps
@@ -118,6 +116,5 @@ class BoxSticker(UniversalAttack[StickerParams]):
             raise RuntimeError("a universal attack must be fitted before it is applied")
         x_adv = self.apply(x, budget)
         if self.params.snap_colours:  # printability bound max_nps 0: what the box shows is printer colours
-            palette = palette_of(self.params.palette, x.shape[1], budget.bounds)
-            x_adv = snap(x, x_adv, palette, 1e-6 * (budget.bounds[1] - budget.bounds[0]))
+            x_adv = in_printer_colours(x, x_adv, self.params.palette, budget.bounds)
         return AttackOutput(x_adv, {"universal": True, "sticker": True})
