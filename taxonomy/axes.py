@@ -451,6 +451,35 @@ class SpatialConstraint(Strict):
         return self
 
 
+class Printability(Strict):
+    """Printability stated as bounds, measured on the printed pixels (those the attack changed): the
+    non-printability score against the printer's colour set and the total variation (Sharif et al. 2016,
+    Accessorize to a crime; Eykholt et al. 2018, RP2). Verification re-measures both on every candidate;
+    one that breaks them is not counted."""
+
+    colours: list[list[float]] | None = Field(
+        None, min_length=1,
+        description="The printer's colours, each one value per channel in input units. Default: the corners of "
+        "the 10-90 % cube of the input range (8 colours for RGB, 2 for grey).")
+    max_nps: float | None = Field(
+        None, ge=0.0,
+        description="Largest non-printability score: the mean over printed pixels of the product of distances to "
+        "each colour. 0: every printed pixel is a colour of the set (the attacks project onto it).")
+    max_tv: float | None = Field(
+        None, ge=0.0,
+        description="Largest total variation per printed pixel (isotropic, channels summed): smoothness.")
+
+    @model_validator(mode="after")
+    def _states_a_bound(self) -> Printability:
+        if self.max_nps is None and self.max_tv is None:
+            raise ValueError("[S7-printability-states-a-bound] a printability bound needs max_nps or max_tv (or "
+                             "both); 'printability: true' asks for the penalty terms without a bound")
+        if self.colours is not None and len({len(c) for c in self.colours}) != 1:
+            raise ValueError("[S7-printability-states-a-bound] every printer colour needs the same number of "
+                             "channels")
+        return self
+
+
 class Capability(Strict):
     """Where the adversary acts: the digital feed, the physical scene, and whether only a region."""
 
@@ -458,7 +487,18 @@ class Capability(Strict):
     transformations: Transformations | None = Field(None, description="Physical feed: the EOT distribution.")
     spatial: SpatialConstraint | None = None
     quantize: bool = Field(False, description="Verify after rounding to 8 bits, as a digital channel would.")
-    printability: bool = Field(False, description="Physical feed: add a non-printability term.")
+    printability: bool | Printability = Field(
+        False,
+        description="Physical feed. true: the attacks add non-printability and total-variation penalty terms. "
+        "A mapping (colours, max_nps, max_tv): printability as bounds that verification re-measures.")
+    views: Literal["object", "scenes"] | None = Field(
+        None,
+        description="How the views the artefact must survive arise. object: one object seen under the "
+        "transformation set (EOT over its views: a printed photo, Kurakin et al. 2016; a sticker on one sign, "
+        "Eykholt et al. 2018). scenes: many scenes of one context, each under the transformations (a patch "
+        "placed into scenes, Brown et al. 2017; a lens sticker over every frame, Li, Schmidt, Kolter 2019); "
+        "the artefact is then shared. Default: from the placement (everywhere and box: object; patch and "
+        "overlay: scenes).")
     placement: Literal["everywhere", "patch", "box", "overlay"] | None = Field(
         None,
         description="Where the change sits and how it combines with the input. everywhere: added to the whole "
@@ -478,6 +518,23 @@ class Capability(Strict):
             raise ValueError(f"[S5-placement-fits-spatial] placement {self.placement!r} needs {need}; got "
                              f"{'spatial kind ' + kind if kind else 'no spatial constraint'}")
         return self
+
+    @property
+    def printability_bounds(self) -> Printability | None:
+        """The stated printability bounds (None: none stated, or only the penalty asked for)."""
+        return self.printability if isinstance(self.printability, Printability) else None
+
+    @property
+    def resolved_views(self) -> str | None:
+        """The views as stated, or derived from the placement on a physical feed (None: digital, unstated)."""
+        if self.views is not None:
+            return self.views
+        if self.feed != "physical":
+            return None
+        placement = self.resolved_placement
+        if placement in ("patch", "overlay"):
+            return "scenes"
+        return "object" if placement in ("everywhere", "box") else None
 
     @property
     def resolved_placement(self) -> str | None:

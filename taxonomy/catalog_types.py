@@ -60,6 +60,8 @@ class AttackDescriptor:
     cost: CostFn = field(default=lambda params: Cost())
     params: type[AttackParams] = AttackParams  # the parameter model: names, types, ranges and defaults
     requires: frozenset[str] = frozenset()  # what a spec must contain for this to be the right tool
+    printable: bool = False  # enforces printability bounds (non-printability score, total variation; rule E13)
+    views: frozenset[str] = frozenset()  # physical view sets it optimises over: "object", "scenes" (rule E17)
     single_step: bool = False  # one gradient step (FGSM): the audit reads its failures as weak, not as masking
     min_queries: int = 0  # fewest victim queries per input at which the attack is worth running (rule A8)
     strength: int = 5  # 1 (weak) .. 10 (strongest known in its cell), for ranking

@@ -59,6 +59,7 @@ AXIS_PATH: dict[str, str] = {
     "eot": "threat.capability.transformations",
     "printability": "threat.capability.printability",
     "placement": "threat.capability.placement",
+    "views": "threat.capability.views",
     "physical_artefact": "threat.capability",
     "basis": "strategy.model_basis",
     "surrogate_source": "strategy.model_basis.source",
@@ -90,6 +91,7 @@ _WORDS: dict[str, str] = {
     "eot": "EOT",
     "printability": "printability",
     "placement": "placement",
+    "views": "views",
     "physical_artefact": "physical artefact",
     "basis": "model basis",
     "surrogate_source": "surrogate source",
@@ -251,10 +253,17 @@ def _extract(spec: AttackSpec) -> Facts:
         atoms.add("eot:transformations")
     if cap.printability:
         atoms.add("printability:on")
+    if cap.printability_bounds is not None:
+        atoms.add("printability:bounds")
     placement = cap.resolved_placement
     if placement is not None:
         atoms.add(f"placement:{placement}")
-    if cap.feed == "physical" and placement not in ("everywhere", "box"):
+    views = cap.resolved_views
+    if views is not None:
+        atoms.add(f"views:{views}")
+    # one artefact for many captures: a scene-level view set, a lens layer, or (views unstated) a region patch
+    if cap.feed == "physical" and (views == "scenes" or placement == "overlay"
+                                   or (views is None and placement not in ("everywhere", "box"))):
         atoms.add("physical_artefact:shared")
     spatial = None
     if cap.spatial is not None:
@@ -374,6 +383,7 @@ def _axis_nodes() -> list[str]:
     nodes = [f"{axis}:{v}" for axis, values in AXES.items() if axis != "spatial" for v in values]
     nodes += ["spatial:region", "spatial:none"]
     nodes += [f"placement:{p}" for p in ("everywhere", "patch", "box", "overlay")] + ["physical_artefact:shared"]
+    nodes += ["views:object", "views:scenes", "printability:bounds"]
     nodes += [f"budget_mode:{m}" for m in ("fixed", "minimal")]
     nodes += [f"granularity:{g}" for g in ("logits", "probabilities", "top_k")]
     nodes += [f"basis:{b}" for b in ("victim", "surrogate")]

@@ -219,6 +219,15 @@ class BoundaryParams(AttackParams):
     init_tries: int = Field(20, ge=1)
 
 
+class DenseBoundaryParams(BoundaryParams):
+    """Boundary walk on dense decisions: the blank and blurred starts tried first, in ``starts`` order."""
+
+    max_queries: int = Field(5000, ge=1)
+    starts: tuple[Literal["blur", "blank"], ...] = Field(("blur", "blank"), min_length=1)
+    blur_fraction: float = Field(0.25, gt=0, le=1)
+    fallback: bool = True  # then uniform noise and the data basis, as the classification boundary attack
+
+
 class HopSkipJumpParams(AttackParams):
     max_queries: int = Field(5000, ge=1)
     steps: int = Field(25, ge=1)
@@ -277,6 +286,7 @@ class PatchParams(AttackParams):
     transformations: dict[str, Any] | None = None  # the spec's EOT set; None: a digital patch
     printability: bool = False
     palette: list[list[float]] | None = None  # printable colours; None: a coarse grid of the input range
+    snap_colours: bool = False  # project the printed pixels onto the palette (spec: printability max_nps 0)
     fit_size: int = Field(500, ge=1)  # inputs the fit is amortised over (cost estimate)
 
     @field_validator("location")
@@ -439,6 +449,10 @@ class EOTPGDParams(StepParams):
     rel_stepsize: float = Field(0.1, gt=0)
     eot_samples: int | None = Field(8, ge=1)
     transformations: dict[str, Any] | None = None
+    printability: bool = False  # add the non-printability and total-variation terms of the printed image
+    palette: list[list[float]] | None = None  # printable colours; None: the corners of the 10-90 % cube
+    nps_weight: float = Field(1.0, ge=0)
+    tv_weight: float = Field(0.1, ge=0)
 
 
 class LensParams(StepParams):
@@ -461,4 +475,6 @@ class StickerParams(AttackParams):
     nps_weight: float = Field(0.01, ge=0)
     transformations: dict[str, Any] | None = None
     printability: bool = False
+    palette: list[list[float]] | None = None  # printable colours; None: a coarse grid of the input range
+    snap_colours: bool = False  # project the printed pixels onto the palette (spec: printability max_nps 0)
     fit_size: int = Field(500, ge=1)

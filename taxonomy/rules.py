@@ -100,6 +100,7 @@ CW_DETECT = "Carlini & Wagner 2017, Adversarial examples are not easily detected
 AUTOATTACK = "Croce & Hein 2020, AutoAttack, arXiv:2003.01690"
 KURAKIN_PHYSICAL = "Kurakin, Goodfellow, Bengio 2016, Adversarial examples in the physical world, arXiv:1607.02533"
 LENS = "Li, Schmidt, Kolter 2019, Adversarial camera stickers, arXiv:1904.00759"
+SHARIF = "Sharif, Bhagavatula, Bauer, Reiter 2016, Accessorize to a crime (CCS), doi:10.1145/2976749.2978392"
 ARGUMENT = "argument"
 
 _RULE_LIST: list[Rule] = [
@@ -394,11 +395,34 @@ _RULE_LIST: list[Rule] = [
        "or overlay (a lens sticker).",
        f"{ATLAS} AML.T0041; {PATCH}; {KURAKIN_PHYSICAL}; {LENS}"),
     _r("E3-physical-needs-shared-artefact", E,
-       "A patch placed into scenes, or a layer over the lens, is one artefact for every capture: it is shared "
-       "(universal or contextual). Only an image printed whole or a sticker on one object may be fitted to one "
-       "input, under EOT over that object's views.",
-       "Use scope contextual (the object's views) or universal, or placement everywhere / box for one object.",
+       "An artefact seen in many scenes (views: scenes: a patch placed into scenes, a layer over the lens) is one "
+       "artefact for every capture: it is shared (universal or contextual). Only an artefact seen as one object's "
+       "views (views: object: an image printed whole, a sticker on one object) may be fitted to one input, under "
+       "EOT over that object's views.",
+       "Use scope contextual or universal, or views object (placement everywhere / box) for one object.",
        f"{EOT}; {RP2}; {LENS}; {KURAKIN_PHYSICAL}"),
+    _r("E13-attack-enforces-printability", E,
+       "The spec states printability as bounds (a non-printability score against a colour set, a total "
+       "variation); the implementation has no printability term or projection, so its artefacts would break them.",
+       "Choose an attack that enforces printability (patch_eot, sticker_box, eot_pgd), or state printability: "
+       "true (penalty only) or drop the bounds.",
+       f"{SHARIF}; {RP2}", level="descriptor"),
+    _r("E15-lens-layer-sees-every-scene", E,
+       "A layer on the camera lens is in front of every frame the camera takes: its views are scenes, not one "
+       "object's views.",
+       "Use views scenes (or leave views out) with placement overlay, or another placement for one object.",
+       LENS),
+    _r("E16-views-without-physical-feed", W,
+       "How views arise (one object under EOT, or many scenes) matters only for an artefact in the physical "
+       "world; on a digital feed each input is seen once.",
+       "Remove capability.views, or set feed physical with capability.transformations.",
+       f"{EOT}; {KURAKIN_PHYSICAL}"),
+    _r("E17-attack-fits-views", E,
+       "The implementation optimises over one kind of view set: EOT-PGD over one input's views (object), a "
+       "patch or lens layer over many scenes; the spec states the other.",
+       "Choose an attack catalogued for the views (object: eot_pgd, sticker_box; scenes: patch_eot, lens_overlay, "
+       "sticker_box, det_patch), or change capability.views.",
+       f"{EOT}; {PATCH}; {LENS}", level="descriptor"),
     _r("E4-physical-printability", W,
        "Printers cannot reproduce every colour and cameras smooth fine detail; without a non-printability "
        "term the artefact degrades when printed.",
@@ -499,6 +523,12 @@ _RULE_LIST: list[Rule] = [
        "a change everywhere or a lens overlay has no region.",
        "Make capability.placement and capability.spatial agree, or leave placement out (it follows spatial).",
        f"{PATCH}; {RP2}; {KURAKIN_PHYSICAL}; {LENS}", level="schema"),
+    _r("S7-printability-states-a-bound", E,
+       "Printability as bounds names what is bounded: a non-printability score against the printer's colours, a "
+       "total variation, or both; colours need one value per channel each.",
+       "Give max_nps and/or max_tv (0 for max_nps: every printed pixel a printer colour), or write printability: "
+       "true for the penalty terms alone.",
+       f"{SHARIF}; {RP2}", level="schema"),
     _r("S6-oracle-matches-gradient-source", E,
        "A score-based search reads scores and a decision-based walk reads decisions; a gradient estimated from "
        "the other answer, or an analytic gradient, contradicts the oracle.",
@@ -661,6 +691,10 @@ EDGES: list[Edge] = [
     *_excludes("E5-physical-queries-are-captures", "feed:physical", "victim.access:scores",
                "victim.access:labels", "victim.gradient:estimated_scores", "victim.gradient:estimated_decisions",
                "victim.optimizer:evolution"),
+    *_excludes("E15-lens-layer-sees-every-scene", "views:object", "placement:overlay",
+               field="threat.capability.views"),
+    *_requires("E16-views-without-physical-feed", "views:object", "feed:physical", field="threat.capability.views"),
+    *_requires("E16-views-without-physical-feed", "views:scenes", "feed:physical", field="threat.capability.views"),
     *_requires("E10-transformations-without-physical-feed", "eot:transformations", "feed:physical"),
     *_requires("E11-printability-without-physical-feed", "printability:on", "feed:physical"),
     # F: scope vs consequence and detectability
@@ -1061,6 +1095,19 @@ def _physical(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Itera
     if f.feed not in d.feeds:
         yield "threat.capability.feed", f"{d.id} produces a {'/'.join(sorted(d.feeds))} perturbation, " \
                                         f"not a {f.feed} artefact"
+
+
+@descriptor_check("E13-attack-enforces-printability")
+def _printable(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
+    if "printability:bounds" in f.atoms and not d.printable:
+        yield "threat.capability.printability", f"{d.id} cannot enforce printability bounds"
+
+
+@descriptor_check("E17-attack-fits-views")
+def _views(f: Facts, d: AttackDescriptor, params: Mapping[str, Any]) -> Iterator[Finding]:
+    for views in ("object", "scenes"):
+        if f"views:{views}" in f.atoms and d.views and views not in d.views:
+            yield "threat.capability.views", f"{d.id} optimises over {'/'.join(sorted(d.views))} views, not {views}"
 
 
 @descriptor_check("E8-attack-supports-spatial-constraint")

@@ -316,6 +316,8 @@ def _capability_atoms(feed: str, spatial: bool) -> frozenset[str]:
         atoms.append("placement:patch")  # the representative region is a patch
     if feed == "physical":
         atoms += ["eot:transformations", "printability:on", "physical_artefact:shared"]
+        if spatial:
+            atoms.append("views:scenes")  # a patch placed into scenes
     return _part_atoms(*atoms)
 
 

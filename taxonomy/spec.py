@@ -43,6 +43,7 @@ class ThreatModel(Strict):
 
 LATER_FIELDS: tuple[tuple[str, ...], ...] = (
     ("threat", "capability", "placement"),
+    ("threat", "capability", "views"),
     ("strategy", "optimizer", "oracle"),
 )
 """Optional fields added to schema version 1 after plans were written; left out of the hash while unset."""

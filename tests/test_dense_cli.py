@@ -32,6 +32,7 @@ RUNNABLE: dict[str, tuple[tuple[str, str], str]] = {
     "seg-street-remove-pedestrians-universal": (SEG, "removal_rate"),
     "seg-street-confusing-cars": (SEG, "iou_moved"),
     "det-street-vanishing-person": (DET, "vanish_rate"),
+    "det-street-vanishing-label-only": (DET, "vanish_rate"),
     "det-street-fabrication": (DET, "fabricated"),
     "det-street-mislabel-cars": (DET, "mislabel_rate"),
     "det-street-untargeted": (DET, "lost_fraction"),

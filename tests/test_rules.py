@@ -168,6 +168,11 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
      {"capability": {"quantize": True}, "imperceptibility": LP(0.6 / 255)}),
     ("E10-transformations-without-physical-feed", {}, {"capability": {"transformations": {}}}),
     ("E11-printability-without-physical-feed", {}, {"capability": {"printability": True}}),
+    # Li, Schmidt, Kolter 2019: the lens layer is in front of every frame, never one object's views
+    ("E15-lens-layer-sees-every-scene", {},
+     {"capability": {**PHYSICAL, "spatial": None, "placement": "overlay", "views": "object"},
+      "scope": K("universal"), "data_knowledge": "training", "imperceptibility": LP(0.1)}),
+    ("E16-views-without-physical-feed", {}, {"capability": {"views": "object"}}),
     ("E12-region-is-whole-input", {},
      {"capability": {"spatial": K("box", box=[0, 0, 1, 1])}, "imperceptibility": LP(1.0)}),
     # F: scope, consequence, detectability

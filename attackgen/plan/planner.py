@@ -196,6 +196,14 @@ def derive_params(
         params["transformations"] = capability.transformations.model_dump(mode="json")
     if "printability" in takes:
         params["printability"] = bool(capability.printability and capability.feed == "physical")
+    stated = capability.printability_bounds  # printability as bounds: the terms on, the colours, the projection
+    if stated is not None:
+        if "printability" in takes:
+            params["printability"] = True
+        if stated.colours is not None and "palette" in takes:
+            params["palette"] = [list(c) for c in stated.colours]
+        if stated.max_nps == 0 and "snap_colours" in takes:
+            params["snap_colours"] = True
     if descriptor.access == "surrogate":
         params["surrogate"] = _surrogate(spec)
         if threat.model_knowledge.kind == "full_black_box" and "verify_queries" in takes:

@@ -204,7 +204,7 @@ class LabelOracle(Access):
         n_inputs: int,
         budget: int | None = None,
         device: torch.device | str = "cpu",
-        decide: Callable[[Tensor], Tensor] | None = None,
+        decide: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__(n_inputs, budget, device)
         forward = model

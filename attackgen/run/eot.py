@@ -158,23 +158,73 @@ class EOTSampler:
     def transform(self, x: Tensor, params: TransformParams, gen: torch.Generator | None,
                   bounds: tuple[float, float] = (0.0, 1.0)) -> Tensor:
         """Whole-image EOT: rotate, scale and shift each image (zeros padding = bounds[0]), then light and noise."""
-        n, _, height, width = x.shape
-        cos, sin = torch.cos(params.angle), torch.sin(params.angle)
-        aspect = height / width
-        theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
-        # output -> input sampling: inverse rotation and scale, in a square-pixel frame.
-        theta[:, 0, 0] = cos / params.scale
-        theta[:, 0, 1] = sin / params.scale * aspect
-        theta[:, 1, 0] = -sin / params.scale / aspect
-        theta[:, 1, 1] = cos / params.scale
-        theta[:, 0, 2] = -2 * params.cx
-        theta[:, 1, 2] = -2 * params.cy
+        theta = _view_theta(params, x.shape[2], x.shape[3], x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x - bounds[0], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out + bounds[0] + params.brightness.view(-1, 1, 1, 1)
         if params.noise_std > 0 and gen is not None:
             out = out + params.noise_std * torch.randn(out.shape, generator=gen, device=x.device, dtype=x.dtype)
         return out.clamp(*bounds)
+
+
+    @staticmethod
+    def to_input_frame(outputs: Any, params: TransformParams, height: int, width: int) -> Any:
+        """A model's outputs on transformed views, mapped back into the frame of the untransformed input, so a
+        dense objective compares them with references drawn on the input: score maps (N, C, h, w) are resampled
+        through the inverse transformation (edges replicated), detection boxes have their corners mapped back
+        (the box around them, clipped to the image). Class scores (N, C) are returned as they are."""
+        if isinstance(outputs, Tensor):
+            if outputs.dim() != 4:
+                return outputs
+            theta = _view_theta(params, height, width, outputs.dtype)
+            inverse = torch.linalg.inv(torch.cat([theta, _last_row(theta)], dim=1))[:, :2]
+            grid = F.affine_grid(inverse, list(outputs.shape), align_corners=False)
+            return F.grid_sample(outputs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) and "boxes" in outputs[0]:
+            theta = _view_theta(params, height, width, outputs[0]["boxes"].dtype)
+            mapped = []
+            for i, item in enumerate(outputs):
+                boxes = item["boxes"]
+                if boxes.numel() == 0:
+                    mapped.append(item)
+                    continue
+                x0, y0, x1, y1 = boxes.unbind(dim=1)
+                corners = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y0], 1), torch.stack([x0, y1], 1),
+                                       torch.stack([x1, y1], 1)], dim=1)  # (K, 4, 2) in view pixels
+                scale = corners.new_tensor([width, height])
+                norm = corners / scale * 2 - 1
+                back = norm @ theta[i, :, :2].T + theta[i, :, 2]  # view -> input, as grid_sample reads it
+                pix = (back + 1) / 2 * scale
+                lo = pix.amin(dim=1)
+                hi = pix.amax(dim=1)
+                box = torch.cat([lo[:, :1].clamp(0, width), lo[:, 1:].clamp(0, height),
+                                 hi[:, :1].clamp(0, width), hi[:, 1:].clamp(0, height)], dim=1)
+                mapped.append({**item, "boxes": box})
+            like = getattr(outputs, "_like", None)
+            return like(mapped) if like is not None else mapped
+        return outputs
+
+
+def _view_theta(params: TransformParams, height: int, width: int, dtype: torch.dtype) -> Tensor:
+    """(N, 2, 3) affine_grid matrices of whole-image views: each view pixel's place in the input (normalised)."""
+    n = params.angle.shape[0]
+    cos, sin = torch.cos(params.angle), torch.sin(params.angle)
+    aspect = height / width
+    theta = torch.zeros(n, 2, 3, dtype=dtype, device=params.angle.device)
+    # output -> input sampling: inverse rotation and scale, in a square-pixel frame.
+    theta[:, 0, 0] = cos / params.scale
+    theta[:, 0, 1] = sin / params.scale * aspect
+    theta[:, 1, 0] = -sin / params.scale / aspect
+    theta[:, 1, 1] = cos / params.scale
+    theta[:, 0, 2] = -2 * params.cx
+    theta[:, 1, 2] = -2 * params.cy
+    return theta
+
+
+def _last_row(theta: Tensor) -> Tensor:
+    row = torch.zeros(theta.shape[0], 1, 3, dtype=theta.dtype, device=theta.device)
+    row[:, 0, 2] = 1
+    return row
 
 
 def _patch_grid(params: TransformParams, side: float, height: int, width: int, dtype: torch.dtype) -> Tensor:

@@ -53,7 +53,11 @@ class RunResources:
             access: Access = ScoreOracle(ctx.model, n, knowledge.get("granularity", "logits"), knowledge.get("k"),
                                          step.query_budget, ctx.device)
         elif step.access == "labels":
-            access = LabelOracle(ctx.model, n, step.query_budget, ctx.device)
+            from attackgen.run.objectives.detection import decisions_of
+
+            # a detector shows its boxes and labels, without their confidences
+            decide = decisions_of if ctx.spec.task.value == "detection" else None
+            access = LabelOracle(ctx.model, n, step.query_budget, ctx.device, decide=decide)
         else:
             return NoAccess(self.surrogate(step), n, ctx.device)
         if spent is not None and step.query_budget is not None:

@@ -25,7 +25,7 @@ from attackgen.run.objectives import build_objective
 from attackgen.run.objectives.base import MissingCapability, Objective
 from attackgen.run.progress import RunProgress
 from attackgen.run.resources import FlagLog, RunResources
-from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, verify
+from attackgen.run.verify import NORM_COLUMN, SSIM_COLUMN, Verified, bounds_for, printability_bound, verify
 
 MAX_EXAMPLES = 8
 LISTEN_EVERY_S = 0.5
@@ -337,7 +337,8 @@ class StepRunner:
         queries = (access.queries - before).cpu()
         bounds = bounds_for(step.norm, step.epsilon, tol=ctx.tol, mask=budget.mask, extra=step.extra_bounds,
                             ssim_floor=step.ssim_floor, wasserstein_radius=step.wasserstein_radius,
-                            wasserstein_kernel=int(step.params.get("kernel", 5)), detectors=self.resources.detectors())
+                            wasserstein_kernel=int(step.params.get("kernel", 5)), detectors=self.resources.detectors(),
+                            printability=printability_bound(ctx.spec.threat.capability, ctx.bounds, ctx.tol))
         verified = verify(ctx.model, x, candidate, objective, bounds, input_bounds=ctx.bounds, tol=ctx.tol,
                           quantize_to=budget if ctx.spec.threat.capability.quantize else None)
         self.record(state, rows, x, objective, clean, verified, queries)

@@ -153,6 +153,13 @@ class UniversalAttack(Attack[P]):
     data_parallel_fit: ClassVar[bool] = False
     """True when ``fit`` honours ``env.shard``; otherwise a distributed run fits on rank 0 and sends the result."""
 
+    @staticmethod
+    def require_inputs(x_fit: Tensor, what: str) -> None:
+        """A fit needs inputs: an empty data basis (or a context that selects none) is the spec's problem."""
+        if x_fit.shape[0] == 0:
+            raise AttackgenError(f"threat.scope: no input to fit {what} on (empty data basis or a context that "
+                                 "selects nothing)")
+
     @abstractmethod
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None

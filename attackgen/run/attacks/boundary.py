@@ -19,6 +19,7 @@ from attackgen.run.access import Access
 from attackgen.run.attacks._query import Allowance, boundary_search, decide, decision_starts, left, lp_distance
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.hopskipjump import finish
+from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
 from taxonomy.params import BoundaryParams
 
@@ -28,10 +29,27 @@ class BoundaryAttack(Attack[BoundaryParams]):
 
     access = "labels"
     params_model = BoundaryParams
+    name = "boundary"  # the key of the distances in the output's info
 
     def run(
         self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> AttackOutput:
+        n = x.shape[0]
+        rng = self.row_random(x)  # per-input streams: an input's walk does not depend on its batch
+        rows = torch.arange(n, device=x.device)
+        allowance = Allowance(access, rows, self.params.max_queries)
+        start, found = self.starts(access, objective, x, rows, env, rng, budget, allowance)
+        return self.walk(access, objective, x, rows, start, found, budget, rng, allowance)
+
+    def starts(self, access: Access, objective: Objective, x: Tensor, rows: Tensor, env: AttackEnv | None,
+               rng: RowRandom, budget: Budget, allowance: Allowance) -> tuple[Tensor, Tensor]:
+        """An adversarial start per input (uniform noise, or a data-basis input for targeted consequences)."""
+        return decision_starts(access, objective, x, rows, env, rng, budget.bounds,
+                               noise_tries=self.params.init_tries, room=allowance.room())
+
+    def walk(self, access: Access, objective: Objective, x: Tensor, rows: Tensor, start: Tensor, found: Tensor,
+             budget: Budget, rng: RowRandom, allowance: Allowance) -> AttackOutput:
+        """Brendel et al.'s walk from the adversarial starts: closer to x while the oracle says adversarial."""
         cap = self.params.max_queries
         spherical_step = self.params.spherical_step
         source_step = self.params.source_step
@@ -41,13 +59,7 @@ class BoundaryAttack(Attack[BoundaryParams]):
         lo, hi = budget.bounds
         eps = float(budget.epsilon) if budget.epsilon is not None and budget.norm == "2" else None
         n = x.shape[0]
-        rng = self.row_random(x)  # per-input streams: an input's walk does not depend on its batch
-        rows = torch.arange(n, device=x.device)
-        allowance = Allowance(access, rows, cap)
         spent, room = allowance.spent, allowance.room
-
-        start, found = decision_starts(access, objective, x, rows, env, rng, budget.bounds,
-                                       noise_tries=self.params.init_tries, room=room())
         best = start.clone()
         if bool(found.any()):
             idx = found.nonzero().squeeze(1)
@@ -100,7 +112,7 @@ class BoundaryAttack(Attack[BoundaryParams]):
             if check:
                 self._adapt(idx, hist_sph, sph, src, adapt, 0.5, 0.2, both=True)
                 self._adapt(idx, hist_src, sph, src, adapt, 0.25, 0.1, both=False)
-        return finish(x, best, found, dist, budget, "2", spent(), "boundary")
+        return finish(x, best, found, dist, budget, "2", spent(), self.name)
 
     @staticmethod
     def _adapt(idx: Tensor, hist: Tensor, sph: Tensor, src: Tensor, factor: float, high: float, low: float,

@@ -7,7 +7,9 @@ Kurakin, Goodfellow, Bengio 2016, arXiv:1607.02533).
 T is the spec's ``capability.transformations`` (rotation, scale, shift, lighting, sensor noise: the
 printer and camera between the adversary and the model), applied to the whole perturbed image by
 ``EOTSampler.transform`` (differentiable). The candidate returned is x + delta itself (what is printed);
-the executor verifies it digitally, and the tests measure it under fresh transformations as well.
+the executor verifies it digitally, and the tests measure it under fresh transformations as well. On dense
+tasks the model's outputs on each view (score maps, boxes) are mapped back into the input's frame
+(``EOTSampler.to_input_frame``) before the objective compares them with references drawn on the input.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from attackgen.run.attacks._gradient import on_device, require_epsilon, require_
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
+from attackgen.run.printability import nps, palette_of, tv
 from taxonomy.params import EOTPGDParams
 
 
@@ -54,10 +57,17 @@ class EOTPGD(Attack[EOTPGDParams]):
         else:
             delta = torch.zeros_like(x)
         x_adv = budget.project(x, x + delta)
+        palette = palette_of(self.params.palette, x.shape[1], budget.bounds).to(x.device)
+        whole = torch.ones((n, *x.shape[2:]), dtype=torch.bool, device=x.device)  # a photo is printed whole
         for _ in range(steps):
             x_adv = x_adv.detach().requires_grad_(True)
-            viewed = sampler.transform(x_adv[many], sampler.sample(many.numel(), gen, x.device), gen, budget.bounds)
-            loss = sub.loss(access(viewed, many)).sum() / samples
+            views = sampler.sample(many.numel(), gen, x.device)
+            viewed = sampler.transform(x_adv[many], views, gen, budget.bounds)
+            outputs = sampler.to_input_frame(access(viewed, many), views, *x.shape[2:])  # maps and boxes move back
+            loss = sub.loss(outputs).sum() / samples
+            if self.params.printability:  # the printed photo: near the printer's colours, smooth
+                loss = loss + (self.params.nps_weight * nps(x_adv, whole, palette)
+                               + self.params.tv_weight * tv(x_adv, whole)).sum()
             (grad,) = torch.autograd.grad(loss, x_adv)
             with torch.no_grad():
                 if budget.mask is not None:

@@ -13,34 +13,35 @@ verified digitally; the tests also measure it over fresh views.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import require_epsilon, require_norm
-from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, UniversalAttack
+from attackgen.run.attacks.base import AttackEnv, Budget
 from attackgen.run.attacks.transfer import model_handle
-from attackgen.run.attacks.universal import project_delta
+from attackgen.run.attacks.universal import AdditiveUniversal, project_delta
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
-from taxonomy.errors import AttackgenError
 from taxonomy.params import LensParams
 
 
-class LensOverlay(UniversalAttack[LensParams]):
+class LensOverlay(AdditiveUniversal[LensParams]):
     """Universal Linf layer added after the scene's transformations. Parameters: ``steps`` (200), ``batch_size``
     (32), ``rel_stepsize`` (0.05 of epsilon; decays to a tenth), ``eot_samples``, ``transformations``."""
 
     access = "gradients"
     params_model = LensParams
+    info: ClassVar[dict[str, Any]] = {"universal": True, "overlay": True}
 
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> Tensor:
         require_norm(budget, ("inf",), "lens_overlay")
         eps = require_epsilon(budget, "lens_overlay")
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the lens layer on (empty data basis)")
+        self.require_inputs(x_fit, "the lens layer")
         spec_tf = self.params.transformations
         sampler = EOTSampler.identity() if spec_tf is None else EOTSampler.from_spec(spec_tf)
         samples = self.params.eot_samples or sampler.samples
@@ -53,26 +54,16 @@ class LensOverlay(UniversalAttack[LensParams]):
         n = x_fit.shape[0]
         for step in range(steps):
             rows = torch.randint(0, n, (batch,), generator=gen, device=x_fit.device).repeat(samples)
+            views = sampler.sample(rows.numel(), gen, x_fit.device)
             with torch.no_grad():
-                scenes = sampler.transform(x_fit[rows], sampler.sample(rows.numel(), gen, x_fit.device), gen,
-                                           budget.bounds)
+                scenes = sampler.transform(x_fit[rows], views, gen, budget.bounds)
             delta.requires_grad_(True)
-            loss = objective.subset(rows).loss(model((scenes + delta).clamp(*budget.bounds), rows)).mean()
+            outputs = model((scenes + delta).clamp(*budget.bounds), rows)
+            # dense outputs back in each scene's own frame, where its references are drawn
+            loss = objective.subset(rows).loss(sampler.to_input_frame(outputs, views, *x_fit.shape[2:])).mean()
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
                 decay = 1.0 - 0.9 * step / max(steps - 1, 1)
                 delta = project_delta(delta - alpha * decay * grad.sign(), budget)
         self.fitted = delta.detach()
         return self.fitted
-
-    def apply(self, x: Tensor, budget: Budget) -> Tensor:
-        if self.fitted is None:
-            raise RuntimeError("fit the lens layer before applying it")
-        return (x + project_delta(self.fitted.to(x.device, x.dtype), budget)).clamp(*budget.bounds)
-
-    def run(
-        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
-    ) -> AttackOutput:
-        if self.fitted is None:
-            raise RuntimeError("a universal attack must be fitted before it is applied")
-        return AttackOutput(self.apply(x, budget), {"universal": True, "overlay": True})

@@ -32,7 +32,6 @@ from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, re
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget, UniversalAttack
 from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.objectives.base import Objective
-from taxonomy.errors import AttackgenError
 from taxonomy.params import MetzenParams, MetzenUAPParams
 
 OBJECTIVE_PARAMS = ("background_weight", "confidence_threshold", "fill_weight")
@@ -154,8 +153,7 @@ class MetzenUniversal(UniversalAttack[MetzenUAPParams]):
             env: AttackEnv | None = None) -> Tensor:
         require_norm(budget, ("inf",), "metzen_uap")
         eps = require_epsilon(budget, "metzen_uap")
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the universal perturbation on")
+        self.require_inputs(x_fit, "the universal perturbation")
         objective = configured(objective, self.params)
         epochs = self.params.epochs
         batch = self.params.batch_size

@@ -36,6 +36,7 @@ from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, Universa
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler, TransformParams
 from attackgen.run.objectives.base import Objective
+from attackgen.run.printability import in_printer_colours, palette_of
 from taxonomy.errors import AttackgenError
 from taxonomy.params import PatchParams
 
@@ -47,15 +48,6 @@ def total_variation(patch: Tensor) -> Tensor:
     dh = (patch[..., 1:, :] - patch[..., :-1, :]).abs().mean()
     dw = (patch[..., :, 1:] - patch[..., :, :-1]).abs().mean()
     return dh + dw
-
-
-def default_palette(channels: int, bounds: tuple[float, float], levels: int = 5) -> Tensor:
-    """Printable colours (K, C): a grid of ``levels`` values per channel inside 10-90 % of the range
-    (a printer reaches neither pure black nor pure white)."""
-    lo, hi = bounds
-    values = torch.linspace(lo + 0.1 * (hi - lo), lo + 0.9 * (hi - lo), levels)
-    grids = torch.meshgrid(*([values] * channels), indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grids], dim=1)
 
 
 def non_printability(patch: Tensor, palette: Tensor) -> Tensor:
@@ -195,9 +187,7 @@ class AdversarialPatch(UniversalAttack[PatchParams]):
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> Tensor:
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the patch on (empty data basis or a context "
-                                 "that selects nothing)")
+        self.require_inputs(x_fit, "the patch")
         model = model_handle(access, env)
         height, width = x_fit.shape[-2:]
         fixed_at: tuple[float, float] | None = None
@@ -219,9 +209,7 @@ class AdversarialPatch(UniversalAttack[PatchParams]):
         nps_weight = self.params.nps_weight if self.params.printability else 0.0
         lo, hi = budget.bounds
         channels = x_fit.shape[1]
-        given = self.params.palette
-        palette = (torch.as_tensor(given, dtype=x_fit.dtype) if given is not None
-                   else default_palette(channels, budget.bounds)).to(x_fit.device)
+        palette = palette_of(self.params.palette, channels, budget.bounds).to(x_fit.device, x_fit.dtype)
         gen = self.generator(x_fit.device)
         patch = lo + (hi - lo) * torch.rand((channels, resolution, resolution), generator=gen, device=x_fit.device)
         patch.requires_grad_(True)
@@ -284,5 +272,7 @@ class AdversarialPatch(UniversalAttack[PatchParams]):
         if self.fitted is None:
             raise RuntimeError("a universal attack must be fitted before it is applied")
         x_adv, region = self.apply_with_region(x, budget)
+        if self.params.snap_colours:  # printability bound max_nps 0: every printed pixel a printer colour
+            x_adv = in_printer_colours(x, x_adv, self.params.palette, budget.bounds)
         return AttackOutput(x_adv, {"universal": True, "patch": True, "mask": region,
                                     "area_fraction": self.area_fraction})

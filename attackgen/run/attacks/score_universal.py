@@ -20,14 +20,14 @@ from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks._query import live, score, with_loss
-from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, UniversalAttack
-from attackgen.run.attacks.universal import project_delta
+from attackgen.run.attacks.base import AttackEnv, Budget
+from attackgen.run.attacks.universal import AdditiveUniversal, project_delta
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import ScoreUAPParams
 
 
-class ScoreUniversal(UniversalAttack[ScoreUAPParams]):
+class ScoreUniversal(AdditiveUniversal[ScoreUAPParams]):
     """Random search for one Linf perturbation over the data basis, from score queries.
 
     Parameters: ``iterations`` (300), ``batch_size`` (32 inputs scored per iteration), ``p_init`` (0.1: the
@@ -44,9 +44,7 @@ class ScoreUniversal(UniversalAttack[ScoreUAPParams]):
             raise AttackgenError("threat.imperceptibility: the score-based universal perturbation needs a fixed "
                                  f"Linf epsilon; got norm {budget.norm!r}, epsilon {budget.epsilon!r}")
         n = min(x_fit.shape[0], self.params.fit_size)
-        if n == 0:
-            raise AttackgenError("threat.scope: no input to fit the perturbation on (empty data basis or a "
-                                 "context that selects nothing)")
+        self.require_inputs(x_fit, "the perturbation")
         x_fit = x_fit[:n]
         eps = float(budget.epsilon)
         iterations = self.params.iterations
@@ -80,15 +78,3 @@ class ScoreUniversal(UniversalAttack[ScoreUAPParams]):
                 delta = cand
         self.fitted = delta.detach()
         return self.fitted
-
-    def apply(self, x: Tensor, budget: Budget) -> Tensor:
-        if self.fitted is None:
-            raise RuntimeError("fit the perturbation before applying it")
-        return (x + project_delta(self.fitted.to(x.device, x.dtype), budget)).clamp(*budget.bounds)
-
-    def run(
-        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
-    ) -> AttackOutput:
-        if self.fitted is None:
-            raise RuntimeError("a universal attack must be fitted before it is applied")
-        return AttackOutput(self.apply(x, budget), {"universal": True})

@@ -26,10 +26,11 @@ from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, UniversalAttack
-from attackgen.run.attacks.patch import default_palette, non_printability, total_variation
+from attackgen.run.attacks.patch import non_printability, total_variation
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.eot import EOTSampler
 from attackgen.run.objectives.base import Objective
+from attackgen.run.printability import in_printer_colours, palette_of
 from taxonomy.errors import AttackgenError
 from taxonomy.params import StickerParams
 
@@ -69,9 +70,7 @@ class BoxSticker(UniversalAttack[StickerParams]):
     def fit(
         self, access: Access, x_fit: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
     ) -> Tensor:
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the sticker on (empty data basis or a context "
-                                 "that selects nothing)")
+        self.require_inputs(x_fit, "the sticker")
         model = model_handle(access, env)
         mask = self._region(budget, x_fit)
         steps = self.params.steps
@@ -81,7 +80,7 @@ class BoxSticker(UniversalAttack[StickerParams]):
         tv_weight = self.params.tv_weight
         nps_weight = self.params.nps_weight if self.params.printability else 0.0
         lo, hi = budget.bounds
-        palette = default_palette(x_fit.shape[1], budget.bounds).to(x_fit.device)
+        palette = palette_of(self.params.palette, x_fit.shape[1], budget.bounds).to(x_fit.device, x_fit.dtype)
         gen = self.generator(x_fit.device)
         delta = torch.zeros((1, *x_fit.shape[1:]), device=x_fit.device, dtype=x_fit.dtype, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=lr * (hi - lo))
@@ -115,4 +114,7 @@ class BoxSticker(UniversalAttack[StickerParams]):
     ) -> AttackOutput:
         if self.fitted is None:
             raise RuntimeError("a universal attack must be fitted before it is applied")
-        return AttackOutput(self.apply(x, budget), {"universal": True, "sticker": True})
+        x_adv = self.apply(x, budget)
+        if self.params.snap_colours:  # printability bound max_nps 0: what the box shows is printer colours
+            x_adv = in_printer_colours(x, x_adv, self.params.palette, budget.bounds)
+        return AttackOutput(x_adv, {"universal": True, "sticker": True})

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks._gradient import on_device
-from attackgen.run.attacks.base import AttackEnv, Budget, UniversalAttack
+from attackgen.run.attacks.base import AttackEnv, AttackOutput, Budget, P, UniversalAttack
 from attackgen.run.attacks.transfer import model_handle
 from attackgen.run.objectives.base import Objective
 from taxonomy.errors import AttackgenError
@@ -46,6 +47,25 @@ def project_delta(delta: Tensor, budget: Budget) -> Tensor:
         norm = delta.norm().clamp_min(1e-12)
         delta = delta * min(1.0, budget.epsilon / float(norm))
     return delta
+
+
+class AdditiveUniversal(UniversalAttack[P]):
+    """A universal attack whose artefact is one delta added to every input (a score-searched UAP, a lens layer):
+    applied through the mask and the Lp ball, inside the input bounds. ``info`` names the kind in the output."""
+
+    info: ClassVar[dict[str, Any]] = {"universal": True}
+
+    def apply(self, x: Tensor, budget: Budget) -> Tensor:
+        if self.fitted is None:
+            raise RuntimeError(f"fit {type(self).__name__} before applying it")
+        return (x + project_delta(self.fitted.to(x.device, x.dtype), budget)).clamp(*budget.bounds)
+
+    def run(
+        self, access: Access, x: Tensor, objective: Objective, budget: Budget, env: AttackEnv | None = None
+    ) -> AttackOutput:
+        if self.fitted is None:
+            raise RuntimeError("a universal attack must be fitted before it is applied")
+        return AttackOutput(self.apply(x, budget), dict(self.info))
 
 
 class UniversalPerturbation(UniversalAttack[UAPParams]):
@@ -68,9 +88,7 @@ class UniversalPerturbation(UniversalAttack[UAPParams]):
                 "threat.imperceptibility: a universal perturbation needs a fixed Linf or L2 epsilon, "
                 f"got norm={budget.norm!r} epsilon={budget.epsilon!r}"
             )
-        if x_fit.shape[0] == 0:
-            raise AttackgenError("threat.scope: no input to fit the universal perturbation on (empty data basis "
-                                 "or a context that selects nothing)")
+        self.require_inputs(x_fit, "the universal perturbation")
         if budget.mask is not None and budget.mask.dim() == x_fit.dim() and budget.mask.shape[0] > 1:
             raise AttackgenError("threat.capability.spatial: a universal perturbation takes one region for every "
                                  "input (kind mask or box), not a square per input (kind patch)")

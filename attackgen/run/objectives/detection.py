@@ -160,6 +160,14 @@ def _as_detections(outputs: Any, n: int | None = None) -> DetectionOutput:
                                   where="detector output")
 
 
+def decisions_of(outputs: Any) -> DetectionOutput:
+    """What a label-only detector reveals: the boxes and labels it outputs at its own threshold, with no
+    confidence (every score reads 1), so a decision-based attack sees exactly what a user of the system sees."""
+    dets = _as_detections(outputs).kept()
+    return dets._like([{"boxes": d["boxes"], "labels": d["labels"], "scores": torch.ones_like(d["scores"])}
+                       for d in dets])
+
+
 def _empty_like(device: torch.device | None = None) -> dict[str, Tensor]:
     return {"boxes": torch.zeros(0, 4, device=device), "labels": torch.zeros(0, dtype=torch.long, device=device)}
 

@@ -13,9 +13,11 @@ from attackgen.run.verify.bounds import (
     DetectorBound,
     LpBound,
     MaskBound,
+    PrintabilityBound,
     SsimBound,
     WassersteinBound,
     bounds_for,
+    printability_bound,
 )
 from attackgen.run.verify.candidate import NORM_COLUMN, SSIM_COLUMN, Verified, measure, quantize, verify
 
@@ -27,11 +29,13 @@ __all__ = [
     "DetectorBound",
     "LpBound",
     "MaskBound",
+    "PrintabilityBound",
     "SsimBound",
     "Verified",
     "WassersteinBound",
     "bounds_for",
     "measure",
+    "printability_bound",
     "quantize",
     "verify",
 ]

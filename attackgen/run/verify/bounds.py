@@ -4,7 +4,8 @@ A bound answers, per input, "does this candidate stay within me?" from the clean
 candidate and its re-measured norms (``measure``). Budget bounds (Lp, mask, SSIM, Wasserstein) make a
 candidate that fools the model outside them an out-of-budget failure; screens (a detector) are checked
 after the budget and make a candidate that fools the model within budget but is flagged a failure too,
-counted apart. A new bound is one subclass here plus a line in ``bounds_for``.
+counted apart. A new bound is one subclass here plus a line in ``bounds_for``. Printability
+(``PrintabilityBound``) is a budget: an artefact a printer cannot reproduce is not the stated threat.
 """
 
 from __future__ import annotations
@@ -90,6 +91,43 @@ class WassersteinBound(Bound):
 
 
 @dataclass(frozen=True)
+class PrintabilityBound(Bound):
+    """The printed pixels (those the candidate changed) within the spec's printability bounds: non-printability
+    score against the colour set <= max_nps, total variation per printed pixel <= max_tv (Sharif et al. 2016;
+    attackgen.run.printability). Both figures are reported per input."""
+
+    colours: tuple[tuple[float, ...], ...] | None
+    max_nps: float | None
+    max_tv: float | None
+    input_bounds: tuple[float, float] = (0.0, 1.0)
+    tol: float = 0.0
+
+    def check(self, x: Tensor, candidate: Tensor, norms: Tensor) -> BoundCheck:
+        from attackgen.run import printability as pr
+
+        region = pr.printed(x, candidate, max(self.tol, 1e-6 * (self.input_bounds[1] - self.input_bounds[0])))
+        palette = pr.palette_of(self.colours, x.shape[1], self.input_bounds).to(x.device)
+        ok = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        metrics: dict[str, Tensor] = {}
+        if self.max_nps is not None:
+            metrics["nps"] = pr.nps(candidate, region, palette)
+            ok &= metrics["nps"] <= self.max_nps + 1e-9
+        if self.max_tv is not None:
+            metrics["tv"] = pr.tv(candidate, region)
+            ok &= metrics["tv"] <= self.max_tv * (1 + 1e-6) + 1e-9
+        return BoundCheck(ok, metrics)
+
+
+def printability_bound(capability: Any, input_bounds: tuple[float, float], tol: float) -> PrintabilityBound | None:
+    """The bound a spec's ``threat.capability.printability`` states, if it states one."""
+    stated = capability.printability_bounds
+    if stated is None:
+        return None
+    colours = tuple(tuple(float(v) for v in c) for c in stated.colours) if stated.colours is not None else None
+    return PrintabilityBound(colours, stated.max_nps, stated.max_tv, input_bounds, tol)
+
+
+@dataclass(frozen=True)
 class DetectorBound(Bound):
     """None of the calibrated detectors (attackgen.run.detectors) flags the candidate."""
 
@@ -114,6 +152,7 @@ def bounds_for(
     wasserstein_radius: float | None = None,
     wasserstein_kernel: int = 5,
     detectors: Sequence[Any] = (),
+    printability: PrintabilityBound | None = None,
 ) -> list[Bound]:
     """The bounds of one plan item over one batch, budgets first, screens last."""
     bounds: list[Bound] = []
@@ -126,6 +165,8 @@ def bounds_for(
         bounds.append(SsimBound(ssim_floor))
     if wasserstein_radius is not None:
         bounds.append(WassersteinBound(wasserstein_radius, wasserstein_kernel))
+    if printability is not None:
+        bounds.append(printability)
     if detectors:
         bounds.append(DetectorBound(tuple(detectors)))
     return bounds
