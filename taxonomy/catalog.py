@@ -253,7 +253,7 @@ _ENTRIES: list[AttackDescriptor] = [
         tasks=CLS,
         consequences=GENERIC_TARGETS,
         scopes=INDIVIDUAL,
-        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        imperceptibility=frozenset({"lp:inf", "lp:2", "lp:1"}),
         budget_modes=FIXED,
         access="gradients",
         optimizer="first_order",
@@ -265,7 +265,9 @@ _ENTRIES: list[AttackDescriptor] = [
         atlas=WHITE_BOX_ATLAS,
         implemented=True,
         notes="AutoAttack's first attack: step 2*epsilon halved at checkpoints, momentum 0.75, restarts and "
-        "steps only on unbroken inputs. Same robust accuracy as the reference on digits-cnn (bench/bench_apgd.py).",
+        "steps only on unbroken inputs; L1 as in Croce & Hein 2021 (sparse steps, exact L1-and-box projection, "
+        "radii 3/2/1 x epsilon). Same robust accuracy as the reference on digits-cnn (bench/bench_apgd.py, "
+        "tests/test_apgd_crosscheck.py).",
     ),
     AttackDescriptor(
         id="apgd_dlr",
@@ -275,7 +277,7 @@ _ENTRIES: list[AttackDescriptor] = [
         tasks=CLS,
         consequences=GENERIC_TARGETS,
         scopes=INDIVIDUAL,
-        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        imperceptibility=frozenset({"lp:inf", "lp:2", "lp:1"}),
         budget_modes=FIXED,
         access="gradients",
         optimizer="first_order",
@@ -296,7 +298,7 @@ _ENTRIES: list[AttackDescriptor] = [
         tasks=CLS,
         consequences=GENERIC_TARGETS,
         scopes=INDIVIDUAL,
-        imperceptibility=frozenset({"lp:inf", "lp:2"}),
+        imperceptibility=frozenset({"lp:inf", "lp:2", "lp:1"}),
         budget_modes=FIXED,
         access="gradients",
         optimizer="first_order",
@@ -404,7 +406,7 @@ _ENTRIES: list[AttackDescriptor] = [
         atlas=WHITE_BOX_ATLAS,
         backend="foolbox",
         implemented=True,
-        notes="The only catalogued L1 attack; in fixed mode success means norm <= epsilon.",
+        notes="Minimal-norm in L0, L1, L2, Linf; in fixed mode success means norm <= epsilon.",
     ),
     AttackDescriptor(
         id="fmn_t",

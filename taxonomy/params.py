@@ -384,6 +384,7 @@ class APGDParams(AttackParams):
     eot_iter: int = Field(1, ge=1)
     batch_start: bool = False
     loss: Literal["ce", "dlr", "dlr-targeted"] = "ce"
+    large_eps: bool = True  # L1 budgets only: radii 3, 2, 1 x epsilon over 30/30/40% of the steps (AutoAttack)
 
 
 class APGDDLRParams(APGDParams):
