@@ -405,6 +405,23 @@ class FMNTParams(FMNParams):
     n_target_classes: int = Field(9, ge=1)
 
 
+class FABParams(AttackParams):
+    """Croce & Hein 2020 (FAB), the reference's parameters: ``alpha_max`` caps the pull towards the clean
+    input, ``eta`` overshoots the linearised boundary, ``beta`` steps back after a success."""
+
+    steps: int = Field(100, ge=1)
+    restarts: int = Field(1, ge=1)
+    alpha_max: float = Field(0.1, ge=0, le=1)
+    eta: float = Field(1.05, ge=1)
+    beta: float = Field(0.9, gt=0, lt=1)
+
+
+class FABTParams(FABParams):
+    """FAB-T: one run per class among the ``n_target_classes`` most likely others (AutoAttack: 9)."""
+
+    n_target_classes: int = Field(9, ge=1)
+
+
 class LBFGSSSIMParams(LBFGSParams):
     """The SSIM floor comes from the item's context; ``ssim_penalty`` weighs its hinge, ``margin`` aims above it."""
 

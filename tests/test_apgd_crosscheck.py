@@ -88,5 +88,6 @@ def test_l1_apgd_matches_the_reference_robust_accuracy(victim, test_set, attack:
         robust_ref = float((victim(theirs.clamp(0, 1)).argmax(1) == y).float().mean()) * 100
         robust_ours = float((victim(mine).argmax(1) == y).float().mean()) * 100
     assert float((mine - x).abs().flatten(1).sum(1).max()) <= L1_EPS * (1 + 1e-5)
-    assert abs(robust_ours - robust_ref) <= L1_TOLERANCE, f"{attack}: ours {robust_ours:.1f}%, reference {robust_ref:.1f}%"
+    assert abs(robust_ours - robust_ref) <= L1_TOLERANCE, \
+        f"{attack}: ours {robust_ours:.1f}%, reference {robust_ref:.1f}%"
     assert robust_ours < 80.0  # both actually attack
