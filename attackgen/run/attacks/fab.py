@@ -124,6 +124,8 @@ def fab_run(access: Access, rows: Tensor, x: Tensor, objective: ClassificationOb
             a1, a2 = a0[:bs], a0[bs:]
             alpha = (a1 / (a1 + a2)).clamp(0.0, alpha_max).view(shape)
             x1 = ((x1 + eta * d1) * (1 - alpha) + (im2 + d2 * eta) * alpha).clamp(lo, hi)
+            if m is not None:  # the mixing rounds masked entries by an ulp; put them back exactly
+                x1 = im2 + (x1 - im2) * m[pos].view_as(x1)
             hit = success.success(access(x1, rows[pos]))
             size = _norm(x1 - im2, norm)
             done = hit & (size <= epsilon)
