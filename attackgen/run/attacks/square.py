@@ -6,7 +6,10 @@ per iteration, through the counted score oracle; an input stops on success or wh
 spent. The side of the square follows the paper's schedule ``p_selection``, scaled to the number of
 queries the input can actually make. Ported from the authors' reference code (numpy) to batched torch:
 windows, signs and bumps are drawn per input, as in the reference, from each input's own stream
-(``RowRandom``: one batched draw per query), so an input's search does not depend on its batch.
+(``RowRandom``), so an input's search does not depend on its batch. Per query the loop does a fixed,
+small number of tensor ops for the whole working set (no per-input Python): the uniforms of 32 queries
+are hashed at once, a window is one lookup in a cached table of window positions, and the Linf values
+x +- eps are clamped once per attack.
 """
 
 from __future__ import annotations
@@ -70,15 +73,23 @@ class _Square(Attack[SquareLinfParams]):
         # and a few element-wise updates, with no scatter back into the full batch.
         idx = rows[room > 0]
         xs, best, sub, last, rows_rng = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1, rng.subset(idx)
+        fixed = self._fixed(xs, eps, budget)  # per-input tensors every proposal reads (Linf: x +- eps, clamped)
         loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
+        # The uniforms of DRAW_BLOCK queries are drawn at once (the same numbers as one draw per query, see
+        # RowRandom.rand_block): one set of hashing ops per block instead of per query.
+        draws = self._draws(x.shape[1])
+        block, at = torch.empty(0, 0), DRAW_BLOCK
         for it in range(n_iters):
             if idx.numel() == 0:
                 break
             if it == 0:
                 x_new = best
             else:
-                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), budget, rows_rng)
+                if at == DRAW_BLOCK:
+                    block, at = rows_rng.rand_block(min(DRAW_BLOCK, n_iters - it), draws), 0
+                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), budget, block[:, at], fixed)
+                at += 1
                 x_new = cand if skip_project else budget.project(xs, cand)
             # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
             outputs = as_outputs(access, access(x_new, idx), sub)
@@ -94,8 +105,11 @@ class _Square(Attack[SquareLinfParams]):
                 done[idx] |= success
                 keep = ~stop
                 idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
+                fixed = tuple(t[keep] for t in fixed)
                 if idx.numel():
                     sub, rows_rng = objective.subset(idx), rows_rng.subset(keep.nonzero().squeeze(1))
+                    if at < block.shape[1]:
+                        block = block[keep]
         if idx.numel():
             x_best[idx] = best
             used[idx] = n_iters
@@ -104,9 +118,17 @@ class _Square(Attack[SquareLinfParams]):
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         raise NotImplementedError
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
-                 rng: RowRandom) -> Tensor:
-        """A proposal per input of x, drawn from ``rng`` (one stream per input)."""
+    def _draws(self, channels: int) -> int:
+        """Uniforms one proposal reads per input."""
+        raise NotImplementedError
+
+    def _fixed(self, x: Tensor, eps: float, budget: Budget) -> tuple[Tensor, ...]:
+        """Per-input tensors computed once per attack and read by every proposal."""
+        return ()
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget, u: Tensor,
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        """A proposal per input of x from ``u`` (N, draws): that input's uniforms for this query."""
         raise NotImplementedError
 
 
@@ -120,25 +142,54 @@ class SquareLinf(_Square):
         signs = rng.randint(0, 2, c, 1, w).to(x.dtype) * 2 - 1
         return x + eps * signs
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
-                 rng: RowRandom) -> Tensor:
-        _, c, h, w = x.shape
+    def _draws(self, channels: int) -> int:
+        return 2 + channels  # the window's corner, then one sign per channel
+
+    def _fixed(self, x: Tensor, eps: float, budget: Budget) -> tuple[Tensor, ...]:
+        lo, hi = budget.bounds
+        return (x + eps).clamp(lo, hi), (x - eps).clamp(lo, hi)
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget, u: Tensor,
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        h, w = x.shape[2:]
+        up, down = fixed
         s = round(math.sqrt(p * h * w))
         s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
-        # one draw per query for the whole batch: the window's corner and the channels' signs
-        u = rng.rand(2 + c, dtype=torch.float32)
-        top, left = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s)
-        # one row of a per-side table per input (one op each) instead of comparing index ranges
-        window = _spans(h, s, x.device)[top][:, None, :, None] & _spans(w, s, x.device)[left][:, None, None, :]
-        signs = torch.where(u[:, 2:] < 0.5, -eps, eps).to(x.dtype)[:, :, None, None]
-        lo, hi = budget.bounds
-        cand = torch.where(window, (x + signs).clamp(lo, hi), x_best)
+        window = _window(_corner(u[:, 0], h - s), _corner(u[:, 1], w - s), h, w, s, x.device)
+        plus = (u[:, 2:] >= 0.5)[:, :, None, None]  # +eps where the channel's uniform is >= 0.5
+        cand = torch.where(window, torch.where(plus, up, down), x_best)
         # The reference redraws until the square changes something; flipping the signs always does.
-        # Done for every row and selected, rather than indexing the unchanged ones: no host sync on GPU.
+        # On an accelerator done for every row and selected (no host sync); on the CPU, where a look at
+        # the flag costs nothing, only when some square changed nothing (rare after the first queries).
         same = (cand == x_best).flatten(1).all(dim=1)
-        flip = torch.where(window, (x - signs).clamp(lo, hi), x_best)
-        cand = torch.where(same[:, None, None, None], flip, cand)
-        return cand
+        if x.device.type == "cpu" and not bool(same.any()):
+            return cand
+        return torch.where(window, torch.where(plus ^ same[:, None, None, None], up, down), x_best)
+
+
+DRAW_BLOCK = 32
+"""Queries whose uniforms Square draws at once."""
+
+WINDOW_TABLE_MAX = 1 << 22
+"""Largest table of every window position (bools) kept for one square size; above it, windows are built."""
+
+
+def _window(top: Tensor, left: Tensor, h: int, w: int, s: int, device: torch.device) -> Tensor:
+    """(N, 1, h, w) bool: each input's s x s window at (top, left); one lookup in a table of every window
+    position where that table is small (the common image sizes' larger squares), else two."""
+    table = _windows(h, w, s, device)
+    if table is not None:
+        return table[top * (w - s + 1) + left][:, None]
+    return _spans(h, s, device)[top][:, None, :, None] & _spans(w, s, device)[left][:, None, None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(h: int, w: int, s: int, device: torch.device) -> Tensor | None:
+    """((h - s + 1) * (w - s + 1), h, w) bool: every s x s window, row-major by corner; None when too big."""
+    if (h - s + 1) * (w - s + 1) * h * w > WINDOW_TABLE_MAX:
+        return None
+    rows, cols = _spans(h, s, device), _spans(w, s, device)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, h, w)
 
 
 @functools.lru_cache(maxsize=64)
@@ -216,20 +267,22 @@ class SquareL2(_Square):
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return x + delta / bview(norms, x) * eps
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
-                 rng: RowRandom) -> Tensor:
+    def _draws(self, channels: int) -> int:
+        return 5 + channels  # two windows' corners, the bump's transpose, one sign per channel
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget, u: Tensor,
+                 fixed: tuple[Tensor, ...]) -> Tensor:
         _, c, h, w = x.shape
         s = max(round(math.sqrt(p * h * w)), 3)
         if s % 2 == 0:
             s += 1
         s = min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
-        # one draw per query: per input (as in the reference) two windows, the bump's transpose, signs
-        u = rng.rand(5 + c, dtype=torch.float32)
+        # per input (as in the reference) two windows, the bump's transpose, signs
         r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
             _corner(u[:, 3], w - s)
         signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
         bump, in1 = _place(_bumps(s, u[:, 4] < 0.5).to(x.dtype), r1, c1, h, w)  # (N, 1, h, w) each
-        in2 = _spans(h, s, x.device)[r2][:, None, :, None] & _spans(w, s, x.device)[c2][:, None, None, :]
+        in2 = _window(r2, c2, h, w, s, x.device)
         delta = x_best - x
         sq = delta.square()
         norm_window1 = (sq * in1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
