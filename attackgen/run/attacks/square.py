@@ -76,29 +76,38 @@ class _Square(Attack[SquareLinfParams]):
         fixed = self._fixed(xs, eps, budget)  # per-input tensors every proposal reads (Linf: x +- eps, clamped)
         loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
-        # The uniforms of DRAW_BLOCK queries are drawn at once (the same numbers as one draw per query, see
-        # RowRandom.rand_block): one set of hashing ops per block instead of per query.
+        # The uniforms of up to DRAW_BLOCK queries with the same square size are drawn at once (the same
+        # numbers as one draw per query, see RowRandom.rand_block) and turned into per-query pieces
+        # (window positions, signs) for the whole block: per query the loop then only selects them.
         draws = self._draws(x.shape[1])
-        block, at = torch.empty(0, 0), DRAW_BLOCK
+        h, w = x.shape[2:]
+        sides = [self._side(p_selection(p_init, it, n_iters), h, w) for it in range(n_iters)]
+        pieces: tuple[Tensor, ...] = ()
+        at, end = 0, 1  # the first proposal (iteration 1) starts a block
+        first_last = int(last.min()) if idx.numel() else 0  # the earliest iteration some input stops at
         for it in range(n_iters):
             if idx.numel() == 0:
                 break
             if it == 0:
                 x_new = best
             else:
-                if at == DRAW_BLOCK:
-                    block, at = rows_rng.rand_block(min(DRAW_BLOCK, n_iters - it), draws), 0
-                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), budget, block[:, at], fixed)
+                if it == end:  # a new block: up to DRAW_BLOCK queries on, ending where the side changes
+                    end = it + 1
+                    while end < min(n_iters, it + DRAW_BLOCK) and sides[end] == sides[it]:
+                        end += 1
+                    pieces = self._prepare(rows_rng.rand_block(end - it, draws), sides[it], h, w, x.device)
+                    at = 0
+                cand = self._propose(xs, best, eps, sides[it], budget, tuple(t[:, at] for t in pieces), fixed)
                 at += 1
                 x_new = cand if skip_project else budget.project(xs, cand)
             # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
             outputs = as_outputs(access, access(x_new, idx), sub)
-            loss = sub.loss(outputs).detach().to(device=x.device, dtype=loss_best.dtype)
+            loss = sub.loss(outputs).to(device=x.device, dtype=loss_best.dtype)
             success = sub.success(outputs).to(x.device).bool()
             better = (loss < loss_best) | success
             best = torch.where(bview(better, best), x_new, best)
             loss_best = torch.where(better, loss, loss_best)
-            stop = success | (last <= it)  # last: the iteration of an input's final query
+            stop = success | (last <= it) if it >= first_last else success  # last: an input's final query
             if bool(stop.any()):  # write the stopping inputs back and shrink the working set
                 x_best[idx] = best
                 used[idx] = it + 1
@@ -108,8 +117,8 @@ class _Square(Attack[SquareLinfParams]):
                 fixed = tuple(t[keep] for t in fixed)
                 if idx.numel():
                     sub, rows_rng = objective.subset(idx), rows_rng.subset(keep.nonzero().squeeze(1))
-                    if at < block.shape[1]:
-                        block = block[keep]
+                    pieces = tuple(t[keep] for t in pieces)
+                    first_last = int(last.min())
         if idx.numel():
             x_best[idx] = best
             used[idx] = n_iters
@@ -122,13 +131,22 @@ class _Square(Attack[SquareLinfParams]):
         """Uniforms one proposal reads per input."""
         raise NotImplementedError
 
+    def _side(self, p: float, h: int, w: int) -> int:
+        """The square's side at the fraction p of the pixels."""
+        raise NotImplementedError
+
     def _fixed(self, x: Tensor, eps: float, budget: Budget) -> tuple[Tensor, ...]:
         """Per-input tensors computed once per attack and read by every proposal."""
         return ()
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget, u: Tensor,
+    def _prepare(self, u: Tensor, s: int, h: int, w: int, device: torch.device) -> tuple[Tensor, ...]:
+        """Per-query pieces for a block of queries from their uniforms u (N, queries, draws): tensors with
+        the queries on dim 1; a proposal gets each one's column."""
+        return (u,)
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
                  fixed: tuple[Tensor, ...]) -> Tensor:
-        """A proposal per input of x from ``u`` (N, draws): that input's uniforms for this query."""
+        """A proposal per input of x from this query's ``pieces`` (see ``_prepare``)."""
         raise NotImplementedError
 
 
@@ -145,18 +163,31 @@ class SquareLinf(_Square):
     def _draws(self, channels: int) -> int:
         return 2 + channels  # the window's corner, then one sign per channel
 
+    def _side(self, p: float, h: int, w: int) -> int:
+        s = round(math.sqrt(p * h * w))
+        return min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
+
     def _fixed(self, x: Tensor, eps: float, budget: Budget) -> tuple[Tensor, ...]:
         lo, hi = budget.bounds
         return (x + eps).clamp(lo, hi), (x - eps).clamp(lo, hi)
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget, u: Tensor,
+    def _prepare(self, u: Tensor, s: int, h: int, w: int, device: torch.device) -> tuple[Tensor, ...]:
+        top, left = _corner(u[..., 0], h - s), _corner(u[..., 1], w - s)
+        if _windows(h, w, s, device) is not None:
+            return top * (w - s + 1) + left, u[..., 2:] >= 0.5  # a window's row in the table; + signs
+        return top, left, u[..., 2:] >= 0.5
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
                  fixed: tuple[Tensor, ...]) -> Tensor:
         h, w = x.shape[2:]
         up, down = fixed
-        s = round(math.sqrt(p * h * w))
-        s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
-        window = _window(_corner(u[:, 0], h - s), _corner(u[:, 1], w - s), h, w, s, x.device)
-        plus = (u[:, 2:] >= 0.5)[:, :, None, None]  # +eps where the channel's uniform is >= 0.5
+        table = _windows(h, w, s, x.device)
+        if table is not None:
+            window = table[pieces[0]][:, None]
+        else:
+            window = _spans(h, s, x.device)[pieces[0]][:, None, :, None] & \
+                _spans(w, s, x.device)[pieces[1]][:, None, None, :]
+        plus = pieces[-1][:, :, None, None]  # +eps where the channel's uniform is >= 0.5
         cand = torch.where(window, torch.where(plus, up, down), x_best)
         # The reference redraws until the square changes something; flipping the signs always does.
         # On an accelerator done for every row and selected (no host sync); on the CPU, where a look at
@@ -175,8 +206,7 @@ WINDOW_TABLE_MAX = 1 << 22
 
 
 def _window(top: Tensor, left: Tensor, h: int, w: int, s: int, device: torch.device) -> Tensor:
-    """(N, 1, h, w) bool: each input's s x s window at (top, left); one lookup in a table of every window
-    position where that table is small (the common image sizes' larger squares), else two."""
+    """(N, 1, h, w) bool: each input's s x s window at (top, left)."""
     table = _windows(h, w, s, device)
     if table is not None:
         return table[top * (w - s + 1) + left][:, None]
@@ -270,13 +300,16 @@ class SquareL2(_Square):
     def _draws(self, channels: int) -> int:
         return 5 + channels  # two windows' corners, the bump's transpose, one sign per channel
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget, u: Tensor,
-                 fixed: tuple[Tensor, ...]) -> Tensor:
-        _, c, h, w = x.shape
+    def _side(self, p: float, h: int, w: int) -> int:
         s = max(round(math.sqrt(p * h * w)), 3)
         if s % 2 == 0:
             s += 1
-        s = min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
+        return min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        _, c, h, w = x.shape
+        u = pieces[0]
         # per input (as in the reference) two windows, the bump's transpose, signs
         r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
             _corner(u[:, 3], w - s)
