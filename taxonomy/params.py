@@ -417,9 +417,11 @@ class FABParams(AttackParams):
 
 
 class FABTParams(FABParams):
-    """FAB-T: one run per class among the ``n_target_classes`` most likely others (AutoAttack: 9)."""
+    """FAB-T: one run per class among the ``n_target_classes`` most likely others (AutoAttack: 9), in turn
+    (as the reference) or, with ``parallel_targets``, side by side in one batch."""
 
     n_target_classes: int = Field(9, ge=1)
+    parallel_targets: bool = False
 
 
 class LBFGSSSIMParams(LBFGSParams):

@@ -121,3 +121,12 @@ def test_fab_t_matches_the_reference_robust_accuracy(victim, test_set, norm: str
     assert float(size(mine - x, norm).max()) <= eps * (1 + 1e-5)
     assert abs(robust_ours - robust_ref) <= 1.0, f"L{norm}: ours {robust_ours:.1f}%, reference {robust_ref:.1f}%"
     assert robust_ours < 90.0  # both actually attack
+
+
+def test_parallel_targets_break_at_least_what_the_sweep_breaks(victim, batch) -> None:
+    x, y = batch
+    budget = Budget(norm="inf", epsilon=0.05)
+    _, seq, _ = attack(victim, FABT, x[:32], ClassificationObjective(y[:32]), budget, steps=20, n_target_classes=3)
+    _, par, _ = attack(victim, FABT, x[:32], ClassificationObjective(y[:32]), budget, steps=20, n_target_classes=3,
+                       parallel_targets=True)
+    assert int((par != y[:32]).sum()) >= int((seq != y[:32]).sum()) >= 4

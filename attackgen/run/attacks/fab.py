@@ -12,6 +12,9 @@ point when it is the smallest so far and steps back towards the clean input by b
 parameters: 100 iterations, alpha_max 0.1, eta 1.05, beta 0.9; FAB-T sweeps the clean prediction's 2nd to
 10th most likely classes, each on the inputs no earlier target broke, without a random start (AutoAttack
 runs FAB-T with one restart); FAB restarts from random points at half the radius after its first run.
+With ``parallel_targets`` FAB-T runs every target side by side in one batch (one copy of each input per
+target, all copies leaving at the input's first success): fewer, larger batches (wall time), at the price
+of running targets the sweep would have skipped; off in the AutoAttack presets.
 
 Fixed epsilon, as AutoAttack uses it: an input counts as broken when the smallest adversarial point found
 is within epsilon, so here an input leaves the run at the first such point (survivors only, per-input
@@ -83,19 +86,25 @@ def _differences(access: Access, x1: Tensor, rows: Tensor, labels: Tensor,
 
 def fab_run(access: Access, rows: Tensor, x: Tensor, objective: ClassificationObjective, norm: str, epsilon: float,
             bounds: tuple[float, float], mask: Tensor | None, targets: Tensor | None, steps: int, alpha_max: float,
-            eta: float, beta: float, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            eta: float, beta: float, start: Tensor | None = None,
+            owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One FAB run on the inputs x (batch rows ``rows``); returns (candidates, found within epsilon).
 
     ``targets``: FAB-T towards these classes (one per input), else untargeted FAB. ``start``: the random
-    start (restarts), else the clean input.
+    start (restarts), else the clean input. ``owner``: the input each row is a copy of (all targets side
+    by side), results per owner; every copy of an input leaves at its first success.
     """
     lo, hi = bounds
     span = hi - lo
     n = x.shape[0]
     shape = (-1, *([1] * (x.dim() - 1)))
     labels = objective.labels.clamp_min(0)
-    out = x.clone()
-    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    owner = torch.arange(n, device=x.device) if owner is None else owner.to(x.device)
+    owners = int(owner.max()) + 1 if n else 0
+    first = torch.full((owners,), max(n - 1, 0), dtype=torch.long, device=x.device).scatter_reduce_(
+        0, owner, torch.arange(n, device=x.device), "amin")  # a row of each owner
+    out = x[first].clone()  # each owner's clean input until it is broken
+    found = torch.zeros(owners, dtype=torch.bool, device=x.device)
     pos = torch.arange(n, device=x.device)
     im2, x1 = x, (x.clone() if start is None else start.clamp(lo, hi))
     m = None if mask is None else mask.flatten(1)
@@ -132,9 +141,9 @@ def fab_run(access: Access, rows: Tensor, x: Tensor, objective: ClassificationOb
             reached = x1
             x1 = torch.where(hit.view(shape), im2 + (x1 - im2) * beta, x1)
             if bool(done.any()):
-                out[pos[done]] = reached[done]
-                found[pos[done]] = True
-                keep = (~done).nonzero().squeeze(1)
+                out[owner[pos[done]]] = reached[done]
+                found[owner[pos[done]]] = True
+                keep = (~found[owner[pos]]).nonzero().squeeze(1)
                 pos, x1, im2, success = pos[keep], x1[keep], im2[keep], success.subset(keep)
     return out, found
 
@@ -168,6 +177,25 @@ class _FAB(Attack[FABParams]):
         else:
             schedule = [(None, r) for r in range(p.restarts)]
         runs = 0
+        if self.targeted_sweep and not obj.targeted and isinstance(p, FABTParams) and p.parallel_targets:
+            for restart in range(p.restarts):
+                todo = (~found).nonzero().squeeze(1)
+                if todo.numel() == 0:
+                    break
+                with torch.no_grad():
+                    clean = access(x[todo], todo)
+                k = min(p.n_target_classes, clean.shape[1] - 1)
+                order = clean.sort(dim=-1)[1].flip(1)[:, 1:k + 1]  # the 2nd .. (k+1)-th class, as the sweep
+                copy = torch.arange(todo.numel(), device=x.device).repeat_interleave(k)
+                rows_c = todo[copy]
+                start = _random_start(x[rows_c], rng.subset(rows_c), norm, eps) if restart > 0 else None
+                sub_mask = mask if mask is None or mask.shape[0] == 1 else mask[rows_c]
+                cand, hit = fab_run(access, rows_c, x[rows_c], obj.subset(rows_c), norm, eps, budget.bounds, sub_mask,
+                                    order.reshape(-1), p.steps, p.alpha_max, p.eta, p.beta, start, owner=copy)
+                best[todo[hit]] = cand[hit]
+                found[todo[hit]] = True
+                runs += 1
+            schedule = []  # done: all targets ran side by side
         for rank, restart in schedule:
             todo = (~found).nonzero().squeeze(1)
             if todo.numel() == 0:
