@@ -41,8 +41,8 @@ def test_standard_is_autoattacks_four_attacks_in_order() -> None:
         ("apgd_ce", "primary", {"steps": 100, "restarts": 1, "eot_iter": 1}),
         ("apgd_t", "primary",
          {"steps": 100, "restarts": 1, "eot_iter": 1, "n_target_classes": 9, "parallel_targets": False}),
-        ("fab_t", "primary", {"steps": 100, "restarts": 1, "n_target_classes": 9, "alpha_max": 0.1, "eta": 1.05,
-                              "beta": 0.9}),
+        ("fab_t", "primary", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False,
+                              "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}),
         ("square_linf", "gradient_free_check", {"n_queries": 5000, "p_init": 0.8}),
     ]
     assert all(i.epsilon == 0.1 and i.context.norm == "inf" for i in result.items)

@@ -82,8 +82,8 @@ def _apgd_t(large_eps: bool) -> PresetItem:
                       "APGD-T", l1={"n_target_classes": 5, "large_eps": True} if large_eps else {"large_eps": False})
 
 
-_FAB_T = PresetItem("fab_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "alpha_max": 0.1, "eta": 1.05,
-                              "beta": 0.9}, "FAB-T")
+_FAB_T = PresetItem("fab_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False,
+                              "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}, "FAB-T")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
