@@ -1,6 +1,6 @@
 """Square attack: attackgen's against torchattacks' on the same inputs, queries and p_init, per query.
 
-    .venv-bench/bin/python bench/bench_square.py [--n 128] [--queries 1000] [--repeats 2]
+    .venv-bench/bin/python bench/bench_square.py [--n 128] [--queries 1000] [--repeats 2] [--norms inf,2]
 
 Two settings per norm (Linf and L2) on the built-in digits CNN:
 
@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--p-init", type=float, default=0.8, help="both libraries (AutoAttack's value)")
+    parser.add_argument("--norms", default="inf,2", help="comma-separated: inf, 2")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import torchattacks
@@ -77,7 +78,8 @@ def main() -> int:
           f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print("\n| setting | library | robust acc | inputs forwarded | CPU s | wall s | CPU us / query | ratio |")
     print("|---|---|---|---|---|---|---|---|")
-    for norm, eps_attack, eps_none in (("inf", 0.1, 0.002), ("2", 1.5, 0.02)):
+    settings = [s for s in (("inf", 0.1, 0.002), ("2", 1.5, 0.02)) if s[0] in args.norms.split(",")]
+    for norm, eps_attack, eps_none in settings:
         for setting, eps in (("attack", eps_attack), ("no success", eps_none)):
             runs: dict[str, list[tuple[float, float, int, float]]] = {"attackgen": [], "torchattacks": []}
             for _ in range(args.repeats):

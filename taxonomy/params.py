@@ -394,6 +394,7 @@ class APGDParams(AttackParams):
     eot_iter: int = Field(1, ge=1)
     batch_start: bool = False
     loss: Literal["ce", "dlr", "dlr-targeted"] = "ce"
+    large_eps: bool = True  # L1 budgets only: radii 3, 2, 1 x epsilon over 30/30/40% of the steps (AutoAttack)
 
 
 class APGDDLRParams(APGDParams):
@@ -415,6 +416,25 @@ class FMNTParams(FMNParams):
     """FMN towards each of the ``n_target_classes`` most likely other classes in turn (FAB-T's protocol)."""
 
     n_target_classes: int = Field(9, ge=1)
+
+
+class FABParams(AttackParams):
+    """Croce & Hein 2020 (FAB), the reference's parameters: ``alpha_max`` caps the pull towards the clean
+    input, ``eta`` overshoots the linearised boundary, ``beta`` steps back after a success."""
+
+    steps: int = Field(100, ge=1)
+    restarts: int = Field(1, ge=1)
+    alpha_max: float = Field(0.1, ge=0, le=1)
+    eta: float = Field(1.05, ge=1)
+    beta: float = Field(0.9, gt=0, lt=1)
+
+
+class FABTParams(FABParams):
+    """FAB-T: one run per class among the ``n_target_classes`` most likely others (AutoAttack: 9), in turn
+    (as the reference) or, with ``parallel_targets``, side by side in one batch."""
+
+    n_target_classes: int = Field(9, ge=1)
+    parallel_targets: bool = False
 
 
 class LBFGSSSIMParams(LBFGSParams):

@@ -29,7 +29,8 @@ def spec_of(threat: dict[str, Any] | None = None, **top: Any) -> AttackSpec:
 
 
 def steps(result: Plan) -> list[tuple[str, str, dict[str, Any]]]:
-    keys = ("steps", "restarts", "n_target_classes", "n_queries", "p_init", "eot_iter", "parallel_targets")
+    keys = ("steps", "restarts", "n_target_classes", "n_queries", "p_init", "eot_iter", "parallel_targets",
+            "alpha_max", "eta", "beta")
     return [(i.attack, i.role, {k: i.params[k] for k in keys if k in i.params}) for i in result.items]
 
 
@@ -40,19 +41,37 @@ def test_standard_is_autoattacks_four_attacks_in_order() -> None:
         ("apgd_ce", "primary", {"steps": 100, "restarts": 1, "eot_iter": 1}),
         ("apgd_t", "primary",
          {"steps": 100, "restarts": 1, "eot_iter": 1, "n_target_classes": 9, "parallel_targets": False}),
-        ("fmn_t", "primary", {"steps": 100, "n_target_classes": 9}),
+        ("fab_t", "primary", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False,
+                              "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}),
         ("square_linf", "gradient_free_check", {"n_queries": 5000, "p_init": 0.8}),
     ]
     assert all(i.epsilon == 0.1 and i.context.norm == "inf" for i in result.items)
-    assert any("FMN" in note for note in result.notes)  # the FAB-T substitution is stated
+    assert not any("FMN" in note for note in result.notes)  # FAB-T is the port now, no substitution
+
+
+def test_standard_on_l1_uses_the_references_l1_settings_and_says_square_is_missing() -> None:
+    result = plan_preset(spec_of({"imperceptibility": [{"kind": "lp", "norm": "1", "epsilon": 12.0}]}),
+                         "autoattack-standard")
+    assert isinstance(result, Plan)
+    assert [(a, p.get("restarts"), p.get("n_target_classes")) for a, _, p in steps(result)] == [
+        ("apgd_ce", 5, None), ("apgd_t", 1, 5), ("fab_t", 1, 9)]
+    assert all(i.params.get("large_eps", True) for i in result.items[:2])
+    assert all(i.context.norm == "1" for i in result.items)
+    assert any("Square in L1" in note for note in result.notes)
+    assert any(w.id.startswith("G2") and "Square in L1" in w.detail for w in result.warnings)
+    plus = plan_preset(spec_of({"imperceptibility": [{"kind": "lp", "norm": "1", "epsilon": 12.0}]}),
+                       "autoattack-plus")
+    assert isinstance(plus, Plan) and [i.attack for i in plus.items] == ["apgd_ce", "apgd_dlr", "fab", "apgd_t",
+                                                                         "fab_t"]
+    assert plus.items[0].params["large_eps"] is False  # the reference sets use_largereps in 'standard' only
 
 
 def test_plus_and_rand_follow_set_version() -> None:
     plus = plan_preset(spec_of({"imperceptibility": [{"kind": "lp", "norm": "2", "epsilon": 1.0}]}),
                        "autoattack-plus")
     assert isinstance(plus, Plan)
-    assert [a for a, _, _ in steps(plus)] == ["apgd_ce", "apgd_dlr", "fmn", "square_l2", "apgd_t", "fmn_t"]
-    assert steps(plus)[0][2]["restarts"] == 5 and steps(plus)[1][2]["restarts"] == 5
+    assert [a for a, _, _ in steps(plus)] == ["apgd_ce", "apgd_dlr", "fab", "square_l2", "apgd_t", "fab_t"]
+    assert [steps(plus)[i][2]["restarts"] for i in (0, 1, 2)] == [5, 5, 5]
     rand = plan_preset(spec_of(), "autoattack-rand")
     assert isinstance(rand, Plan)
     assert steps(rand) == [("apgd_ce", "primary", {"steps": 100, "restarts": 1, "eot_iter": 20}),

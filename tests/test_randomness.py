@@ -102,3 +102,14 @@ def test_a_gpu_draws_the_same_bits_as_the_cpu():
     assert torch.equal(cpu.randint(0, 1000, 64), gpu.randint(0, 1000, 64).cpu())
     assert torch.equal(cpu.rand(64), gpu.rand(64).cpu())
     assert torch.equal(cpu.randperm(30), gpu.randperm(30).cpu())
+
+
+def test_a_block_of_draws_equals_that_many_single_draws_through_subsets_too():
+    """Square draws 32 queries' uniforms at once; they must be the numbers one draw per query gives, so a
+    result does not depend on the block size, and the counters must end where single draws leave them."""
+    seeds = row_seeds_for(3, 6)
+    single, blocked = RowRandom(seeds, "cpu"), RowRandom(seeds, "cpu")
+    rows = torch.tensor([4, 1, 2])
+    one_by_one = torch.stack([single.subset(rows).rand(5, dtype=torch.float32) for _ in range(7)], dim=1)
+    assert torch.equal(blocked.subset(rows).rand_block(7, 5), one_by_one)
+    assert torch.equal(single.rand(3), blocked.rand(3))  # counters advanced alike on those rows only

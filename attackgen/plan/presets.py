@@ -4,19 +4,18 @@
 parameters (fra31/auto-attack, ``autoattack.py``, ``_set_version``), so the robust accuracy compares
 with RobustBench and the papers that report AutoAttack:
 
-- standard (Linf, L2): APGD-CE (100 steps, 1 restart), APGD-T (100 steps, 9 target classes, 1 restart),
-  FAB-T (9 target classes), Square (5,000 queries, p_init 0.8);
+- standard, Linf and L2: APGD-CE (100 steps, 1 restart), APGD-T (100 steps, 9 target classes, 1
+  restart), FAB-T (100 steps, 9 target classes), Square (5,000 queries, p_init 0.8);
+- standard, L1: APGD-CE (5 restarts) and APGD-T (5 target classes), both with the radii 3, 2, 1 x
+  epsilon (the reference's ``use_largereps``), FAB-T (9 target classes); the reference's fourth attack,
+  Square in L1, is not implemented here, so the L1 plan says so and carries rule G2's warning;
 - plus: APGD-CE (5 restarts), APGD-DLR (5 restarts), FAB (5 restarts), Square (5,000 queries),
   APGD-T (9 targets), FAB-T (9 targets);
 - rand (randomised defences): APGD-CE and APGD-DLR, each with EOT over 20 passes, 1 restart.
 
-One substitution, stated in every plan it affects: FAB and FAB-T are run as FMN (Pintor et al. 2021)
-and as FMN targeted over the same 9 classes (see attackgen/run/attacks/fmn_t.py for why); FAB's 5
-restarts in plus become one FMN run (FMN has no random start). APGD-L1 is not implemented, so the
-presets take Linf and L2 budgets only.
-
-``autoattack-square`` is AutoAttack's one black-box component alone (Square, 5,000 queries): the
-nearest preset for an adversary with score access only.
+FAB and FAB-T are the port of the reference (attackgen/run/attacks/fab.py). ``autoattack-square`` is
+AutoAttack's one black-box component alone (Square, 5,000 queries): the nearest preset for an adversary
+with score access only (Linf and L2).
 
 A preset is refused by rule G3-preset-fits-threat-model (with the nearest fitting preset) on a threat
 model it was not defined for, and by the catalogue's own rules on a spec one of its attacks cannot run
@@ -51,8 +50,8 @@ from taxonomy.spec import AttackSpec
 AUTOATTACK = "Croce & Hein 2020, AutoAttack, arXiv:2003.01690; fra31/auto-attack autoattack.py (_set_version)"
 SCORE_KNOWLEDGE = frozenset({"output_transparent", "query_limited"})
 SQUARE_QUERIES = 5000
-FMN_NOTE = ("FAB-T runs as targeted FMN over the same 9 classes (fmn_t; why: attackgen/run/attacks/fmn_t.py), "
-            "so figures can differ from the reference where FAB-T alone breaks an input")
+L1_SQUARE_NOTE = ("AutoAttack's fourth attack on L1 budgets, Square in L1, is not implemented here: the plan runs "
+                  "the other three, so its figure can be above the reference's where Square alone breaks an input")
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,7 @@ class PresetItem:
     params: Mapping[str, Any]
     label: str  # the protocol's own name for the item (APGD-CE, FAB-T, ...)
     role: str = "primary"
+    l1: Mapping[str, Any] | None = None  # the protocol's parameters on L1 budgets, where they differ
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Preset:
     title: str
     items: tuple[PresetItem, ...]
     knowledge: frozenset[str] = frozenset({"white_box"})
-    norms: frozenset[str] = frozenset({"inf", "2"})
+    norms: frozenset[str] = frozenset({"inf", "2", "1"})
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -77,33 +77,40 @@ def _square(label: str = "Square") -> PresetItem:
     return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8}, label, "gradient_free_check")
 
 
-_APGD_T = PresetItem("apgd_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False},
-                     "APGD-T")
-_FAB_T = PresetItem("fmn_t", {"steps": 100, "n_target_classes": 9}, "FAB-T (as targeted FMN)")
+def _apgd_t(large_eps: bool) -> PresetItem:
+    return PresetItem("apgd_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False},
+                      "APGD-T", l1={"n_target_classes": 5, "large_eps": True} if large_eps else {"large_eps": False})
+
+
+_FAB_T = PresetItem("fab_t", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False,
+                              "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}, "FAB-T")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("autoattack-standard", "AutoAttack, standard version", (
-            PresetItem("apgd_ce", {"steps": 100, "restarts": 1}, "APGD-CE"),
-            _APGD_T,
+            PresetItem("apgd_ce", {"steps": 100, "restarts": 1}, "APGD-CE", l1={"restarts": 5, "large_eps": True}),
+            _apgd_t(large_eps=True),
             _FAB_T,
             _square(),
-        ), notes=(FMN_NOTE,)),
+        )),
         Preset("autoattack-plus", "AutoAttack, plus version", (
-            PresetItem("apgd_ce", {"steps": 100, "restarts": 5}, "APGD-CE"),
-            PresetItem("apgd_dlr", {"steps": 100, "restarts": 5}, "APGD-DLR"),
-            PresetItem("fmn", {"steps": 100}, "FAB (as FMN, one run for FAB's 5 restarts)"),
+            PresetItem("apgd_ce", {"steps": 100, "restarts": 5}, "APGD-CE", l1={"large_eps": False}),
+            PresetItem("apgd_dlr", {"steps": 100, "restarts": 5}, "APGD-DLR", l1={"large_eps": False}),
+            PresetItem("fab", {"steps": 100, "restarts": 5, "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}, "FAB"),
             _square(),
-            _APGD_T,
+            _apgd_t(large_eps=False),
             _FAB_T,
-        ), notes=(FMN_NOTE, "FAB's 5 random restarts become one FMN run (FMN starts at the clean input)")),
+        )),
         Preset("autoattack-rand", "AutoAttack, version for randomised defences", (
-            PresetItem("apgd_ce", {"steps": 100, "restarts": 1, "eot_iter": 20}, "APGD-CE with EOT 20"),
-            PresetItem("apgd_dlr", {"steps": 100, "restarts": 1, "eot_iter": 20}, "APGD-DLR with EOT 20"),
+            PresetItem("apgd_ce", {"steps": 100, "restarts": 1, "eot_iter": 20}, "APGD-CE with EOT 20",
+                       l1={"large_eps": False}),
+            PresetItem("apgd_dlr", {"steps": 100, "restarts": 1, "eot_iter": 20}, "APGD-DLR with EOT 20",
+                       l1={"large_eps": False}),
         )),
         Preset("autoattack-square", "AutoAttack's black-box component: Square, 5,000 queries",
-               (_square("Square (AutoAttack's parameters)"),), knowledge=frozenset({"white_box", *SCORE_KNOWLEDGE})),
+               (_square("Square (AutoAttack's parameters)"),), knowledge=frozenset({"white_box", *SCORE_KNOWLEDGE}),
+               norms=frozenset({"inf", "2"})),
     )
 }
 
@@ -171,16 +178,18 @@ def fit_notes(spec: AttackSpec, preset: Preset) -> list[RuleNote]:
                                                               "epsilon, the spec asks for minimal norms; no preset "
                                                               "fits, plan without --preset"))
     elif lp[0].norm not in preset.norms:
-        extra = " (APGD-L1 is not implemented yet)" if lp[0].norm == "1" else ""
-        notes.append(_note("threat.imperceptibility[0].norm", f"{preset.name} takes Linf or L2 budgets, the spec "
-                                                              f"bounds L{lp[0].norm}{extra}; no preset fits, plan "
-                                                              "without --preset"))
+        takes = " or ".join(f"L{n}" for n in sorted(preset.norms))
+        extra = (" (Square in L1 is not implemented); nearest fitting preset: autoattack-standard"
+                 if lp[0].norm == "1" and knowledge == "white_box" else "; no preset fits, plan without --preset")
+        notes.append(_note("threat.imperceptibility[0].norm", f"{preset.name} takes {takes} budgets, the spec "
+                                                              f"bounds L{lp[0].norm}{extra}"))
     return notes
 
 
-def _descriptor_id(item: PresetItem, norm: str | None) -> str:
+def _descriptor_id(item: PresetItem, norm: str | None) -> str | None:
+    """The catalogue id the item runs as on this norm (None: not available on it, Square in L1)."""
     if item.attack == "square":
-        return "square_l2" if norm == "2" else "square_linf"
+        return {"2": "square_l2", "inf": "square_linf"}.get(norm or "inf")
     return item.attack
 
 
@@ -196,12 +205,16 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
     norm = budget.norm if budget is not None else None
     epsilons = epsilons_in_input_units(spec, budget)
     items: list[PlanItem] = []
+    entries = [e for e in preset.items if _descriptor_id(e, norm) is not None]
+    skipped = [e.label for e in preset.items if _descriptor_id(e, norm) is None]
     if not blocking:
         for epsilon in epsilons:
-            for index, entry in enumerate(preset.items, 1):
-                descriptor = CATALOG[_descriptor_id(entry, norm)]
+            for index, entry in enumerate(entries, 1):
+                descriptor = CATALOG[str(_descriptor_id(entry, norm))]
                 params = derive_params(spec, descriptor, epsilon, epsilons)
                 params.update(entry.params)
+                if norm == "1" and entry.l1:
+                    params.update(entry.l1)
                 own, context = split_params(descriptor, params)
                 item = PlanItem(attack=descriptor.id, role=entry.role, epsilon=epsilon,
                                 params=own, context=ItemContext.model_validate(context),
@@ -211,7 +224,7 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
                 warnings += [n for n in found if n.severity == "warning"]
                 cost = _cost(descriptor, params)
                 item.expected_cost = PlanCost(forward=cost.forward, backward=cost.backward, queries=cost.queries)
-                item.rationale = (f"{preset.title}, item {index}/{len(preset.items)}: {entry.label} "
+                item.rationale = (f"{preset.title}, item {index}/{len(entries)}: {entry.label} "
                                   f"({descriptor.title}) with the protocol's parameters; at most ~{cost.passes:g} "
                                   f"passes + {cost.queries:g} queries per input, run only on inputs still unbroken")
                 items.append(item)
@@ -220,7 +233,9 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
         rule = check_rule()
         if rule is not None:
             warnings.append(RuleNote(id=rule.id, severity="warning", field="--preset", reason=rule.reason, fix=rule.fix,
-                                     detail=f"{preset.name} schedules no gradient-free attack (as in AutoAttack)"))
+                                     detail=f"{preset.name} schedules no gradient-free attack"
+                                            + (" (Square in L1 is not implemented)" if skipped else
+                                               " (as in AutoAttack)")))
     if blocking:
         return Infeasible(spec_name=spec.name, spec_hash=spec.spec_hash(), blocking=_dedupe(blocking),
                           warnings=_dedupe(warnings), nearest=[])
@@ -230,5 +245,6 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
         spec_name=spec.name, spec_hash=spec.spec_hash(), spec=spec.model_dump(mode="json", by_alias=True),
         strategy=strategy, filled=filled, epsilons=epsilons, query_budget=query_budget(spec), items=items,
         warnings=_dedupe(warnings), atlas=atlas, preset=preset.name,
-        notes=[f"preset {preset.name}: {preset.title}, in the protocol's order ({AUTOATTACK})", *preset.notes],
+        notes=[f"preset {preset.name}: {preset.title}, in the protocol's order ({AUTOATTACK})", *preset.notes,
+               *([L1_SQUARE_NOTE] if skipped else [])],
     )

@@ -1,4 +1,4 @@
-"""APGD (Croce & Hein 2020, arXiv:2003.01690): PGD without a step size to tune, Linf and L2.
+"""APGD (Croce & Hein 2020, arXiv:2003.01690): PGD without a step size to tune, Linf, L2 and L1.
 
 Each run starts at a random point on the sphere of radius epsilon and takes momentum steps (alpha 0.75)
 of size 2*epsilon, halved per input at the paper's checkpoints (after 22% of the steps, then at
@@ -11,15 +11,20 @@ Losses: cross-entropy (APGD-CE), DLR (APGD-DLR: scale-free, so saturated logits 
 for APGD-T, the targeted DLR towards each of the clean prediction's top-k other classes in turn
 (k = 9 in AutoAttack), each target run only on the inputs no earlier target broke.
 
+L1 (Croce & Hein 2021, "Mind the box", arXiv:2103.01208): the sparse sign step over the gradient's
+largest entries with the adaptive sparsity and step of the reference, the exact projection onto the L1
+ball intersected with the box, and AutoAttack's schedule of radii 3, 2, 1 x epsilon (``large_eps``);
+see ``apgd_l1_run``.
+
 Beyond the reference: survivors only at every level (restarts and targets run on the inputs still
 unbroken, and inside a run an input leaves the batch at its first successful iterate, so a broken
 input costs no further passes), device-agnostic, seeded from the attack's generator. An input's
 candidate is its first successful iterate, else its highest-loss point; the executor verifies it.
-APGD-L1 (Croce & Hein 2021) is not implemented: an L1 budget is refused by rule D1.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +32,7 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
+from attackgen.run.attacks._boxproj import l1_box_delta
 from attackgen.run.attacks._gradient import Ball, on_device, require_epsilon, require_norm
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
@@ -47,6 +53,7 @@ class APGDConfig:
     rho: float = 0.75
     eot_iter: int = 1  # gradients averaged over this many passes (randomised models, AutoAttack 'rand')
     keep_copies: int = 0  # copies per input (APGD-T's parallel targets) kept after the first checkpoint; 0: all
+    large_eps: bool = True  # L1 only: radii 3, 2, 1 x epsilon over 30/30/40% of the steps (AutoAttack's L1)
 
     @property
     def first_checkpoint(self) -> int:
@@ -104,6 +111,8 @@ class _Run:
     best_at_check: Tensor
     halved_at_check: Tensor
     history: Tensor  # (checks so far, inputs)
+    topk: Tensor  # L1: the fraction of the gradient's entries a step moves
+    sp_old: Tensor  # L1: the best point's number of changed entries at the last checkpoint
 
     def __init__(self, **tensors: Tensor) -> None:
         self.__dict__.update(tensors)
@@ -142,6 +151,8 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
     input it is a copy of (APGD-T with all targets in one batch): when one copy succeeds, every copy of
     that input leaves the run. Without it each row is its own input.
     """
+    if ball.norm == "1":
+        return apgd_l1_run(access, rows, objective, success, ball, cfg, rng, owner)
     x = ball.x
     n = x.shape[0]
     owner = torch.arange(n, device=x.device) if owner is None else owner.to(x.device)
@@ -242,6 +253,130 @@ def _most_promising(owner: Tensor, gain: Tensor, k: int, owners: int) -> Tensor:
     return order[rank < k].sort().values
 
 
+def _l0(t: Tensor) -> Tensor:
+    return (t != 0).flatten(1).sum(1).to(t.dtype)
+
+
+def apgd_l1_run(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
+                cfg: APGDConfig, rng: Stream, owner: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """L1-APGD (Croce & Hein 2021, "Mind the box"), as the reference's ``attack_single_run`` for L1.
+
+    Each step moves along the sign of the gradient's largest entries (the top ``topk`` fraction, adapted
+    to the sparsity of the best point so far), scaled to L1 length ``step``, and projects exactly onto the
+    L1 ball intersected with the box. At every checkpoint (every 4% of the steps) the step is reset to
+    epsilon and the run restarts from its best point where that point got sparser (by 5%), else the step
+    shrinks by 1.5 (down to epsilon / 10). No momentum, as in the reference. With ``cfg.large_eps`` the
+    steps are split 30/30/40% over the radii 3, 2 and 1 times epsilon, each stage starting at the last
+    one's best point; only the final stage, at epsilon, breaks inputs. Same arguments and result as
+    ``apgd_run``.
+    """
+    x = ball.x
+    n = x.shape[0]
+    owner = torch.arange(n, device=x.device) if owner is None else owner.to(x.device)
+    owners = int(owner.max()) + 1 if n else 0
+    out = torch.empty((owners, *x.shape[1:]), device=x.device, dtype=x.dtype)
+    found = torch.zeros(owners, dtype=torch.bool, device=x.device)
+    eps = ball.epsilon
+    noise = rng.randn(*x.shape[1:], dtype=x.dtype)
+    if ball.mask is not None:
+        noise = noise * ball.mask
+    if cfg.large_eps:
+        radii = [3.0 * eps, 2.0 * eps, eps]
+        steps = [math.ceil(0.3 * cfg.steps), math.ceil(0.3 * cfg.steps)]
+        steps.append(cfg.steps - sum(steps))
+        start = x + noise
+        start = start + l1_box_delta(x, start - x, radii[0], ball.bounds)
+    else:
+        radii, steps = [eps], [cfg.steps]
+        start = x + noise + l1_box_delta(x, noise, eps, ball.bounds)
+    pos = torch.arange(n, device=x.device)
+    for stage, (radius, count) in enumerate(zip(radii, steps, strict=True)):
+        if pos.numel() == 0 or count <= 0:
+            continue
+        final = stage == len(radii) - 1
+        if cfg.large_eps:
+            start = start + l1_box_delta(ball.x, start - ball.x, radius, ball.bounds)
+        start, pos, objective, success, ball = _l1_stage(
+            access, rows, objective, success, ball, cfg, start, radius, count, sparse_start=not cfg.large_eps,
+            final=final, pos=pos, owner=owner, out=out, found=found)
+    if pos.numel():
+        out[owner[pos]] = start
+    return out, found
+
+
+def _l1_stage(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
+              cfg: APGDConfig, start: Tensor, radius: float, steps: int, *, sparse_start: bool, final: bool,
+              pos: Tensor, owner: Tensor, out: Tensor, found: Tensor
+              ) -> tuple[Tensor, Tensor, Objective, Objective, Ball]:
+    """One L1-APGD run of ``steps`` at ``radius`` from ``start`` on the rows ``pos`` still active.
+
+    Returns (best point per remaining row, remaining rows, and the objectives and ball cut to them); when
+    ``final``, inputs leave at their first successful iterate, recorded in ``out``/``found`` by owner.
+    """
+    x = ball.x
+    shape = (-1, *([1] * (x.dim() - 1)))
+    n_fts = x[0].numel()
+    u = torch.arange(x.shape[0], device=x.device)
+    xa = start.clamp(*ball.bounds)
+    gain, grad, hit = _loss_and_grad(access, xa, rows[pos], objective, success, cfg)
+    grad = grad if ball.mask is None else grad * ball.mask
+    if sparse_start:
+        topk = torch.full((x.shape[0],), 0.2, device=x.device, dtype=x.dtype)
+        sp_old = torch.full_like(topk, float(n_fts))
+    else:
+        sp_old = _l0(xa - x)
+        topk = sp_old / n_fts / 1.5
+    s = _Run(x=x, xa=xa, grad=grad, x_best=xa.clone(), grad_best=grad.clone(), best=gain.clone(),
+             step=torch.full((x.shape[0],), radius, device=x.device, dtype=x.dtype), topk=topk, sp_old=sp_old)
+
+    def retire(hit: Tensor) -> bool:
+        nonlocal pos, objective, success, ball, u
+        if not final or not bool(hit.any()):
+            return False
+        out[owner[pos[hit]]] = s.xa[hit]
+        found[owner[pos[hit]]] = True
+        keep = (~found[owner[pos]]).nonzero().squeeze(1)
+        pos = pos[keep]
+        s.keep(keep)
+        objective, success, ball = objective.subset(keep), success.subset(keep), ball.subset(keep)
+        u = torch.arange(keep.numel(), device=x.device)
+        return keep.numel() == 0
+
+    if retire(hit):
+        return s.x_best, pos, objective, success, ball
+    interval, since_check = max(int(0.04 * steps), 1), 0
+    for _ in range(steps):
+        with torch.no_grad():
+            ordered = s.grad.abs().flatten(1).sort(dim=1)[0]
+            kth = ((1.0 - s.topk) * n_fts).clamp(0, n_fts - 1).long()
+            threshold = ordered[u, kth].view(shape)
+            direction = (s.grad * (s.grad.abs() >= threshold)).sign()
+            moved = s.xa + s.step.view(shape) * direction / (direction.abs().flatten(1).sum(1).view(shape) + 1e-10)
+            delta = moved - ball.x
+            s.xa = ball.x + delta + l1_box_delta(ball.x, delta, radius, ball.bounds)
+        gain, grad, hit = _loss_and_grad(access, s.xa, rows[pos], objective, success, cfg)
+        with torch.no_grad():
+            s.grad = grad if ball.mask is None else grad * ball.mask
+            better = gain > s.best
+            s.x_best = torch.where(better.view(shape), s.xa, s.x_best)
+            s.grad_best = torch.where(better.view(shape), s.grad, s.grad_best)
+            s.best = torch.where(better, gain, s.best)
+            since_check += 1
+            if since_check == interval:
+                sp_curr = _l0(s.x_best - ball.x)
+                sparser = (sp_curr / s.sp_old) < 0.95
+                s.topk = sp_curr / n_fts / 1.5
+                s.step = torch.where(sparser, torch.full_like(s.step, radius), s.step / 1.5)
+                s.step = s.step.clamp(radius / 10.0, radius)
+                s.sp_old = sp_curr
+                s.xa = torch.where(sparser.view(shape), s.x_best, s.xa)
+                s.grad = torch.where(sparser.view(shape), s.grad_best, s.grad)
+                since_check = 0
+        if retire(hit):
+            break
+    return s.x_best, pos, objective, success, ball
+
+
 def apgd(access: Access, x: Tensor, objective: Objective, budget: Budget, cfg: APGDConfig, norm: str,
          epsilon: float, rng: Stream, targets: int = 0,
          parallel: bool = False) -> tuple[Tensor, dict[str, Any]]:
@@ -338,10 +473,10 @@ class _APGD(Attack[APGDParams]):
             env: AttackEnv | None = None) -> AttackOutput:
         name = self.__class__.__name__.lower()
         self.check_objective(objective)
-        norm = require_norm(budget, ("inf", "2"), name)
+        norm = require_norm(budget, ("inf", "2", "1"), name)
         eps = require_epsilon(budget, name)
         p = self.params
-        cfg = APGDConfig(steps=p.steps, restarts=p.restarts, rho=p.rho, eot_iter=p.eot_iter,
+        cfg = APGDConfig(steps=p.steps, restarts=p.restarts, rho=p.rho, eot_iter=p.eot_iter, large_eps=p.large_eps,
                          keep_copies=p.keep_targets if isinstance(p, APGDTParams) and p.parallel_targets else 0)
         loss = p.loss
         targets = 0

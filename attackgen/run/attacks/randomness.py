@@ -101,8 +101,28 @@ class RowRandom:
         row = mix32(self._mixed ^ ((count * _GOLDEN) & _MASK))
         return mix32(row[:, None] ^ _element_keys(m, self.device)[None, :])
 
+    def _bits_block(self, k: int, m: int) -> Tensor:
+        """(N, k, m): the next k draws of m words of every row at once, equal to k calls of ``_bits(m)``
+        (one set of ops for k draws: what makes a per-query draw in a loop cheap)."""
+        if self._rows is None:
+            count = self._counter.clone()
+            self._counter += k
+        else:
+            count = self._counter[self._rows]
+            self._counter[self._rows] = count + k
+        counts = count[:, None] + torch.arange(k, device=self.device)[None, :]
+        row = mix32(self._mixed[:, None] ^ ((counts * _GOLDEN) & _MASK))
+        return mix32(row[:, :, None] ^ _element_keys(m, self.device)[None, None, :])
+
+    def rand_block(self, k: int, m: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(N, k, m) uniforms in [0, 1): the next k draws of ``rand(m)`` per row, made at once."""
+        return self._to_uniform(self._bits_block(k, m), dtype)
+
     def _uniform(self, m: int, dtype: torch.dtype) -> Tensor:
-        bits = self._bits(m)
+        return self._to_uniform(self._bits(m), dtype)
+
+    @staticmethod
+    def _to_uniform(bits: Tensor, dtype: torch.dtype) -> Tensor:
         if dtype == torch.float64:  # 32 random bits; float32 and below: the top 24 (exact, never 1.0)
             return bits.to(torch.float64) * 2.0**-32
         return (bits >> 8).to(torch.float32).mul_(2.0**-24).to(dtype)  # .to: no copy for float32

@@ -6,7 +6,10 @@ per iteration, through the counted score oracle; an input stops on success or wh
 spent. The side of the square follows the paper's schedule ``p_selection``, scaled to the number of
 queries the input can actually make. Ported from the authors' reference code (numpy) to batched torch:
 windows, signs and bumps are drawn per input, as in the reference, from each input's own stream
-(``RowRandom``: one batched draw per query), so an input's search does not depend on its batch.
+(``RowRandom``), so an input's search does not depend on its batch. Per query the loop does a fixed,
+small number of tensor ops for the whole working set (no per-input Python): the uniforms of 32 queries
+are hashed at once, a window is one lookup in a cached table of window positions, and the Linf values
+x +- eps are clamped once per attack.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class _Square(Attack[SquareLinfParams]):
         # ``query_live`` gets a look every iteration.
         idx = rows[room > 0]
         xs, best, sub, last, rows_rng = x[idx], x_best[idx], objective.subset(idx), room[idx] - 1, rng.subset(idx)
+        fixed = self._fixed(xs, eps, budget)  # per-input tensors every proposal reads (Linf: x +- eps, clamped)
         loss_best = torch.full((idx.numel(),), float("inf"), device=x.device)
         going = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
         stopped_at = torch.zeros(idx.numel(), dtype=torch.long, device=x.device)
@@ -80,13 +84,28 @@ class _Square(Attack[SquareLinfParams]):
         skip_project = budget.mask is None and self.norm == "inf"  # a Linf proposal is in the ball and bounds
         # with a look every iteration (the CPU) every row queried is live: the plain query is cheaper
         query_live = getattr(access, "query_live", None) if sync_every(x.device) > 1 else None
+        # The uniforms of up to DRAW_BLOCK queries with the same square size are drawn at once (the same
+        # numbers as one draw per query, see RowRandom.rand_block) and turned into per-query pieces
+        # (window positions, signs) for the whole block: per query the loop then only selects them.
+        draws = self._draws(x.shape[1])
+        h, w = x.shape[2:]
+        sides = [self._side(p_selection(p_init, it, n_iters), h, w) for it in range(n_iters)]
+        pieces: tuple[Tensor, ...] = ()
+        at, end = 0, 1  # the first proposal (iteration 1) starts a block
         for it in range(n_iters):
             if idx.numel() == 0:
                 break
             if it == 0:
                 x_new = best
             else:
-                cand = self._propose(xs, best, eps, p_selection(p_init, it, n_iters), budget, rows_rng)
+                if it == end:  # a new block: up to DRAW_BLOCK queries on, ending where the side changes
+                    end = it + 1
+                    while end < min(n_iters, it + DRAW_BLOCK) and sides[end] == sides[it]:
+                        end += 1
+                    pieces = self._prepare(rows_rng.rand_block(end - it, draws), sides[it], h, w, x.device)
+                    at = 0
+                cand = self._propose(xs, best, eps, sides[it], budget, tuple(t[:, at] for t in pieces), fixed)
+                at += 1
                 x_new = cand if skip_project else budget.project(xs, cand)
             # rows are distinct, so the oracle's own check refuses any query beyond an input's budget
             scores = query_live(x_new, idx, going) if query_live is not None else access(x_new, idx)
@@ -110,8 +129,10 @@ class _Square(Attack[SquareLinfParams]):
                 keep = going
                 idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
                 going, stopped_at, won = going[keep], stopped_at[keep], won[keep]
+                fixed = tuple(t[keep] for t in fixed)
                 if idx.numel():
                     sub, rows_rng = objective.subset(idx), rows_rng.subset(keep.nonzero().squeeze(1))
+                    pieces = tuple(t[keep] for t in pieces)
         if idx.numel():
             x_best[idx] = best
             used[idx] = torch.where(going, n_iters, stopped_at)
@@ -121,9 +142,26 @@ class _Square(Attack[SquareLinfParams]):
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         raise NotImplementedError
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
-                 rng: RowRandom) -> Tensor:
-        """A proposal per input of x, drawn from ``rng`` (one stream per input)."""
+    def _draws(self, channels: int) -> int:
+        """Uniforms one proposal reads per input."""
+        raise NotImplementedError
+
+    def _side(self, p: float, h: int, w: int) -> int:
+        """The square's side at the fraction p of the pixels."""
+        raise NotImplementedError
+
+    def _fixed(self, x: Tensor, eps: float, budget: Budget) -> tuple[Tensor, ...]:
+        """Per-input tensors computed once per attack and read by every proposal."""
+        return ()
+
+    def _prepare(self, u: Tensor, s: int, h: int, w: int, device: torch.device) -> tuple[Tensor, ...]:
+        """Per-query pieces for a block of queries from their uniforms u (N, queries, draws): tensors with
+        the queries on dim 1; a proposal gets each one's column."""
+        return (u,)
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        """A proposal per input of x from this query's ``pieces`` (see ``_prepare``)."""
         raise NotImplementedError
 
 
@@ -137,25 +175,72 @@ class SquareLinf(_Square):
         signs = rng.randint(0, 2, c, 1, w).to(x.dtype) * 2 - 1
         return x + eps * signs
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
-                 rng: RowRandom) -> Tensor:
-        _, c, h, w = x.shape
+    def _draws(self, channels: int) -> int:
+        return 2 + channels  # the window's corner, then one sign per channel
+
+    def _side(self, p: float, h: int, w: int) -> int:
         s = round(math.sqrt(p * h * w))
-        s = min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
-        # one draw per query for the whole batch: the window's corner and the channels' signs
-        u = rng.rand(2 + c, dtype=torch.float32)
-        top, left = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s)
-        # one row of a per-side table per input (one op each) instead of comparing index ranges
-        window = _spans(h, s, x.device)[top][:, None, :, None] & _spans(w, s, x.device)[left][:, None, None, :]
-        signs = torch.where(u[:, 2:] < 0.5, -eps, eps).to(x.dtype)[:, :, None, None]
+        return min(max(s, 1), h - 1, w - 1) if min(h, w) > 1 else 1
+
+    def _fixed(self, x: Tensor, eps: float, budget: Budget) -> tuple[Tensor, ...]:
         lo, hi = budget.bounds
-        cand = torch.where(window, (x + signs).clamp(lo, hi), x_best)
+        return (x + eps).clamp(lo, hi), (x - eps).clamp(lo, hi)
+
+    def _prepare(self, u: Tensor, s: int, h: int, w: int, device: torch.device) -> tuple[Tensor, ...]:
+        top, left = _corner(u[..., 0], h - s), _corner(u[..., 1], w - s)
+        if _windows(h, w, s, device) is not None:
+            return top * (w - s + 1) + left, u[..., 2:] >= 0.5  # a window's row in the table; + signs
+        return top, left, u[..., 2:] >= 0.5
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        h, w = x.shape[2:]
+        up, down = fixed
+        table = _windows(h, w, s, x.device)
+        if table is not None:
+            window = table[pieces[0]][:, None]
+        else:
+            window = _spans(h, s, x.device)[pieces[0]][:, None, :, None] & \
+                _spans(w, s, x.device)[pieces[1]][:, None, None, :]
+        plus = pieces[-1][:, :, None, None]  # +eps where the channel's uniform is >= 0.5
+        cand = torch.where(window, torch.where(plus, up, down), x_best)
         # The reference redraws until the square changes something; flipping the signs always does.
-        # Done for every row and selected, rather than indexing the unchanged ones: no host sync on GPU.
+        # On an accelerator done for every row and selected (no host sync); on the CPU, where a look at
+        # the flag costs nothing, only when some square changed nothing (rare after the first queries).
         same = (cand == x_best).flatten(1).all(dim=1)
-        flip = torch.where(window, (x - signs).clamp(lo, hi), x_best)
-        cand = torch.where(same[:, None, None, None], flip, cand)
-        return cand
+        if _looks_free(x.device) and not bool(same.any()):
+            return cand
+        return torch.where(window, torch.where(plus ^ same[:, None, None, None], up, down), x_best)
+
+
+def _looks_free(device: torch.device) -> bool:
+    """Whether reading a flag on the host costs nothing here (the CPU, where the sync budget of
+    attackgen.run.attacks.syncs looks every iteration): then Square skips work no row needs."""
+    return sync_every(device) == 1
+
+
+DRAW_BLOCK = 32
+"""Queries whose uniforms Square draws at once."""
+
+WINDOW_TABLE_MAX = 1 << 22
+"""Largest table of every window position (bools) kept for one square size; above it, windows are built."""
+
+
+def _window(top: Tensor, left: Tensor, h: int, w: int, s: int, device: torch.device) -> Tensor:
+    """(N, 1, h, w) bool: each input's s x s window at (top, left)."""
+    table = _windows(h, w, s, device)
+    if table is not None:
+        return table[top * (w - s + 1) + left][:, None]
+    return _spans(h, s, device)[top][:, None, :, None] & _spans(w, s, device)[left][:, None, None, :]
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(h: int, w: int, s: int, device: torch.device) -> Tensor | None:
+    """((h - s + 1) * (w - s + 1), h, w) bool: every s x s window, row-major by corner; None when too big."""
+    if (h - s + 1) * (w - s + 1) * h * w > WINDOW_TABLE_MAX:
+        return None
+    rows, cols = _spans(h, s, device), _spans(w, s, device)
+    return (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, h, w)
 
 
 @functools.lru_cache(maxsize=64)
@@ -233,20 +318,25 @@ class SquareL2(_Square):
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return x + delta / bview(norms, x) * eps
 
-    def _propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, budget: Budget,
-                 rng: RowRandom) -> Tensor:
-        _, c, h, w = x.shape
+    def _draws(self, channels: int) -> int:
+        return 5 + channels  # two windows' corners, the bump's transpose, one sign per channel
+
+    def _side(self, p: float, h: int, w: int) -> int:
         s = max(round(math.sqrt(p * h * w)), 3)
         if s % 2 == 0:
             s += 1
-        s = min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
-        # one draw per query: per input (as in the reference) two windows, the bump's transpose, signs
-        u = rng.rand(5 + c, dtype=torch.float32)
+        return min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        _, c, h, w = x.shape
+        u = pieces[0]
+        # per input (as in the reference) two windows, the bump's transpose, signs
         r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
             _corner(u[:, 3], w - s)
         signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
         bump, in1 = _place(_bumps(s, u[:, 4] < 0.5).to(x.dtype), r1, c1, h, w)  # (N, 1, h, w) each
-        in2 = _spans(h, s, x.device)[r2][:, None, :, None] & _spans(w, s, x.device)[c2][:, None, None, :]
+        in2 = _window(r2, c2, h, w, s, x.device)
         delta = x_best - x
         sq = delta.square()
         norm_window1 = (sq * in1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
