@@ -273,26 +273,24 @@ def find_surrogate(model: nn.Module, x: Tensor, y: Tensor, objective: Any, class
     torch.manual_seed(0)
     with torch.no_grad():
         decided = model(x).argmax(1)
-    for name, module in model.named_modules():
-        if not name or module is model:
-            continue
+    def candidates() -> Iterator[tuple[str, nn.Module, float, str]]:
+        """The unwrapped model first; the built-ins are loaded only if no submodule will do."""
+        for name, module in model.named_modules():
+            if name and module is not model:
+                yield (f"submodule:{name}", module, AGREEMENT,
+                       f"the model without its outer layers: its submodule {name} ({type(module).__name__}), which")
+        for label, module in (builtin(tuple(x.shape[1:])) if builtin is not None else []):
+            yield (f"builtin:{label}", module, BUILTIN_AGREEMENT,
+                   f"the built-in {label} (same task and input shape), which")
+
+    for source, module, needed, what in candidates():
         out = _logits(module, x, classes)
         if out is None:
             continue
         agree = float((out.argmax(1) == decided).float().mean())
-        if agree >= AGREEMENT and _smooth(module, x, y, objective):
-            return Surrogate(f"submodule:{name}", module, agree,
-                             f"the model without its outer layers: its submodule {name} ({type(module).__name__}), "
-                             f"which decides as the model does on {agree:.0%} of {len(x)} inputs")
-    for label, module in (builtin(tuple(x.shape[1:])) if builtin is not None else []):
-        out = _logits(module, x, classes)
-        if out is None:
-            continue
-        agree = float((out.argmax(1) == decided).float().mean())
-        if agree >= BUILTIN_AGREEMENT and _smooth(module, x, y, objective):
-            return Surrogate(f"builtin:{label}", module, agree,
-                             f"the built-in {label} (same task and input shape), which decides as the model does "
-                             f"on {agree:.0%} of {len(x)} inputs")
+        if agree >= needed and _smooth(module, x, y, objective):
+            return Surrogate(source, module, agree,
+                             f"{what} decides as the model does on {agree:.0%} of {len(x)} inputs")
     return None
 
 
