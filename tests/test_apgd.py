@@ -55,6 +55,25 @@ def test_survivors_leave_early_so_broken_inputs_cost_fewer_passes(victim, batch)
     assert int(access.queries.max()) <= 40 + 1  # one pass per step plus the start, no more
 
 
+def test_inputs_frozen_at_a_zero_gradient_leave_at_once_with_the_same_result(victim, batch, monkeypatch):
+    """On the logit-scaled model the softmax saturates, so many inputs get exactly zero cross-entropy
+    gradients: they can never move, and APGD-CE stops spending passes on them. The candidates are those
+    of a run that kept stepping them (the same points), so robust accuracy does not change."""
+    from attackgen.models.zoo.models import LogitScale
+    from attackgen.run.attacks import apgd as apgd_module
+
+    x, y = batch
+    scaled = LogitScale(victim).eval()
+    x_adv, pred, access = run(scaled, APGDCE, x, ClassificationObjective(y), LINF, steps=40)
+    monkeypatch.setattr(apgd_module, "FREEZE_ZERO_GRADIENTS", False)  # keep stepping them, as the reference
+    x_slow, slow_pred, slow_access = run(scaled, APGDCE, x, ClassificationObjective(y), LINF, steps=40)
+    frozen = (access.queries <= 1) & (slow_access.queries == 41)  # left at the start, not broken there
+    assert int(frozen.sum()) >= N // 4, "expected many inputs frozen at a saturated softmax"
+    assert torch.equal(pred, slow_pred)
+    assert torch.equal(x_adv[frozen], x_slow[frozen])
+    assert int(access.queries.sum()) < int(slow_access.queries.sum()) // 2
+
+
 def test_apgd_t_breaks_inputs_apgd_ce_left(victim, batch):
     x, y = batch
     _, pred, _ = run(victim, APGDCE, x, ClassificationObjective(y), LINF, steps=30)

@@ -97,6 +97,10 @@ def _unit(t: Tensor, norm: str) -> Tensor:
     return t / (size.view(-1, *([1] * (t.dim() - 1))) + 1e-12)
 
 
+FREEZE_ZERO_GRADIENTS = True
+"""Whether APGD drops rows frozen at an exactly zero gradient (tests switch it off to compare)."""
+
+
 class _Run:
     """The state of one APGD run on the active inputs; ``keep(rows)`` drops the others."""
 
@@ -179,16 +183,31 @@ def apgd_run(access: Access, rows: Tensor, objective: Objective, success: Object
     pending = torch.zeros(n, dtype=torch.bool, device=x.device)
     held = torch.empty_like(x)
 
+    def frozen() -> Tensor:
+        """Rows that can never move again: a gradient that is exactly zero everywhere (a saturated softmax,
+        a rounding layer) at a point equal to the last iterate and to the best one, so neither the step,
+        the momentum nor a checkpoint's return to the best point changes it. With one gradient pass per
+        step (a deterministic model) the rest of the run would only repeat the same passes."""
+        if cfg.eot_iter != 1 or not FREEZE_ZERO_GRADIENTS:
+            return torch.zeros_like(pending)
+        return ((s.grad.flatten(1).abs().amax(1) == 0) & (s.xa == s.x_old).flatten(1).all(1)
+                & (s.xa == s.x_best).flatten(1).all(1))
+
     def retire(hit: Tensor, look: bool = True) -> bool:
-        """Inputs that succeeded leave the run (at a look); True when none is left."""
+        """Inputs that succeeded leave the run (at a look), and rows frozen at a zero gradient with them
+        (their best point is their result); True when none is left."""
         nonlocal pos, objective, success, ball, pending, held
         held = torch.where((hit & ~pending).view(shape), s.xa, held)
         pending = pending | hit
-        if not look or not bool(pending.any()):
+        if not look:
             return False
+        stuck = frozen() & ~pending
+        if not bool((pending | stuck).any()):  # the one sync of a look
+            return False
+        out[owner[pos[stuck]]] = s.x_best[stuck]  # a copy of the input still running may overwrite it later
         out[owner[pos[pending]]] = held[pending]
         found[owner[pos[pending]]] = True
-        keep = (~found[owner[pos]]).nonzero().squeeze(1)
+        keep = (~found[owner[pos]] & ~stuck).nonzero().squeeze(1)
         pos, pending, held = pos[keep], pending[keep], held[keep]
         s.keep(keep)
         objective, success = objective.subset(keep), success.subset(keep)
