@@ -91,6 +91,7 @@ def test_two_real_runs_into_one_folder(tmp_path, capsys):
             first.kill()
             first.wait()
     assert first.returncode == 130, err[-2000:]
+    assert "--resume" in err and "aborted" not in err  # one account of the stop, not a second line
     assert not (out / LOCK).exists()
     assert cli("run", PLAN, "--model", "digits-cnn", "-n", "64", "-b", "4", "-q", "-o", out, "--resume") == 0
     assert json.loads((out / "results.json").read_text())["complete"] is True

@@ -7,6 +7,7 @@ with Ctrl-C after writing what was finished (results.json with complete: false; 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,7 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
     except KeyboardInterrupt:
         if launch is None:
             report_stopped(out)
+            sys.exit(130)  # it said what stopped and how to continue: no second "aborted" line
         raise
     write_report(out)
     print_summary(result, out)
