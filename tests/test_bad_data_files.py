@@ -128,6 +128,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "IDX not gzip": (idx_pair("bad", b"not gzip at all"), r"cannot be decompressed \(Not a gzipped file"),
     "IDX bad dimension count": (idx_pair("dims", b"\x00\x00\x08\xff" + bytes(8), gz=False),
                                 r"header declares 255 dimensions; expected 1 to 4"),
+    "npz uint64 label past int64": (npz(x=X, y=np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64)),
+                                    r"holds 18446744073709551615, larger than any index"),
     "IDX short header": (idx_pair("short", b"\x00\x00\x08\x03" + bytes(4), gz=False),
                          r"ends inside its header"),
     "IDX more data than declared": (idx_pair("long", idx_header(4, 4, 4) + bytes(65), gz=False),

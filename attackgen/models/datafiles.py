@@ -62,6 +62,11 @@ def numeric(value: Any, field: str, what: str, path: Path) -> Tensor:
             raise DataLoadError(
                 f"--data {path}: {field} holds {kind} (dtype {value.dtype.str}); expected {what} as numbers."
             )
+        if value.dtype.kind == "u" and value.size and int(value.max()) > np.iinfo(np.int64).max:
+            raise DataLoadError(  # torch would read it as a negative number
+                f"--data {path}: {field} holds {int(value.max())}, larger than any index or value attackgen "
+                f"reads; expected {what} as numbers below 2**63."
+            )
         if not value.dtype.isnative:
             value = value.astype(value.dtype.newbyteorder("="))
         return torch.from_numpy(np.ascontiguousarray(value))
