@@ -26,6 +26,7 @@ AutoAttack) do not escalate by default, so their figure stays comparable with pu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -500,8 +501,6 @@ class _Stages:
         return items or None
 
     def add(self, items: Sequence[EscalationItem], located: Sequence[str] = (), surrogate: str = "") -> None:
-        import dataclasses
-
         from attackgen.run.items import resolve_steps
         from attackgen.run.steps import StepRunner, StepState
         from taxonomy.catalog import CATALOG
@@ -527,14 +526,14 @@ class _Stages:
             k = step.index - len(self.base.steps)
             self.states.append(kept[k] if k < len(kept) else StepState.empty(self.ctx.n))
         ctx, states, plan, save = self.ctx, self.states, self.plan, self.save
-        runner = StepRunner(ctx, self.resources, self.flag_log,
-                            (lambda: save(ctx, states, plan)) if save is not None else (lambda: None), self.echo)
         if save is not None:
             save(ctx, states, plan)  # the plan is on disk before its first chunk runs
         torch.manual_seed(ctx.options.seed + first)
-        if self.run_steps is not None:
+        if self.run_steps is not None:  # a torchrun run hands the chunks out over the ranks
             self.run_steps(ctx, list(new), self.states, self.clean)
             return
+        runner = StepRunner(ctx, self.resources, self.flag_log,
+                            (lambda: save(ctx, states, plan)) if save is not None else (lambda: None), self.echo)
         for step in new:
             runner.run(step, self.states, self.clean, self.progress)
 
