@@ -11,9 +11,12 @@ Conventions used in every entry:
   ``rel_stepsize`` with ``step_size`` in input units. The budget (norm, epsilon, mode) and the rest of
   the threat context go to the plan item's ``context``, not into params.
 - ``requires``: what a spec must contain for the attack to be the right tool (see ``fits_purpose``).
-- ``cost(params)`` is the expected work per input: forward and backward passes on the model the attack
-  optimises against (victim or surrogate) and queries to the victim oracle. ``params`` is the defaults
-  merged with the planner's values, so the cost follows the parameters the plan actually uses.
+- ``cost(p)`` is the expected work per input: forward and backward passes on the model the attack
+  optimises against (victim or surrogate) and queries to the victim oracle. ``p`` is the attack's
+  validated parameter instance (``descriptor.params``), so the cost follows the parameters the plan
+  actually uses and a parameter left out is priced at the model's default, never a second copy of it.
+  Callers use ``descriptor.expected_cost(params)`` (a plan's mapping; a surrogate ensemble multiplies
+  the passes).
 - ``access`` is what the attack touches: "gradients" (white-box module), "scores", "labels" (counted
   oracles) or "surrogate" (a substitute model; the victim gets at most a few verification queries).
 - ``atlas`` are MITRE ATLAS technique ids: AML.T0043.000 white-box optimisation, .001 black-box
@@ -23,15 +26,15 @@ Conventions used in every entry:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-from taxonomy.axes import CONSEQUENCE_KINDS
-from taxonomy.catalog_types import AttackDescriptor, Cost
+from taxonomy.axes import CONSEQUENCE_KINDS, Transformations
+from taxonomy.catalog_types import AttackDescriptor, Cost, CostFn
 from taxonomy.params import (
     APGDDLRParams,
     APGDParams,
     APGDTParams,
+    AttackParams,
     BIMParams,
     BoundaryParams,
     CPPNParams,
@@ -91,41 +94,156 @@ TRANSFER_ATLAS = ("AML.T0043.002", "AML.T0005", "AML.T0015")
 PHYSICAL_ATLAS = ("AML.T0043.000", "AML.T0044", "AML.T0041", "AML.T0015")
 
 
-def _p(params: Mapping[str, Any], name: str, default: float) -> float:
-    value = params.get(name, default)
-    return float(value) if value is not None else float(default)
+class _Steps(Protocol):
+    @property
+    def steps(self) -> int: ...
 
 
-def _count(params: Mapping[str, Any], name: str) -> float:
-    """A parameter that is a list (detector names) or a number, as a count (at least 1)."""
-    value = params.get(name, 1)
-    return float(max(len(value), 1)) if isinstance(value, (list, tuple)) else float(value or 1)
+class _EOT(Protocol):
+    @property
+    def eot_samples(self) -> int | None: ...
+    @property
+    def transformations(self) -> dict[str, Any] | None: ...
 
 
-def _iterative(params: Mapping[str, Any]) -> Cost:
+class _Amortised(_EOT, Protocol):
+    """An image-agnostic attack's fit: ``steps`` batches of ``batch_size`` inputs under ``eot_samples``
+    transformations each, spread over the ``fit_size`` inputs it is fitted for."""
+
+    @property
+    def steps(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def fit_size(self) -> int: ...
+
+
+_EOT_SAMPLES = Transformations.model_fields["samples"].default
+
+
+def _eot(p: _EOT) -> int:
+    """Transformations per input and step: the attack's ``eot_samples``, else its set's ``samples``
+    (what the attack modules draw)."""
+    if p.eot_samples is not None:
+        return p.eot_samples
+    return int((p.transformations or {}).get("samples") or _EOT_SAMPLES)
+
+
+def _iterative(p: _Steps) -> Cost:
+    """steps gradient steps, plus one clean forward pass."""
+    return Cost(forward=p.steps + 1, backward=p.steps)
+
+
+def _restarted(p: PGDParams) -> Cost:
     """steps x restarts gradient steps, plus one clean forward pass."""
-    n = _p(params, "steps", 10) * _p(params, "restarts", 1)
+    n = p.steps * p.restarts
     return Cost(forward=n + 1, backward=n)
 
 
-def _apgd(params: Mapping[str, Any]) -> Cost:
+def _apgd(p: APGDParams) -> Cost:
     """steps x restarts (x targets for APGD-T) passes at most: runs stop early per input."""
-    runs = _p(params, "restarts", 1) * (_p(params, "n_target_classes", 9) if "n_target_classes" in params else 1)
-    steps = _p(params, "steps", 100)
-    n = steps * runs * _p(params, "eot_iter", 1)
-    keep = _p(params, "keep_targets", 0) if params.get("parallel_targets", True) else 0
-    if keep and "n_target_classes" in params:  # the targets beyond ``keep`` stop at the first checkpoint
-        first = max(int(0.22 * steps), 1)
-        dropped = max(_p(params, "n_target_classes", 9) - keep, 0) * _p(params, "restarts", 1)
-        n -= dropped * (steps - first) * _p(params, "eot_iter", 1)
+    targets = p.n_target_classes if isinstance(p, APGDTParams) else 1
+    runs = p.restarts * targets
+    n = p.steps * runs * p.eot_iter
+    keep = p.keep_targets if isinstance(p, APGDTParams) and p.parallel_targets else 0
+    if keep:  # the targets beyond ``keep`` stop at the first checkpoint
+        first = max(int(0.22 * p.steps), 1)
+        dropped = max(targets - keep, 0) * p.restarts
+        n -= dropped * (p.steps - first) * p.eot_iter
     return Cost(forward=n + runs + 1, backward=n)
 
 
-def _queries(name: str, default: float) -> Any:
-    def cost(params: Mapping[str, Any]) -> Cost:
-        return Cost(forward=0.0, backward=0.0, queries=_p(params, name, default))
+def _queries(name: str) -> CostFn:
+    """A query attack's budget parameter, spent in full at most."""
+
+    def cost(p: AttackParams) -> Cost:
+        return Cost(queries=float(getattr(p, name)))
 
     return cost
+
+
+def _binary_search(p: CWParams | LBFGSParams) -> Cost:
+    """binary_search_steps searches over the trade-off constant, each a full optimisation."""
+    n = p.binary_search_steps * (p.steps if isinstance(p, CWParams) else p.max_iter)
+    return Cost(forward=n + 1, backward=n)
+
+
+def _transfer(p: TransferParams) -> Cost:
+    """steps on the surrogate (per ensemble member: AttackDescriptor.expected_cost), then the victim's check."""
+    return Cost(forward=p.steps + 1, backward=p.steps, queries=p.verify_queries)
+
+
+def _amortised(p: _Amortised) -> Cost:
+    """The fit's passes per input it is fitted for, plus the input's own forward pass."""
+    n = p.steps * p.batch_size * _eot(p) / p.fit_size
+    return Cost(forward=n + 1, backward=n)
+
+
+def _uap(p: UAPParams) -> Cost:
+    """A pass per epoch and input it is fitted on, plus the clean, the fit's check and the final pass."""
+    return Cost(forward=p.epochs + 3, backward=p.epochs)
+
+
+def _metzen_uap(p: MetzenUAPParams) -> Cost:
+    return Cost(forward=p.epochs + 1, backward=p.epochs)
+
+
+def _deepfool(p: DeepFoolParams) -> Cost:
+    """A gradient per candidate class per step."""
+    return Cost(forward=p.steps + 1, backward=p.steps * p.candidates)
+
+
+_JSMA_CLASSES = 10
+"""JSMA takes a gradient per class per iteration; the catalogue does not know the model's classes, so it
+prices ten (the built-in models')."""
+
+
+def _jsma(p: JSMAParams) -> Cost:
+    return Cost(forward=p.max_iter + 1, backward=p.max_iter * _JSMA_CLASSES)
+
+
+def _fab(p: FABParams) -> Cost:
+    """Two forward passes per step; the Jacobian of the top-10 classes per step (the reference's)."""
+    return Cost(forward=p.restarts * 2 * p.steps, backward=p.restarts * p.steps * 10)
+
+
+def _fab_t(p: FABTParams) -> Cost:
+    runs = p.n_target_classes * p.restarts
+    return Cost(forward=runs * (2 * p.steps + 1), backward=runs * p.steps)
+
+
+def _fmn_t(p: FMNTParams) -> Cost:
+    return Cost(forward=p.n_target_classes * (p.steps + 2), backward=p.n_target_classes * p.steps)
+
+
+def _evolution(p: EvolutionParams) -> Cost:
+    """A population scored per generation, plus the initial one."""
+    return Cost(queries=p.popsize * (p.maxiter + 1))
+
+
+def _cppn(p: CPPNParams) -> Cost:
+    return Cost(queries=p.population * (p.generations + 1))
+
+
+def _score_uap(p: ScoreUAPParams) -> Cost:
+    """Two score queries per iteration and batch input, spread over the inputs it is fitted for."""
+    return Cost(queries=2 * p.iterations * p.batch_size / p.fit_size)
+
+
+def _eot_pgd(p: EOTPGDParams) -> Cost:
+    n = p.steps * _eot(p)
+    return Cost(forward=n + 1, backward=n)
+
+
+def _detector_aware(p: DetectorAwareParams) -> Cost:
+    """Each step also runs the detectors (three passes each); feature squeezing when none are named."""
+    per_step = 1 + 3 * max(len(p.detectors or ()), 1)
+    return Cost(forward=(p.steps + 1) * per_step, backward=p.steps * per_step)
+
+
+def _detector_patch(p: DetectorPatchParams) -> Cost:
+    n = p.steps * _eot(p) / p.fit_size
+    return Cost(forward=n, backward=n)
 
 
 _ENTRIES: list[AttackDescriptor] = [
@@ -207,7 +325,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=_iterative,
+        cost=_restarted,
         params=PGDParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
@@ -228,7 +346,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=_iterative,
+        cost=_restarted,
         params=PGDParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
@@ -337,10 +455,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "binary_search_steps", 9) * _p(params, "steps", 100) + 1,
-            backward=_p(params, "binary_search_steps", 9) * _p(params, "steps", 100),
-        ),
+        cost=_binary_search,
         params=CWParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
@@ -361,10 +476,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "steps", 50) + 1,
-            backward=_p(params, "steps", 50) * _p(params, "candidates", 10),
-        ),
+        cost=_deepfool,
         params=DeepFoolParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
@@ -385,10 +497,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "max_iter", 50) + 1,
-            backward=_p(params, "max_iter", 50) * _p(params, "num_classes", 10),
-        ),
+        cost=_jsma,
         params=JSMAParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
@@ -409,7 +518,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
+        cost=_iterative,
         params=FMNParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
@@ -431,10 +540,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "n_target_classes", 9) * _p(params, "restarts", 1) * (2 * _p(params, "steps", 100) + 1),
-            backward=_p(params, "n_target_classes", 9) * _p(params, "restarts", 1) * _p(params, "steps", 100),
-        ),
+        cost=_fab_t,
         params=FABTParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
@@ -457,10 +563,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "restarts", 1) * (2 * _p(params, "steps", 100)),
-            backward=_p(params, "restarts", 1) * _p(params, "steps", 100) * 10,
-        ),
+        cost=_fab,
         params=FABParams,
         strength=6,
         atlas=WHITE_BOX_ATLAS,
@@ -482,10 +585,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "n_target_classes", 9) * (_p(params, "steps", 100) + 2),
-            backward=_p(params, "n_target_classes", 9) * _p(params, "steps", 100),
-        ),
+        cost=_fmn_t,
         params=FMNTParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
@@ -508,10 +608,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="second_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100) + 1,
-            backward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100),
-        ),
+        cost=_binary_search,
         params=LBFGSParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
@@ -533,10 +630,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="second_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100) + 1,
-            backward=_p(params, "binary_search_steps", 5) * _p(params, "max_iter", 100),
-        ),
+        cost=_binary_search,
         params=LBFGSSSIMParams,
         requires=frozenset({"perceptual:ssim"}),
         strength=3,
@@ -559,7 +653,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="second_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
+        cost=_iterative,
         params=NewtonFoolParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
@@ -581,7 +675,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="evolution",
         gradient_source=None,
         data_bases=ANY_DATA,
-        cost=_queries("n_queries", 5000),
+        cost=_queries("n_queries"),
         params=SquareLinfParams,
         min_queries=100,
         strength=7,
@@ -603,7 +697,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="evolution",
         gradient_source=None,
         data_bases=ANY_DATA,
-        cost=_queries("n_queries", 5000),
+        cost=_queries("n_queries"),
         params=SquareL2Params,
         min_queries=100,
         strength=6,
@@ -623,7 +717,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="evolution",
         gradient_source=None,
         data_bases=ANY_DATA,
-        cost=_queries("max_queries", 10000),
+        cost=_queries("max_queries"),
         params=SimBAParams,
         min_queries=100,
         strength=5,
@@ -646,7 +740,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="second_order",
         gradient_source="estimated_scores",
         data_bases=ANY_DATA,
-        cost=_queries("max_queries", 2000),
+        cost=_queries("max_queries"),
         params=ZOONewtonParams,
         min_queries=100,
         strength=4,
@@ -670,7 +764,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="evolution",
         gradient_source=None,
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(queries=_p(params, "popsize", 20) * (_p(params, "maxiter", 150) + 1)),
+        cost=_evolution,
         params=EvolutionParams,
         min_queries=500,
         strength=3,
@@ -694,7 +788,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         spatial=False,
-        cost=lambda params: Cost(queries=_p(params, "population", 32) * (_p(params, "generations", 100) + 1)),
+        cost=_cppn,
         params=CPPNParams,
         min_queries=500,
         strength=2,
@@ -718,7 +812,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         spatial=False,
-        cost=_queries("max_queries", 10000),
+        cost=_queries("max_queries"),
         params=BoundaryParams,
         min_queries=1000,
         strength=4,
@@ -741,7 +835,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="estimated_decisions",
         data_bases=ANY_DATA,
         spatial=False,
-        cost=_queries("max_queries", 5000),
+        cost=_queries("max_queries"),
         params=HopSkipJumpParams,
         min_queries=200,
         strength=7,
@@ -763,7 +857,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source=None,
         data_bases=ANY_DATA,
         spatial=False,
-        cost=_queries("max_queries", 5000),
+        cost=_queries("max_queries"),
         params=DenseBoundaryParams,
         min_queries=500,
         strength=5,
@@ -788,11 +882,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=(_p(params, "steps", 10) + 1) * _p(params, "ensemble", 1),
-            backward=_p(params, "steps", 10) * _p(params, "ensemble", 1),
-            queries=_p(params, "verify_queries", 1),
-        ),
+        cost=_transfer,
         params=TransferParams,
         min_queries=1,
         strength=5,
@@ -816,11 +906,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=(_p(params, "steps", 10) + 1) * _p(params, "ensemble", 1),
-            backward=_p(params, "steps", 10) * _p(params, "ensemble", 1),
-            queries=_p(params, "verify_queries", 1),
-        ),
+        cost=_transfer,
         params=DIFGSMParams,
         min_queries=1,
         strength=6,
@@ -844,7 +930,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=WITH_DATA,
-        cost=lambda params: Cost(forward=_p(params, "epochs", 5) + 3, backward=_p(params, "epochs", 5)),
+        cost=_uap,
         params=UAPParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
@@ -868,7 +954,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=WITH_DATA,
-        cost=lambda params: Cost(forward=_p(params, "epochs", 5) + 3, backward=_p(params, "epochs", 5)),
+        cost=_uap,
         params=UAPParams,
         strength=4,
         atlas=TRANSFER_ATLAS,
@@ -891,10 +977,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="evolution",
         gradient_source=None,
         data_bases=WITH_DATA,
-        cost=lambda params: Cost(
-            queries=2 * _p(params, "iterations", 300) * _p(params, "batch_size", 32)
-            / max(_p(params, "fit_size", 500), 1.0)
-        ),
+        cost=_score_uap,
         params=ScoreUAPParams,
         min_queries=20,
         strength=4,
@@ -921,12 +1004,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=WITH_DATA,
         feeds=frozenset({"digital", "physical"}),
         spatial=True,
-        cost=lambda params: Cost(
-            forward=_p(params, "steps", 500) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
-            / max(_p(params, "fit_size", 500), 1.0) + 1,
-            backward=_p(params, "steps", 500) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
-            / max(_p(params, "fit_size", 500), 1.0),
-        ),
+        cost=_amortised,
         params=PatchParams,
         requires=frozenset({"spatial:patch"}),
         printable=True,
@@ -957,8 +1035,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=ANY_DATA,
         feeds=frozenset({"digital", "physical"}),
         spatial=True,
-        cost=lambda params: Cost(forward=_p(params, "steps", 40) * _p(params, "eot_samples", 8) + 1,
-                                 backward=_p(params, "steps", 40) * _p(params, "eot_samples", 8)),
+        cost=_eot_pgd,
         params=EOTPGDParams,
         requires=frozenset({"feed:physical"}),
         printable=True,
@@ -986,12 +1063,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=WITH_DATA,
         feeds=frozenset({"digital", "physical"}),
         spatial=False,
-        cost=lambda params: Cost(
-            forward=_p(params, "steps", 200) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
-            / max(_p(params, "fit_size", 500), 1.0) + 1,
-            backward=_p(params, "steps", 200) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
-            / max(_p(params, "fit_size", 500), 1.0),
-        ),
+        cost=_amortised,
         params=LensParams,
         requires=frozenset({"placement:overlay"}),
         views=frozenset({"scenes"}),
@@ -1017,12 +1089,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=WITH_DATA,
         feeds=frozenset({"digital", "physical"}),
         spatial=True,
-        cost=lambda params: Cost(
-            forward=_p(params, "steps", 300) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
-            / max(_p(params, "fit_size", 500), 1.0) + 1,
-            backward=_p(params, "steps", 300) * _p(params, "batch_size", 32) * _p(params, "eot_samples", 8)
-            / max(_p(params, "fit_size", 500), 1.0),
-        ),
+        cost=_amortised,
         params=StickerParams,
         requires=frozenset({"spatial:box"}),
         printable=True,
@@ -1050,7 +1117,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
+        cost=_iterative,
         params=SSIMParams,
         requires=frozenset({"perceptual:ssim"}),
         strength=6,
@@ -1075,7 +1142,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(forward=_p(params, "steps", 100) + 1, backward=_p(params, "steps", 100)),
+        cost=_iterative,
         params=WassersteinParams,
         requires=frozenset({"perceptual:wasserstein"}),
         strength=6,
@@ -1100,10 +1167,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=ANY_DATA,
-        cost=lambda params: Cost(
-            forward=(_p(params, "steps", 100) + 1) * (1 + 3 * _count(params, "detectors")),
-            backward=_p(params, "steps", 100) * (1 + 3 * _count(params, "detectors")),
-        ),
+        cost=_detector_aware,
         params=DetectorAwareParams,
         requires=frozenset({"detector"}),
         strength=7,
@@ -1151,7 +1215,7 @@ _ENTRIES: list[AttackDescriptor] = [
         optimizer="first_order",
         gradient_source="analytic",
         data_bases=WITH_DATA,
-        cost=lambda params: Cost(forward=_p(params, "epochs", 10) + 1, backward=_p(params, "epochs", 10)),
+        cost=_metzen_uap,
         params=MetzenUAPParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
@@ -1198,10 +1262,7 @@ _ENTRIES: list[AttackDescriptor] = [
         data_bases=WITH_DATA,
         feeds=frozenset({"digital", "physical"}),
         spatial=True,
-        cost=lambda params: Cost(
-            forward=_p(params, "steps", 500) * _p(params, "eot_samples", 8) / max(_p(params, "fit_size", 500), 1.0),
-            backward=_p(params, "steps", 500) * _p(params, "eot_samples", 8) / max(_p(params, "fit_size", 500), 1.0),
-        ),
+        cost=_detector_patch,
         params=DetectorPatchParams,
         requires=frozenset({"spatial:patch"}),
         views=frozenset({"scenes"}),
@@ -1282,7 +1343,7 @@ def implemented() -> dict[str, AttackDescriptor]:
 
 def describe(descriptor: AttackDescriptor) -> dict[str, Any]:
     """A JSON-friendly view of one descriptor (the cost model shown at the default parameters)."""
-    cost = descriptor.cost(descriptor.defaults)
+    cost = descriptor.expected_cost(descriptor.defaults)
     return {
         "id": descriptor.id,
         "title": descriptor.title,

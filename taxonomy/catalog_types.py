@@ -22,7 +22,9 @@ from taxonomy.params import AttackParams, defaults_of
 AccessKind = Literal["gradients", "scores", "labels", "surrogate"]
 """What the attack touches on the model it optimises against (WhiteBox, Scores, Labels, or a surrogate)."""
 
-CostFn = Callable[[Mapping[str, Any]], "Cost"]
+CostFn = Callable[[Any], "Cost"]
+"""The attack's cost model: its validated parameter instance (``descriptor.params``, defaults filled by
+pydantic) to the expected work per input on one model. Callers go through ``AttackDescriptor.expected_cost``."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class Cost:
     forward: float = 0.0
     backward: float = 0.0
     queries: float = 0.0
+
+    def __post_init__(self) -> None:  # cost models multiply int parameters; plans and JSON show floats
+        for name in ("forward", "backward", "queries"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     @property
     def passes(self) -> float:
@@ -57,7 +63,7 @@ class AttackDescriptor:
     data_bases: frozenset[str]  # data the attack needs: "none", "training", "surrogate"
     feeds: frozenset[str] = frozenset({"digital"})
     spatial: bool = True  # can be confined to a mask
-    cost: CostFn = field(default=lambda params: Cost())
+    cost: CostFn = field(default=lambda params: Cost())  # per model: see expected_cost for the plan's total
     params: type[AttackParams] = AttackParams  # the parameter model: names, types, ranges and defaults
     requires: frozenset[str] = frozenset()  # what a spec must contain for this to be the right tool
     printable: bool = False  # enforces printability bounds (non-printability score, total variation; rule E13)
@@ -75,3 +81,30 @@ class AttackDescriptor:
         """The parameter model's defaults as plain data (the planner's starting point; copy before changing).
         Cached, so rule A8 can tell 'no plan parameters' (this very dict) from concrete ones equal to it."""
         return defaults_of(self.params)
+
+    def typed_params(self, params: Mapping[str, Any] | AttackParams) -> AttackParams:
+        """The attack's validated parameters from a plan's flat mapping: names the model does not declare
+        (the item's threat context, retired names) are ignored, the ones left out take the model's defaults.
+        Raises pydantic's ValidationError (a ValueError) on a value of the wrong type or range."""
+        if isinstance(params, AttackParams):
+            return params
+        own = {k: v for k, v in params.items() if k in self.params.model_fields}
+        return self.params.model_validate(own)
+
+    def expected_cost(self, params: Mapping[str, Any] | AttackParams) -> Cost:
+        """Expected work per input under the plan's parameters (a flat mapping of params and context).
+
+        The cost model prices one model; a surrogate ensemble (context ``surrogate.ensemble``) runs every
+        member on each pass, so a surrogate attack's passes count once per member (its victim queries once).
+        """
+        cost = self.cost(self.typed_params(params))
+        members = _ensemble(params.get("surrogate")) if isinstance(params, Mapping) else 1
+        if self.access != "surrogate" or members == 1:
+            return cost
+        return Cost(forward=cost.forward * members, backward=cost.backward * members, queries=cost.queries)
+
+
+def _ensemble(surrogate: Any) -> int:
+    """The number of surrogate models a plan item's ``surrogate`` context averages (1 when not stated)."""
+    size = surrogate.get("ensemble") if isinstance(surrogate, Mapping) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else 1

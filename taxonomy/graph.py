@@ -683,7 +683,7 @@ def descriptor_violations(spec: AttackSpec, d: AttackDescriptor,
     """Rules attack ``d`` would break under the spec, beyond those the spec breaks by itself.
 
     The spec's open strategy axes are filled from d (its basis, optimiser, gradient source, data basis)
-    and the graph is re-evaluated; then the descriptor checks run (query budget vs ``d.cost(params)``,
+    and the graph is re-evaluated; then the descriptor checks run (query budget vs ``d.expected_cost(params)``,
     norm, budget mode, task, physical feed, spatial constraint, data needs, targeted decision-based
     start). ``params`` default to ``d.defaults``.
     """

@@ -1027,7 +1027,7 @@ TARGETED = frozenset({"static_target", "dynamic_target", "confusing_target", "fa
 
 def _queries_of(d: AttackDescriptor, params: Mapping[str, Any]) -> float:
     try:
-        return float(d.cost(params).queries)
+        return float(d.expected_cost(params).queries)
     except Exception:  # a cost model that cannot price these params: treat as unknown
         return math.nan
 

@@ -73,7 +73,7 @@ TOY = AttackDescriptor(
     optimizer="first_order",
     gradient_source="analytic",
     data_bases=frozenset({"none", "training", "surrogate"}),
-    cost=lambda p: Cost(forward=p["steps"] + 1, backward=p["steps"]),
+    cost=lambda p: Cost(forward=p.steps + 1, backward=p.steps),
     params=ToySignParams,
     strength=10,  # ranks first, so the planner schedules it in this test
     atlas=("AML.T0043.000", "AML.T0044", "AML.T0015"),

@@ -55,7 +55,7 @@ def test_descriptor_uses_the_taxonomy_vocabulary(d: AttackDescriptor) -> None:
 
 @pytest.mark.parametrize("d", ENTRIES, ids=lambda d: d.id)
 def test_cost_model_follows_access_and_parameters(d: AttackDescriptor) -> None:
-    cost = d.cost(d.defaults)
+    cost = d.expected_cost(d.defaults)
     assert isinstance(cost, Cost)
     assert min(cost.forward, cost.backward, cost.queries) >= 0
     if d.access in ("scores", "labels"):
@@ -64,11 +64,11 @@ def test_cost_model_follows_access_and_parameters(d: AttackDescriptor) -> None:
         assert cost.queries == 0 and cost.backward > 0
     else:  # surrogate: passes on the surrogate, at most a few verification queries
         assert cost.passes > 0 and cost.queries <= 10
-        assert d.cost({**d.defaults, "verify_queries": 0}).queries == 0
+        assert d.expected_cost({**d.defaults, "verify_queries": 0}).queries == 0
     # more iterations never cost less
     for key in ("steps", "n_queries", "max_queries", "maxiter", "generations", "epochs"):
         if isinstance(d.defaults.get(key), int):
-            bigger = d.cost({**d.defaults, key: d.defaults[key] * 2})
+            bigger = d.expected_cost({**d.defaults, key: d.defaults[key] * 2})
             assert bigger.passes + bigger.queries >= cost.passes + cost.queries
 
 
@@ -149,3 +149,12 @@ def test_parameter_model_refuses_unknown_and_out_of_range_values(d: AttackDescri
     for key in numeric:  # every number in a catalogue default has a range: -5 is outside all of them
         assert param_problems(d.id, d.params, {key: -5}), f"{d.id}.{key} accepts -5"
         assert param_problems(d.id, d.params, {key: "many"}), f"{d.id}.{key} accepts 'many'"
+
+
+@pytest.mark.parametrize("d", ENTRIES, ids=lambda d: d.id)
+def test_a_parameter_left_out_is_priced_at_the_models_default(d: AttackDescriptor) -> None:
+    """A hand-edited plan item may leave parameters out; the attack then runs with its model's defaults,
+    so the cost estimate (progress, budget checks) must use those same defaults, not a second copy."""
+    assert d.expected_cost({}) == d.expected_cost(d.defaults)
+    for name in d.defaults:
+        assert d.expected_cost({k: v for k, v in d.defaults.items() if k != name}) == d.expected_cost(d.defaults), name

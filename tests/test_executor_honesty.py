@@ -228,7 +228,7 @@ def test_progress_moves_within_a_batch_not_once_per_batch(tmp_path, monkeypatch)
 
     monkeypatch.setattr(progress_module, "LINE_INTERVAL", 0.0)
     lines: list[str] = []
-    counted = dataclasses.replace(CAT["TinyPGD"], cost=lambda p: Cost(forward=int(p.get("steps", 5))))
+    counted = dataclasses.replace(CAT["TinyPGD"], cost=lambda p: Cost(forward=p.steps))
     spec = parse_spec(spec_data())
     Executor(make_plan(spec, [item("TinyPGD", steps=8)]), "digits-cnn", "digits", tmp_path / "o",
              RunOptions(limit=16, batch_size=16, progress=True), catalog={**CAT, "TinyPGD": counted},

@@ -398,3 +398,20 @@ def test_a_physical_patch_attack_gets_the_specs_transformations_and_printability
     for item in items:
         assert item.params["transformations"] == wanted
         assert item.params["printability"] == bool(spec.threat.capability.printability)
+
+
+def test_a_surrogate_ensemble_multiplies_the_transfer_attacks_passes() -> None:
+    """Each step of a transfer attack runs every ensemble member (logits averaged): the plan's expected
+    passes grow with the ensemble, the victim's verification queries do not."""
+    base = load_spec(EXAMPLES / "digits-transfer-full-black-box.yaml")
+    passes = {}
+    for size in (1, 2):
+        spec = parse_spec({**base.model_dump(mode="json", exclude_none=True),
+                           "strategy": {"model_basis": {"kind": "surrogate", "source": "trained_on_data",
+                                                        "ensemble": size}, "data_basis": "surrogate"}})
+        result = plan(spec)
+        assert result.items and all(i.role == "transfer" for i in result.items)
+        passes[size] = {i.attack: (i.expected_cost.passes, i.expected_cost.queries) for i in result.items}
+    assert passes[1].keys() == passes[2].keys()
+    for attack, (one, queries) in passes[1].items():
+        assert passes[2][attack] == (2 * one, queries), attack

@@ -399,7 +399,7 @@ def descriptor(**kw: Any) -> AttackDescriptor:
 
 PGD = descriptor(id="toy_pgd")
 SQUARE = descriptor(id="toy_square", access="scores", optimizer="evolution", gradient_source=None,
-                    cost=lambda p: Cost(queries=p.get("n_queries", 5000)), params=SquareLinfParams)
+                    cost=lambda p: Cost(queries=p.n_queries), params=SquareLinfParams)
 HSJ = descriptor(id="toy_hsj", access="labels", gradient_source="estimated_decisions",
                  budget_modes=frozenset({"fixed", "minimal"}), cost=lambda p: Cost(queries=5000))
 TRANSFER = descriptor(id="toy_transfer", access="surrogate", cost=lambda p: Cost(forward=11, backward=10, queries=1))

@@ -347,7 +347,7 @@ def _bounds(values: Iterable[str]) -> str:
 
 
 def _price(d: Any, short: bool = False) -> str:
-    cost = d.cost(d.defaults)
+    cost = d.expected_cost(d.defaults)
     passes, queries = ("p", "q") if short else (" passes", " queries")
     return ("+" if short else " + ").join(p for p in (f"{cost.passes:g}{passes}" if cost.passes else "",
                                   f"{cost.queries:g}{queries}" if cost.queries else "") if p) or "—"

@@ -245,9 +245,9 @@ def split_params(descriptor: AttackDescriptor, flat: Mapping[str, Any]) -> tuple
 
 def _cost(descriptor: AttackDescriptor, params: Mapping[str, Any]) -> Cost:
     try:
-        return descriptor.cost(params)
-    except (TypeError, ValueError):  # a hand-edited parameter of the wrong type
-        return descriptor.cost(descriptor.defaults)
+        return descriptor.expected_cost(params)
+    except (TypeError, ValueError):  # a hand-edited parameter of the wrong type (pydantic's ValidationError)
+        return descriptor.expected_cost({k: v for k, v in params.items() if k not in descriptor.params.model_fields})
 
 
 def fit_queries(descriptor: AttackDescriptor, params: dict[str, Any], share: int) -> dict[str, Any]:

@@ -348,7 +348,8 @@ class StepRunner:
         """Report the batch's progress on every victim call: its calls so far over the cost model's expected
         calls per input (queries for an oracle, forward passes otherwise); no estimate, no report."""
         try:
-            cost = step.descriptor.cost(step.params)
+            # calls to one model: an ensemble surrogate counts one call per pass, whatever its members
+            cost = step.descriptor.cost(step.descriptor.typed_params(step.params))
             expected = float(cost.queries if step.queries else max(cost.forward, cost.backward))
             if step.queries and step.query_budget is not None:
                 expected = min(expected, float(step.query_budget))
