@@ -46,7 +46,7 @@ class Case:
     minimal: bool = False  # a minimal-norm attack: no epsilon
 
 
-EPSILON = {"breaks": {"inf": 0.1, "2": 1.0}, "resists": {"inf": 0.002, "2": 0.02}}
+EPSILON = {"breaks": {"inf": 0.1, "2": 1.0, "1": 3.0}, "resists": {"inf": 0.002, "2": 0.02, "1": 0.02}}
 """Two regimes: inputs break during the loop (the working set shrinks), or none does (the steady loop)."""
 
 
@@ -61,6 +61,7 @@ def cases() -> list[Case]:
     return [
         Case("pgd_linf", lambda k: LinfPGD(seed=0, steps=k, restarts=1), "white_box", "inf"),
         Case("apgd_ce", lambda k: APGDCE(seed=0, steps=k, restarts=1), "white_box", "inf"),
+        Case("apgd_l1", lambda k: APGDCE(seed=0, steps=k, restarts=1), "white_box", "1"),  # radii 3, 2, 1 x eps
         Case("deepfool", lambda k: DeepFool(seed=0, steps=k), "white_box", "2", 2, 6, minimal=True),
         Case("cw_l2", lambda k: CarliniWagnerL2(seed=0, steps=k, binary_search_steps=1, abort_early=False),
              "white_box", "2", minimal=True),

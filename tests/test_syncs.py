@@ -22,8 +22,8 @@ from bench_syncs import budget_for, cases, syncs_per_iteration
 # Per loop iteration, with one look every K = 8: the steady loop (nothing breaks) may sync only at the
 # looks (1/8), plus, for the score-based attacks, nothing per query. A look that shrinks the working set
 # costs a few syncs (which rows, gathering them), still well under one per iteration.
-STEADY = {"pgd_linf": 0.125, "apgd_ce": 0.125, "deepfool": 0.125, "cw_l2": 0.125, "square_linf": 0.125,
-          "square_l2": 0.125}
+STEADY = {"pgd_linf": 0.125, "apgd_ce": 0.125, "apgd_l1": 0.125, "deepfool": 0.125, "cw_l2": 0.125,
+          "square_linf": 0.125, "square_l2": 0.125}
 BREAKING = 1.0
 KNOWN = {"simba"}  # SimBA still syncs per query (its coordinate bookkeeping): not yet converted
 
@@ -58,7 +58,7 @@ def _run(case_name: str, every: int, digits) -> tuple[torch.Tensor, torch.Tensor
     return out.x_adv, access.queries
 
 
-@pytest.mark.parametrize("name", ["pgd_linf", "apgd_ce", "deepfool", "square_linf", "square_l2"])
+@pytest.mark.parametrize("name", ["pgd_linf", "apgd_ce", "apgd_l1", "deepfool", "square_linf", "square_l2"])
 def test_looking_every_k_iterations_changes_no_result(name, digits):
     x1, q1 = _run(name, 1, digits)
     x8, q8 = _run(name, 8, digits)

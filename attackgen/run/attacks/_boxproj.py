@@ -33,26 +33,27 @@ def l1_box_delta(x: Tensor, y: Tensor, eps: Tensor | float, bounds: tuple[float,
     sigma = ys.sign()
     u = torch.minimum(torch.minimum(1 - xs - ys, xs + ys), torch.zeros_like(ys))
     low = -ys.abs()
-    d = u.clone()
     bs, indbs = torch.sort(-torch.cat((u, low), 1), dim=1)
     bs2 = torch.cat((bs[:, 1:], torch.zeros(bs.shape[0], 1, device=bs.device)), 1)
     inu = 2 * (indbs < u.shape[1]).float() - 1
     size1 = inu.cumsum(dim=1)
     s1 = -u.sum(dim=1)
     c = radius - ys.abs().sum(dim=1)
-    rows = (s1 + c < 0).nonzero().squeeze(1)
+    outside = s1 + c < 0  # rows whose clipped point is still outside the ball: the search moves them
     s = s1.unsqueeze(-1) + torch.cumsum((bs2 - bs) * size1, dim=1)
-    if rows.numel():
-        lb = torch.zeros(rows.numel(), device=x.device)
-        ub = torch.full_like(lb, bs.shape[1] - 1)
-        for _ in range(math.ceil(math.log2(bs.shape[1]))):
-            mid = torch.floor((lb + ub) / 2)
-            below = s[rows, mid.long()] + c[rows] < 0
-            lb = torch.where(below, mid, lb)
-            ub = torch.where(below, ub, mid)
-        lb2 = lb.long()
-        alpha = (-s[rows, lb2] - c[rows]) / size1[rows, lb2 + 1] + bs2[rows, lb2]
-        d[rows] = -torch.minimum(torch.maximum(-u[rows], alpha.unsqueeze(-1)), -low[rows])
+    # The reference searches only the rows outside (a nonzero, a host sync per call); here every row is
+    # searched and the others keep u by a mask: row by row the same arithmetic, so the same result.
+    lb = torch.zeros(xs.shape[0], device=x.device)
+    ub = torch.full_like(lb, bs.shape[1] - 1)
+    for _ in range(math.ceil(math.log2(bs.shape[1]))):
+        mid = torch.floor((lb + ub) / 2)
+        below = s.gather(1, mid.long().unsqueeze(1)).squeeze(1) + c < 0
+        lb = torch.where(below, mid, lb)
+        ub = torch.where(below, ub, mid)
+    lb2 = lb.long().unsqueeze(1)
+    alpha = (-s.gather(1, lb2).squeeze(1) - c) / size1.gather(1, lb2 + 1).squeeze(1) + bs2.gather(1, lb2).squeeze(1)
+    searched = -torch.minimum(torch.maximum(-u, alpha.unsqueeze(-1)), -low)
+    d = torch.where(outside.unsqueeze(1), searched, u)
     return (sigma * d * span).view(shape).to(x.dtype)
 
 

@@ -348,14 +348,24 @@ def _l1_stage(access: Access, rows: Tensor, objective: Objective, success: Objec
     s = _Run(x=x, xa=xa, grad=grad, x_best=xa.clone(), grad_best=grad.clone(), best=gain.clone(),
              step=torch.full((x.shape[0],), radius, device=x.device, dtype=x.dtype), topk=topk, sp_old=sp_old)
 
-    def retire(hit: Tensor) -> bool:
-        nonlocal pos, objective, success, ball, u
-        if not final or not bool(hit.any()):
+    # As in apgd_run: in the final stage a row that succeeds is held (its first successful iterate) and
+    # leaves at the next look, every K steps (attackgen.run.attacks.syncs; K = 1 on the CPU), the loop's
+    # one sync; earlier stages break no input and never look.
+    pending = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    held = torch.empty_like(x)
+
+    def retire(hit: Tensor, look: bool = True) -> bool:
+        nonlocal pos, objective, success, ball, u, pending, held
+        if not final:
             return False
-        out[owner[pos[hit]]] = s.xa[hit]
-        found[owner[pos[hit]]] = True
+        held = torch.where((hit & ~pending).view(shape), s.xa, held)
+        pending = pending | hit
+        if not look or not bool(pending.any()):  # the one sync of a look
+            return False
+        out[owner[pos[pending]]] = held[pending]
+        found[owner[pos[pending]]] = True
         keep = (~found[owner[pos]]).nonzero().squeeze(1)
-        pos = pos[keep]
+        pos, pending, held = pos[keep], pending[keep], held[keep]
         s.keep(keep)
         objective, success, ball = objective.subset(keep), success.subset(keep), ball.subset(keep)
         u = torch.arange(keep.numel(), device=x.device)
@@ -364,7 +374,7 @@ def _l1_stage(access: Access, rows: Tensor, objective: Objective, success: Objec
     if retire(hit):
         return s.x_best, pos, objective, success, ball
     interval, since_check = max(int(0.04 * steps), 1), 0
-    for _ in range(steps):
+    for i in range(steps):
         with torch.no_grad():
             ordered = s.grad.abs().flatten(1).sort(dim=1)[0]
             kth = ((1.0 - s.topk) * n_fts).clamp(0, n_fts - 1).long()
@@ -391,8 +401,9 @@ def _l1_stage(access: Access, rows: Tensor, objective: Objective, success: Objec
                 s.xa = torch.where(sparser.view(shape), s.x_best, s.xa)
                 s.grad = torch.where(sparser.view(shape), s.grad_best, s.grad)
                 since_check = 0
-        if retire(hit):
-            break
+        if retire(hit, looks_now(i, x.device)):
+            return s.x_best, pos, objective, success, ball
+    retire(torch.zeros_like(pending))  # the held successes since the last look
     return s.x_best, pos, objective, success, ball
 
 
