@@ -1,7 +1,8 @@
 """The attack catalogue: one descriptor per implementation, with the taxonomy cells it realises.
 
 Pure data (no torch). The planner ranks and parameterises from these entries; the executor imports
-``implementation`` lazily. Each attack's author flips ``implemented`` to True when the code lands.
+``implementation`` lazily. ``implemented`` defaults to True (every entry's code has landed); an entry
+catalogued ahead of its code sets it to False.
 
 Conventions used in every entry:
 
@@ -267,7 +268,6 @@ _ENTRIES: list[AttackDescriptor] = [
         single_step=True,
         strength=2,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="One step of size epsilon; a weak baseline, cheap enough to run first.",
     ),
     AttackDescriptor(
@@ -288,7 +288,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=BIMParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
     ),
     AttackDescriptor(
         id="illc",
@@ -308,7 +307,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=BIMParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Per-input target: the clean prediction's least-likely class (dynamic target, rule least_likely).",
     ),
     AttackDescriptor(
@@ -329,7 +327,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=PGDParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="The reference first-order attack; step = 2.5 * epsilon / steps, random start in the ball.",
     ),
     AttackDescriptor(
@@ -350,7 +347,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=PGDParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
     ),
     AttackDescriptor(
         id="mifgsm",
@@ -370,7 +366,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=MIFGSMParams,
         strength=6,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
     ),
     AttackDescriptor(
         id="apgd_ce",
@@ -390,7 +385,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=APGDParams,
         strength=9,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="AutoAttack's first attack: step 2*epsilon halved at checkpoints, momentum 0.75, restarts and "
         "steps only on unbroken inputs; L1 as in Croce & Hein 2021 (sparse steps, exact L1-and-box projection, "
         "radii 3/2/1 x epsilon). Same robust accuracy as the reference on digits-cnn (bench/bench_apgd.py, "
@@ -414,7 +408,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=APGDDLRParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="DLR is invariant to rescaled logits (saturated softmax); needs 3 classes (rule C18).",
     ),
     AttackDescriptor(
@@ -435,7 +428,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=APGDTParams,
         strength=9,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Untargeted specs: targeted DLR towards the clean prediction's top-k other classes, side by side in "
         "one batch (parallel_targets; false: one after the other as in AutoAttack), an input leaving at its first "
         "success; targeted specs: towards their target. Needs 4 classes (rule C18).",
@@ -459,7 +451,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=CWParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Margin loss on logits with tanh box; in fixed mode success means L2 norm <= epsilon.",
     ),
     AttackDescriptor(
@@ -480,7 +471,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=DeepFoolParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Untargeted by construction: steps to the nearest linearised decision boundary.",
     ),
     AttackDescriptor(
@@ -501,7 +491,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=JSMAParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Greedy saliency over feature pairs; an L0 epsilon is the number of features it may change.",
     ),
     AttackDescriptor(
@@ -523,7 +512,6 @@ _ENTRIES: list[AttackDescriptor] = [
         strength=8,
         atlas=WHITE_BOX_ATLAS,
         backend="foolbox",
-        implemented=True,
         notes="Minimal-norm in L0, L1, L2, Linf; in fixed mode success means norm <= epsilon.",
     ),
     AttackDescriptor(
@@ -544,7 +532,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=FABTParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="AutoAttack's third attack, ported from the reference: linearised boundary towards each of the top-k "
         "other classes in turn, exact projections onto hyperplane and box, survivors only, an input leaving at its "
         "first adversarial point within epsilon.",
@@ -567,7 +554,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=FABParams,
         strength=6,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="The nearest linearised boundary among all classes: one backward pass per class and step (costed for "
         "10 classes); AutoAttack plus runs it with 5 restarts.",
     ),
@@ -590,7 +576,6 @@ _ENTRIES: list[AttackDescriptor] = [
         strength=7,
         atlas=WHITE_BOX_ATLAS,
         backend="foolbox",
-        implemented=True,
         notes="Minimal-norm targeted FMN towards each of the top-k other classes, survivors only; fills FAB-T's "
         "place in the AutoAttack presets (why FMN and not a FAB port: attackgen/run/attacks/fmn_t.py).",
     ),
@@ -612,7 +597,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=LBFGSParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Quasi-Newton (SciPy L-BFGS-B, curvature from gradient history) on c*||r||^2 + loss with a "
         "bisection on c; its exact bounds hold the input box, a mask and a fixed Linf ball.",
     ),
@@ -657,7 +641,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=NewtonFoolParams,
         strength=4,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Newton root-finding on the true-class probability; untargeted only.",
     ),
     # ------------------------------------------------------------------ score-based black box
@@ -887,7 +870,6 @@ _ENTRIES: list[AttackDescriptor] = [
         min_queries=1,
         strength=5,
         atlas=TRANSFER_ATLAS,
-        implemented=True,
         notes="White-box MI-FGSM on one surrogate (momentum transfers better, rule F4); the candidate is the final "
         "iterate, pushed past the surrogate's boundary. One verification query on the victim (none under full "
         "black-box: a transfer estimate). digits-mlp -> digits-cnn: 0.49 at Linf 0.1, 0.96 at 0.2.",
@@ -911,7 +893,6 @@ _ENTRIES: list[AttackDescriptor] = [
         min_queries=1,
         strength=6,
         atlas=TRANSFER_ATLAS,
-        implemented=True,
         notes="MI-FGSM with a random shrink-and-pad of the input at each step (Xie et al.); on 16x16 digits it "
         "transfers less than MI-FGSM (0.36 vs 0.49 at Linf 0.1), on larger images it usually transfers more.",
     ),
@@ -934,7 +915,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=UAPParams,
         strength=5,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Moosavi-Dezfooli's loop with a projected sign-gradient inner step over batches of the data basis, "
         "only on inputs not yet fooled; targeted with a static target. Cost is per fitting input (one pass per "
         "epoch, plus the checks); applying it costs one pass. Digits CNN, Linf 0.2: 0.84 of held-out inputs fooled.",
@@ -1011,7 +991,6 @@ _ENTRIES: list[AttackDescriptor] = [
         views=frozenset({"scenes"}),
         strength=6,
         atlas=PHYSICAL_ATLAS,
-        implemented=True,
         notes="Replaces pixels in the patch region (visible by design, rule D8) and optimises the expected loss "
         "over placement, rotation, scale, brightness and noise (transformations: the spec's EOT set; None: a "
         "digital patch), with total variation and optional non-printability; applied inside the executor's "
@@ -1122,7 +1101,6 @@ _ENTRIES: list[AttackDescriptor] = [
         requires=frozenset({"perceptual:ssim"}),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="PGD on task loss + penalty * max(0, floor - SSIM) with a backtracking step that keeps every iterate "
         "at SSIM >= floor; the result is re-measured and kept only if it holds. An Lp bound, when given, is "
         "enforced by projection (without one, max_linf bounds each pixel).",
@@ -1147,7 +1125,6 @@ _ENTRIES: list[AttackDescriptor] = [
         requires=frozenset({"perceptual:wasserstein"}),
         strength=6,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Sign steps projected onto the Wasserstein ball (mass moved at most kernel // 2 pixels, cost "
         "||move||_2 ** p on intensity normalised to 1); every candidate re-measured by the exact transport "
         "linear program and pulled back towards x if clipping left it outside. Classification only: the exact "
@@ -1172,7 +1149,6 @@ _ENTRIES: list[AttackDescriptor] = [
         requires=frozenset({"detector"}),
         strength=7,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Adds each detector's score (over its threshold) to the task objective's loss, with a per-input weight "
         "that grows while a detector catches a success (white-box detectors; black-box ones only transfer, rule "
         "D4). Built-in detector: feature squeezing (attackgen.run.detectors, 3 passes per step), on class scores, "
@@ -1197,7 +1173,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=MetzenParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Targeted sign steps toward a target label map: a fixed map (static), the clean prediction with "
         "target classes filled by their nearest other label (dynamic), or shifted/scaled objects (confusing).",
     ),
@@ -1219,7 +1194,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=MetzenUAPParams,
         strength=7,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Accumulates sign gradients of the targeted loss over the data basis (dynamic targets are rebuilt "
         "per image from its own clean prediction, rule F1); cost is per fitting input and epoch.",
     ),
@@ -1243,7 +1217,6 @@ _ENTRIES: list[AttackDescriptor] = [
         params=DetectionParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
-        implemented=True,
         notes="Gradient steps on the detector's objectness and class scores before NMS.",
     ),
     AttackDescriptor(
@@ -1268,7 +1241,6 @@ _ENTRIES: list[AttackDescriptor] = [
         views=frozenset({"scenes"}),
         strength=6,
         atlas=PHYSICAL_ATLAS,
-        implemented=True,
         notes="A printable patch that suppresses (or creates) detections over random placements.",
     ),
 ]
