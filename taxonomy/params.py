@@ -177,6 +177,14 @@ class NewtonFoolParams(AttackParams):
 class SquareLinfParams(AttackParams):
     n_queries: int = Field(5000, ge=1)
     p_init: float = Field(0.05, gt=0, le=1)
+    draws: Literal["per_input", "autoattack"] = "per_input"
+    """Where the random squares come from. ``per_input``: each input its own stream (its windows, signs
+    and bumps), so its result does not depend on its batch; stronger, since inputs do not share one
+    unlucky window. ``autoattack``: the reference code's stream (fra31/auto-attack square.py): one window
+    and one sign vector per iteration shared by the batch, from a CPU generator seeded with 0 at each
+    call on a batch, and ``n_queries`` proposals after the initial point; on the same inputs, batch and
+    model it returns the reference's adversarial examples, so a preset's figure compares with a
+    published AutoAttack figure."""
 
 
 class SquareL2Params(SquareLinfParams):

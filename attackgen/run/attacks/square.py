@@ -4,9 +4,12 @@ Random search over square-shaped updates, accepted when they lower the objective
 the oracle returns (logits, probabilities or top-k; see ``_query.as_outputs``). One query per input
 per iteration, through the counted score oracle; an input stops on success or when its budget is
 spent. The side of the square follows the paper's schedule ``p_selection``, scaled to the number of
-queries the input can actually make. Ported from the authors' reference code (numpy) to batched torch:
-windows, signs and bumps are drawn per input, as in the reference, from each input's own stream
-(``RowRandom``), so an input's search does not depend on its batch. Per query the loop does a fixed,
+queries the input can actually make. Ported from the authors' code to batched torch, with a choice of
+random draws (``draws``). ``per_input`` (the default) draws windows, signs and bumps per input from
+each input's own stream (``RowRandom``), so an input's search does not depend on its batch; this is
+*not* what the reference does. ``autoattack`` reproduces the reference (fra31/auto-attack): one window
+and one sign vector per iteration shared by the batch, from its seeded stream (see ``_square_aa``), for
+the AutoAttack presets. In per_input mode, per query the loop does a fixed,
 small number of tensor ops for the whole working set (no per-input Python): the uniforms of 32 queries
 are hashed at once, a window is one lookup in a cached table of window positions, and the Linf values
 x +- eps are clamped once per attack.
@@ -21,11 +24,12 @@ import torch
 from torch import Tensor
 
 from attackgen.run.access import Access
+from attackgen.run.attacks import _square_aa as aa
 from attackgen.run.attacks._query import as_outputs, bview, left, query_budget, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.attacks.syncs import looks_now, sync_every
-from attackgen.run.objectives.base import Objective
+from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.errors import AttackgenError
 from taxonomy.params import SquareL2Params, SquareLinfParams
 
@@ -59,6 +63,8 @@ class _Square(Attack[SquareLinfParams]):
         p_init = self.params.p_init
         # the paper: margin loss untargeted, cross-entropy targeted
         objective = with_loss(objective, "ce" if objective.targeted else "margin")
+        if self.params.draws == "autoattack":
+            return self._run_autoattack(access, x, objective, budget, eps)
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
         n_iters = query_budget(access, rows, self.params.n_queries)
@@ -139,6 +145,77 @@ class _Square(Attack[SquareLinfParams]):
             done[idx] |= won
         return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
 
+    def _run_autoattack(self, access: Access, x: Tensor, objective: Objective, budget: Budget,
+                        eps: float) -> AttackOutput:
+        """The reference's loop (draws: autoattack): the initial point, then ``n_queries`` proposals drawn
+        from the reference's stream for the inputs whose margin is still positive, in index order. The
+        working set shrinks every iteration (the L2 signs drawn depend on how many inputs are left, so
+        this mode looks at the device once per query, as the reference does)."""
+        n = x.shape[0]
+        rows = torch.arange(n, device=x.device)
+        n_queries = self.params.n_queries
+        # the reference's budget: the initial point plus n_queries proposals; the oracle's budget caps it
+        room = left(access, rows).clamp(max=n_queries + 1)
+        stream = aa.Stream()
+        lo, hi = budget.bounds
+        x_best = self._aa_init(x, eps, float(lo), float(hi), stream)
+        if budget.mask is not None:
+            x_best = budget.project(x, x_best)
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        used = torch.zeros(n, dtype=torch.long, device=x.device)
+        idx = rows[room > 0]
+        xs, best, sub, last = x[idx], x_best[idx], objective.subset(idx), room[idx]
+        fixed = self._aa_fixed(xs, eps)
+        has_margin = Capability.MARGIN in objective.capabilities
+        loss_best = torch.zeros(0)
+        for it in range(n_queries + 1):
+            if idx.numel() == 0:
+                break
+            if it == 0:
+                x_new = best
+            else:
+                x_new = self._aa_propose(xs, best, eps, p_selection(self.params.p_init, it - 1, n_queries), stream,
+                                         fixed, float(lo), float(hi))
+                if budget.mask is not None:
+                    x_new = budget.project(xs, x_new)
+            outputs = as_outputs(access, access(x_new, idx), sub)
+            loss = sub.loss(outputs).detach().to(x.device)
+            # the reference stops an input at margin <= 0 (a tie included; verification then judges it)
+            hit = sub.success(outputs).to(x.device).bool()
+            if has_margin:
+                hit = hit | (sub.margin(outputs).to(x.device) <= 0)
+            if it == 0:
+                loss_best, better = loss, hit
+            else:
+                lower = loss < loss_best
+                loss_best = torch.where(lower, loss, loss_best)
+                better = lower | hit
+            best = torch.where(bview(better, best), x_new, best)
+            stop = hit | (last <= it + 1)
+            if bool(stop.any()):
+                x_best[idx] = best
+                used[idx] = torch.where(stop, it + 1, used[idx])
+                done[idx] |= hit
+                keep = ~stop
+                idx, xs, best, loss_best, last = idx[keep], xs[keep], best[keep], loss_best[keep], last[keep]
+                fixed = tuple(t[keep] for t in fixed)
+                if idx.numel():
+                    sub = objective.subset(idx)
+        if idx.numel():
+            x_best[idx] = best
+            used[idx] = n_queries + 1
+        return AttackOutput(x_best, {"queries": used.tolist(), "success_in_attack": done.tolist()})
+
+    def _aa_init(self, x: Tensor, eps: float, lo: float, hi: float, stream: aa.Stream) -> Tensor:
+        raise NotImplementedError
+
+    def _aa_fixed(self, x: Tensor, eps: float) -> tuple[Tensor, ...]:
+        return ()
+
+    def _aa_propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, stream: aa.Stream,
+                    fixed: tuple[Tensor, ...], lo: float, hi: float) -> Tensor:
+        raise NotImplementedError
+
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
         raise NotImplementedError
 
@@ -177,6 +254,16 @@ class SquareLinf(_Square):
 
     def _draws(self, channels: int) -> int:
         return 2 + channels  # the window's corner, then one sign per channel
+
+    def _aa_init(self, x: Tensor, eps: float, lo: float, hi: float, stream: aa.Stream) -> Tensor:
+        return aa.init_linf(x, eps, lo, hi, stream)
+
+    def _aa_fixed(self, x: Tensor, eps: float) -> tuple[Tensor, ...]:
+        return x - eps, x + eps
+
+    def _aa_propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, stream: aa.Stream,
+                    fixed: tuple[Tensor, ...], lo: float, hi: float) -> Tensor:
+        return aa.propose_linf(x, x_best, eps, p, stream, fixed[0], fixed[1], lo, hi)
 
     def _side(self, p: float, h: int, w: int) -> int:
         s = round(math.sqrt(p * h * w))
@@ -320,6 +407,13 @@ class SquareL2(_Square):
 
     def _draws(self, channels: int) -> int:
         return 5 + channels  # two windows' corners, the bump's transpose, one sign per channel
+
+    def _aa_init(self, x: Tensor, eps: float, lo: float, hi: float, stream: aa.Stream) -> Tensor:
+        return aa.init_l2(x, eps, lo, hi, stream)
+
+    def _aa_propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, stream: aa.Stream,
+                    fixed: tuple[Tensor, ...], lo: float, hi: float) -> Tensor:
+        return aa.propose_l2(x, x_best, eps, p, stream, lo, hi)
 
     def _side(self, p: float, h: int, w: int) -> int:
         s = max(round(math.sqrt(p * h * w)), 3)
