@@ -13,7 +13,13 @@ with RobustBench and the papers that report AutoAttack:
   APGD-T (9 targets), FAB-T (9 targets);
 - rand (randomised defences): APGD-CE and APGD-DLR, each with EOT over 20 passes, 1 restart.
 
-FAB and FAB-T are the port of the reference (attackgen/run/attacks/fab.py). ``autoattack-square`` is
+FAB and FAB-T are the port of the reference (attackgen/run/attacks/fab.py). Square runs with
+``draws: autoattack``, the reference's own random stream (one window per iteration shared by a batch,
+seeded 0 per batch), so it returns the reference's adversarial examples when it sees the same batches:
+the reference attacks all survivors in batches of ``bs`` (250 by default), attackgen the survivors of each
+chunk of ``--batch-size`` inputs (256 on the CPU); the batches are the same when every evaluated input fits
+one batch on both sides (n <= --batch-size and n <= bs), and differ otherwise (each side then draws
+from its own batches; the figures agree statistically, not input for input). ``autoattack-square`` is
 AutoAttack's one black-box component alone (Square, 5,000 queries): the nearest preset for an adversary
 with score access only (Linf and L2).
 
@@ -74,7 +80,10 @@ class Preset:
 
 
 def _square(label: str = "Square") -> PresetItem:
-    return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8}, label, "gradient_free_check")
+    # draws: autoattack: the reference's shared, seeded stream, so the result equals the reference's on the
+    # same batches (the default per_input draws are stronger but a different search)
+    return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8, "draws": "autoattack"}, label,
+                      "gradient_free_check")
 
 
 def _apgd_t(large_eps: bool) -> PresetItem:
