@@ -185,10 +185,22 @@ class SquareLinfParams(AttackParams):
     call on a batch, and ``n_queries`` proposals after the initial point; on the same inputs, batch and
     model it returns the reference's adversarial examples, so a preset's figure compares with a
     published AutoAttack figure."""
+    rescale_schedule: bool = True
+    """Whether the square-size schedule (p_init halved at fixed iterations of a 10,000-iteration layout)
+    is stretched to the queries the attack makes. AutoAttack runs Square with ``resc_schedule=False``:
+    with 5,000 queries its squares then shrink only to p_init/128, not p_init/512."""
 
 
 class SquareL2Params(SquareLinfParams):
     p_init: float = Field(0.1, gt=0, le=1)
+
+
+class SquareL1Params(SquareLinfParams):
+    """Square in L1 (the reference's ``norm='L1'``): the reference's draws only. The per-input mode of Linf
+    and L2 is not ported to L1; the AutoAttack preset, the one user of L1 Square, needs the reference's."""
+
+    p_init: float = Field(0.8, gt=0, le=1)
+    draws: Literal["autoattack"] = "autoattack"  # type: ignore[assignment]
 
 
 class SimBAParams(AttackParams):

@@ -30,7 +30,7 @@ def spec_of(threat: dict[str, Any] | None = None, **top: Any) -> AttackSpec:
 
 def steps(result: Plan) -> list[tuple[str, str, dict[str, Any]]]:
     keys = ("steps", "restarts", "n_target_classes", "n_queries", "p_init", "eot_iter", "parallel_targets",
-            "alpha_max", "eta", "beta")
+            "alpha_max", "eta", "beta", "draws", "rescale_schedule")
     return [(i.attack, i.role, {k: i.params[k] for k in keys if k in i.params}) for i in result.items]
 
 
@@ -43,26 +43,30 @@ def test_standard_is_autoattacks_four_attacks_in_order() -> None:
          {"steps": 100, "restarts": 1, "eot_iter": 1, "n_target_classes": 9, "parallel_targets": False}),
         ("fab_t", "primary", {"steps": 100, "restarts": 1, "n_target_classes": 9, "parallel_targets": False,
                               "alpha_max": 0.1, "eta": 1.05, "beta": 0.9}),
-        ("square_linf", "gradient_free_check", {"n_queries": 5000, "p_init": 0.8}),
+        ("square_linf", "gradient_free_check",
+         {"n_queries": 5000, "p_init": 0.8, "draws": "autoattack", "rescale_schedule": False}),
     ]
     assert all(i.epsilon == 0.1 and i.context.norm == "inf" for i in result.items)
     assert not any("FMN" in note for note in result.notes)  # FAB-T is the port now, no substitution
 
 
-def test_standard_on_l1_uses_the_references_l1_settings_and_says_square_is_missing() -> None:
+def test_standard_on_l1_uses_the_references_l1_settings_and_all_four_attacks() -> None:
     result = plan_preset(spec_of({"imperceptibility": [{"kind": "lp", "norm": "1", "epsilon": 12.0}]}),
                          "autoattack-standard")
     assert isinstance(result, Plan)
     assert [(a, p.get("restarts"), p.get("n_target_classes")) for a, _, p in steps(result)] == [
-        ("apgd_ce", 5, None), ("apgd_t", 1, 5), ("fab_t", 1, 9)]
+        ("apgd_ce", 5, None), ("apgd_t", 1, 5), ("fab_t", 1, 9), ("square_l1", None, None)]
+    assert result.items[3].params == {"n_queries": 5000, "p_init": 0.8, "draws": "autoattack",
+                                      "rescale_schedule": False}
+    assert result.items[3].role == "gradient_free_check"
     assert all(i.params.get("large_eps", True) for i in result.items[:2])
     assert all(i.context.norm == "1" for i in result.items)
-    assert any("Square in L1" in note for note in result.notes)
-    assert any(w.id.startswith("G2") and "Square in L1" in w.detail for w in result.warnings)
+    assert not any("not available" in note for note in result.notes)
+    assert not any(w.id.startswith("G2") for w in result.warnings)
     plus = plan_preset(spec_of({"imperceptibility": [{"kind": "lp", "norm": "1", "epsilon": 12.0}]}),
                        "autoattack-plus")
-    assert isinstance(plus, Plan) and [i.attack for i in plus.items] == ["apgd_ce", "apgd_dlr", "fab", "apgd_t",
-                                                                         "fab_t"]
+    assert isinstance(plus, Plan) and [i.attack for i in plus.items] == ["apgd_ce", "apgd_dlr", "fab", "square_l1",
+                                                                         "apgd_t", "fab_t"]
     assert plus.items[0].params["large_eps"] is False  # the reference sets use_largereps in 'standard' only
 
 

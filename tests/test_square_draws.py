@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from attackgen.run.access import ScoreOracle
 from attackgen.run.attacks import _square_aa as aa
 from attackgen.run.attacks.base import Budget
-from attackgen.run.attacks.square import SquareL2, SquareLinf
+from attackgen.run.attacks.square import SquareL1, SquareL2, SquareLinf
 from attackgen.run.objectives.classification import ClassificationObjective
 
 LOCAL = Path(__file__).resolve().parents[1] / ".venv-aa" / "site"
@@ -116,22 +116,27 @@ N, QUERIES = 128, 400
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("norm", "eps"), [("Linf", 0.1), ("L2", 1.0)])
-def test_autoattack_draws_equal_the_reference(victim, test_set, norm: str, eps: float) -> None:
-    """Same inputs, batch and model: the reference's adversarial examples bit for bit, and its query counts."""
+@pytest.mark.parametrize(("norm", "eps", "rescale"), [("Linf", 0.1, True), ("Linf", 0.1, False), ("L2", 1.0, True),
+                                                      ("L2", 1.0, False), ("L1", 5.0, False)])
+def test_autoattack_draws_equal_the_reference(victim, test_set, norm: str, eps: float, rescale: bool) -> None:
+    """Same inputs, batch and model: the reference's adversarial examples bit for bit, and its query counts
+    (rescale False: the schedule AutoAttack itself runs Square with)."""
     module = reference()
     if module is None:
         pytest.skip("the reference AutoAttack (pyautoattack) is not importable here")
     x, y = test_set[0][:N], test_set[1][:N]
-    ref = module.SquareAttack(victim, norm=norm, n_queries=QUERIES, eps=eps, p_init=0.8, seed=0, device="cpu")
+    ref = module.SquareAttack(victim, norm=norm, n_queries=QUERIES, eps=eps, p_init=0.8, seed=0, device="cpu",
+                              resc_schedule=rescale)
     ref.init_hyperparam(x)
     torch.manual_seed(0)  # as its perturb does before each batch
     ref_queries, theirs = ref.attack_single_run(x.clone(), y.clone())
-    attack = (SquareLinf if norm == "Linf" else SquareL2)(n_queries=QUERIES, p_init=0.8, draws="autoattack")
+    attack = {"Linf": SquareLinf, "L2": SquareL2, "L1": SquareL1}[norm](
+        n_queries=QUERIES, p_init=0.8, draws="autoattack", rescale_schedule=rescale)
     oracle = ScoreOracle(victim, N, "logits", budget=QUERIES + 1)
-    out = attack.run(oracle, x, ClassificationObjective(y), Budget(norm="inf" if norm == "Linf" else "2", epsilon=eps))
+    ours = {"Linf": "inf", "L2": "2", "L1": "1"}[norm]
+    out = attack.run(oracle, x, ClassificationObjective(y), Budget(norm=ours, epsilon=eps))
     assert torch.equal(out.x_adv, theirs)
     assert out.info["queries"] == ref_queries.long().tolist()
     with torch.no_grad():
         broken = int((victim(out.x_adv).argmax(1) != y).sum())
-    assert broken >= N // 4  # both actually attack
+    assert broken >= N // 8  # both actually attack

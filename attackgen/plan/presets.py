@@ -7,8 +7,8 @@ with RobustBench and the papers that report AutoAttack:
 - standard, Linf and L2: APGD-CE (100 steps, 1 restart), APGD-T (100 steps, 9 target classes, 1
   restart), FAB-T (100 steps, 9 target classes), Square (5,000 queries, p_init 0.8);
 - standard, L1: APGD-CE (5 restarts) and APGD-T (5 target classes), both with the radii 3, 2, 1 x
-  epsilon (the reference's ``use_largereps``), FAB-T (9 target classes); the reference's fourth attack,
-  Square in L1, is not implemented here, so the L1 plan says so and carries rule G2's warning;
+  epsilon (the reference's ``use_largereps``), FAB-T (9 target classes), Square in L1 (5,000 queries,
+  p_init 0.8; ``square_l1``);
 - plus: APGD-CE (5 restarts), APGD-DLR (5 restarts), FAB (5 restarts), Square (5,000 queries),
   APGD-T (9 targets), FAB-T (9 targets);
 - rand (randomised defences): APGD-CE and APGD-DLR, each with EOT over 20 passes, 1 restart.
@@ -21,7 +21,7 @@ chunk of ``--batch-size`` inputs (256 on the CPU); the batches are the same when
 one batch on both sides (n <= --batch-size and n <= bs), and differ otherwise (each side then draws
 from its own batches; the figures agree statistically, not input for input). ``autoattack-square`` is
 AutoAttack's one black-box component alone (Square, 5,000 queries): the nearest preset for an adversary
-with score access only (Linf and L2).
+with score access only (Linf, L2 and L1).
 
 A preset is refused by rule G3-preset-fits-threat-model (with the nearest fitting preset) on a threat
 model it was not defined for, and by the catalogue's own rules on a spec one of its attacks cannot run
@@ -56,13 +56,11 @@ from taxonomy.spec import AttackSpec
 AUTOATTACK = "Croce & Hein 2020, AutoAttack, arXiv:2003.01690; fra31/auto-attack autoattack.py (_set_version)"
 SCORE_KNOWLEDGE = frozenset({"output_transparent", "query_limited"})
 SQUARE_QUERIES = 5000
-L1_SQUARE_NOTE = ("AutoAttack's fourth attack on L1 budgets, Square in L1, is not implemented here: the plan runs "
-                  "the other three, so its figure can be above the reference's where Square alone breaks an input")
 
 
 @dataclass(frozen=True)
 class PresetItem:
-    attack: str  # a catalogue id; "square" picks square_linf or square_l2 by the budget's norm
+    attack: str  # a catalogue id; "square" picks square_linf, square_l2 or square_l1 by the budget's norm
     params: Mapping[str, Any]
     label: str  # the protocol's own name for the item (APGD-CE, FAB-T, ...)
     role: str = "primary"
@@ -82,8 +80,9 @@ class Preset:
 def _square(label: str = "Square") -> PresetItem:
     # draws: autoattack: the reference's shared, seeded stream, so the result equals the reference's on the
     # same batches (the default per_input draws are stronger but a different search)
-    return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8, "draws": "autoattack"}, label,
-                      "gradient_free_check")
+    # and AutoAttack's resc_schedule=False (autoattack.py builds its SquareAttack so)
+    return PresetItem("square", {"n_queries": SQUARE_QUERIES, "p_init": 0.8, "draws": "autoattack",
+                                 "rescale_schedule": False}, label, "gradient_free_check")
 
 
 def _apgd_t(large_eps: bool) -> PresetItem:
@@ -118,8 +117,7 @@ PRESETS: dict[str, Preset] = {
                        l1={"large_eps": False}),
         )),
         Preset("autoattack-square", "AutoAttack's black-box component: Square, 5,000 queries",
-               (_square("Square (AutoAttack's parameters)"),), knowledge=frozenset({"white_box", *SCORE_KNOWLEDGE}),
-               norms=frozenset({"inf", "2"})),
+               (_square("Square (AutoAttack's parameters)"),), knowledge=frozenset({"white_box", *SCORE_KNOWLEDGE})),
     )
 }
 
@@ -188,17 +186,16 @@ def fit_notes(spec: AttackSpec, preset: Preset) -> list[RuleNote]:
                                                               "fits, plan without --preset"))
     elif lp[0].norm not in preset.norms:
         takes = " or ".join(f"L{n}" for n in sorted(preset.norms))
-        extra = (" (Square in L1 is not implemented); nearest fitting preset: autoattack-standard"
-                 if lp[0].norm == "1" and knowledge == "white_box" else "; no preset fits, plan without --preset")
+        extra = "; no preset fits, plan without --preset"
         notes.append(_note("threat.imperceptibility[0].norm", f"{preset.name} takes {takes} budgets, the spec "
                                                               f"bounds L{lp[0].norm}{extra}"))
     return notes
 
 
 def _descriptor_id(item: PresetItem, norm: str | None) -> str | None:
-    """The catalogue id the item runs as on this norm (None: not available on it, Square in L1)."""
+    """The catalogue id the item runs as on this norm (None: not available on it)."""
     if item.attack == "square":
-        return {"2": "square_l2", "inf": "square_linf"}.get(norm or "inf")
+        return {"1": "square_l1", "2": "square_l2", "inf": "square_linf"}.get(norm or "inf")
     return item.attack
 
 
@@ -243,8 +240,8 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
         if rule is not None:
             warnings.append(RuleNote(id=rule.id, severity="warning", field="--preset", reason=rule.reason, fix=rule.fix,
                                      detail=f"{preset.name} schedules no gradient-free attack"
-                                            + (" (Square in L1 is not implemented)" if skipped else
-                                               " (as in AutoAttack)")))
+                                            + (f" (not available on this norm: {', '.join(skipped)})" if skipped
+                                               else " (as in AutoAttack)")))
     if blocking:
         return Infeasible(spec_name=spec.name, spec_hash=spec.spec_hash(), blocking=_dedupe(blocking),
                           warnings=_dedupe(warnings), nearest=[])
@@ -255,5 +252,5 @@ def plan_preset(spec: AttackSpec, name: str) -> Plan | Infeasible:
         strategy=strategy, filled=filled, epsilons=epsilons, query_budget=query_budget(spec), items=items,
         warnings=_dedupe(warnings), atlas=atlas, preset=preset.name,
         notes=[f"preset {preset.name}: {preset.title}, in the protocol's order ({AUTOATTACK})", *preset.notes,
-               *([L1_SQUARE_NOTE] if skipped else [])],
+               *([f"not available on this norm: {', '.join(skipped)}"] if skipped else [])],
     )

@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from attackgen.run.attacks._boxproj import l1_box_delta
+
 SEED = 0
 """AutoAttack's default seed, which it passes to Square at each batch."""
 
@@ -170,3 +172,39 @@ def propose_l2(x: Tensor, x_best: Tensor, eps: float, p: float, stream: Stream, 
     delta_curr[win2] = 0.0
     delta_curr[win1] = new_deltas + 0
     return torch.clamp(x + normalize_l2(delta_curr) * eps, lo, hi)
+
+
+def _l1_projection(x: Tensor, delta: Tensor, eps: float, lo: float, hi: float) -> Tensor:
+    """The reference's ``L1_projection(x, delta, eps * (1 - 1e-6))``: the change that puts x + delta in the
+    L1 ball and the box (attackgen.run.attacks._boxproj, the port APGD-L1 uses)."""
+    return l1_box_delta(x, delta, eps * (1.0 - 1e-6), (lo, hi))
+
+
+def init_l1(x: Tensor, eps: float, lo: float, hi: float, stream: Stream) -> Tensor:
+    delta_init = init_tiles(x, 4, stream)
+    return x + delta_init + _l1_projection(x, delta_init, eps, lo, hi)
+
+
+def propose_l1(x: Tensor, x_best: Tensor, eps: float, p: float, stream: Stream, lo: float, hi: float) -> Tensor:
+    """As in L2 with L1 norms per window and channel, then the L1-and-box projection."""
+    n, c, h, w = x.shape
+    delta_curr = x_best - x
+    s = side(p, c, h, w, 3)
+    vh, vw = stream.integer(h - s), stream.integer(w - s)
+    win1 = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+    norms_window_1 = delta_curr[win1].abs().sum(dim=(-2, -1), keepdim=True)
+    vh2, vw2 = stream.integer(h - s), stream.integer(w - s)
+    win2 = (slice(None), slice(None), slice(vh2, vh2 + s), slice(vw2, vw2 + s))
+    mask_image = torch.zeros_like(x)
+    mask_image[win1] = 1.0
+    mask_image[win2] = 1.0
+    norms_image = delta_curr.abs().view(n, -1).sum(dim=-1).view(-1, 1, 1, 1)
+    norms_windows = (delta_curr * mask_image).abs().sum(dim=(-2, -1), keepdim=True)
+    new_deltas = torch.ones([n, c, s, s], device=x.device)
+    new_deltas *= eta(s, 4, stream, x.device).view(1, 1, s, s) * stream.signs((n, c, 1, 1), x.device)
+    new_deltas += delta_curr[win1] / (1e-12 + norms_window_1)
+    new_deltas = new_deltas / (1e-12 + new_deltas.abs().sum(dim=(-2, -1), keepdim=True)) * (torch.max(
+        eps * torch.ones_like(norms_image) - norms_image, torch.zeros_like(norms_image)) / c + norms_windows) * c
+    delta_curr[win2] = 0.0
+    delta_curr[win1] = new_deltas + 0
+    return x + delta_curr + _l1_projection(x, delta_curr, eps, lo, hi)

@@ -1,4 +1,4 @@
-"""Square Attack (Andriushchenko, Croce, Flammarion, Hein 2020, arXiv:1912.00049), Linf and L2.
+"""Square Attack (Andriushchenko, Croce, Flammarion, Hein 2020, arXiv:1912.00049), Linf, L2 and L1.
 
 Random search over square-shaped updates, accepted when they lower the objective's loss on the scores
 the oracle returns (logits, probabilities or top-k; see ``_query.as_outputs``). One query per input
@@ -31,12 +31,14 @@ from attackgen.run.attacks.randomness import RowRandom
 from attackgen.run.attacks.syncs import looks_now, sync_every
 from attackgen.run.objectives.base import Capability, Objective
 from taxonomy.errors import AttackgenError
-from taxonomy.params import SquareL2Params, SquareLinfParams
+from taxonomy.params import SquareL1Params, SquareL2Params, SquareLinfParams
 
 
-def p_selection(p_init: float, it: int, n_iters: int) -> float:
-    """Fraction of pixels changed at iteration ``it`` of ``n_iters`` (the paper's halving schedule)."""
-    it = int(it / max(n_iters, 1) * 10000)
+def p_selection(p_init: float, it: int, n_iters: int | None) -> float:
+    """Fraction of pixels changed at iteration ``it`` of ``n_iters`` (the paper's halving schedule, laid
+    out for 10,000 iterations); ``n_iters`` None: not rescaled (the reference's ``resc_schedule=False``)."""
+    if n_iters is not None:
+        it = int(it / max(n_iters, 1) * 10000)
     for limit, div in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
                        (6000, 128), (8000, 256), (10000, 512)):
         if it <= limit:
@@ -95,7 +97,8 @@ class _Square(Attack[SquareLinfParams]):
         # (window positions, signs) for the whole block: per query the loop then only selects them.
         draws = self._draws(x.shape[1])
         h, w = x.shape[2:]
-        sides = [self._side(p_selection(p_init, it, n_iters), h, w) for it in range(n_iters)]
+        scale = n_iters if self.params.rescale_schedule else None
+        sides = [self._side(p_selection(p_init, it, scale), h, w) for it in range(n_iters)]
         pieces: tuple[Tensor, ...] = ()
         at, end = 0, 1  # the first proposal (iteration 1) starts a block
         for it in range(n_iters):
@@ -154,6 +157,7 @@ class _Square(Attack[SquareLinfParams]):
         n = x.shape[0]
         rows = torch.arange(n, device=x.device)
         n_queries = self.params.n_queries
+        scale = n_queries if self.params.rescale_schedule else None
         # the reference's budget: the initial point plus n_queries proposals; the oracle's budget caps it
         room = left(access, rows).clamp(max=n_queries + 1)
         stream = aa.Stream()
@@ -174,7 +178,7 @@ class _Square(Attack[SquareLinfParams]):
             if it == 0:
                 x_new = best
             else:
-                x_new = self._aa_propose(xs, best, eps, p_selection(self.params.p_init, it - 1, n_queries), stream,
+                x_new = self._aa_propose(xs, best, eps, p_selection(self.params.p_init, it - 1, scale), stream,
                                          fixed, float(lo), float(hi))
                 if budget.mask is not None:
                     x_new = budget.project(xs, x_new)
@@ -442,3 +446,19 @@ class SquareL2(_Square):
         delta = torch.where(in1, new / new_norm * room, torch.where(in2, 0.0, delta))
         total = torch.linalg.vector_norm(delta, dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
         return x + delta / total * eps
+
+
+class SquareL1(_Square):
+    """Square attack in the L1 ball (the reference's ``norm='L1'``): L2's two-window move with L1 norms,
+    then the exact projection onto the L1 ball cut by the input box. Only the reference's draws
+    (``draws: autoattack``): the per-input stream is not ported to L1."""
+
+    norm = "1"
+    params_model = SquareL1Params
+
+    def _aa_init(self, x: Tensor, eps: float, lo: float, hi: float, stream: aa.Stream) -> Tensor:
+        return aa.init_l1(x, eps, lo, hi, stream)
+
+    def _aa_propose(self, x: Tensor, x_best: Tensor, eps: float, p: float, stream: aa.Stream,
+                    fixed: tuple[Tensor, ...], lo: float, hi: float) -> Tensor:
+        return aa.propose_l1(x, x_best, eps, p, stream, lo, hi)
