@@ -140,3 +140,42 @@ def test_autoattack_draws_equal_the_reference(victim, test_set, norm: str, eps: 
     with torch.no_grad():
         broken = int((victim(out.x_adv).argmax(1) != y).sum())
     assert broken >= N // 8  # both actually attack
+
+
+L1_SPEC = """name: digits-l1-scores
+task: classification
+classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+threat:
+  consequence: untargeted
+  scope: individual
+  imperceptibility:
+    - {kind: lp, norm: 1, epsilon: 8.0}
+  model_knowledge: {kind: output_transparent, granularity: logits}
+  data_knowledge: none
+  capability: {feed: digital}
+input_space: {bounds: [0, 1], layout: NCHW, normalization: inside_model, epsilon_units: input_scale}
+"""
+
+
+def test_square_l1_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path) -> None:
+    """The autoattack-square preset on an L1 budget runs square_l1; the run's own verification (the final
+    clipped input re-run and re-measured) reports the successes, each within the L1 ball."""
+    import json
+
+    from attackgen.cli.main import run_in_process
+    from attackgen.plan.document import load_plan, save_plan
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(L1_SPEC)
+    assert run_in_process("plan", spec, "--preset", "autoattack-square", "-o", tmp_path / "plan.yaml") == 0
+    plan = load_plan(tmp_path / "plan.yaml")
+    assert [i.attack for i in plan.items] == ["square_l1"]
+    plan.items[0].params["n_queries"] = 300  # the preset's 5,000, shortened for a test
+    save_plan(plan, tmp_path / "plan.yaml")
+    assert run_in_process("run", tmp_path / "plan.yaml", "--model", "digits-cnn", "--data", "digits", "-n", "32",
+                          "-o", tmp_path / "out") == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert result["clean_accuracy"] - result["robust_accuracy"] >= 0.5
+    wins = [i for i in result["items"][0]["inputs"] if i["success"]]
+    assert wins and all(i["within_budget"] and i["norms"]["l1"] <= 8.0 * (1 + 1e-5) for i in wins)
+    assert max(i["queries"] for i in result["items"][0]["inputs"]) <= 301
