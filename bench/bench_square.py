@@ -8,6 +8,10 @@ Two settings per norm (Linf and L2) on the built-in digits CNN:
 - "no success": a tiny epsilon (Linf 0.002, L2 0.02) that no input can reach, so both spend every
   query on every input with the same batch sizes: the pure cost of a query, overheads included.
 
+Three libraries per setting: attackgen with its default per-input draws, attackgen with ``draws:
+autoattack`` (the reference's shared stream and schedule, as the AutoAttack presets run it; ``n_queries``
+proposals after the initial point, as torchattacks and the reference), and torchattacks.
+
 Time per query = the process's CPU time (steadier than wall time on a shared machine; wall is shown
 too) over the inputs forwarded through the model, counted by a wrapper. attackgen's Square queries a
 counted, budgeted ScoreOracle (logits); torchattacks calls the model directly. Runs alternate between
@@ -60,12 +64,17 @@ def main() -> int:
     data = load_builtin_data("digits")
     x, y = data.x[: args.n], data.y[: args.n]
 
-    def ours(norm: str, eps: float) -> tuple[Tensor, int]:
+    def ours(norm: str, eps: float, draws: str = "per_input") -> tuple[Tensor, int]:
         counted = Counted(model)
-        attack = (SquareLinf if norm == "inf" else SquareL2)(n_queries=args.queries, p_init=args.p_init, seed=0)
-        oracle = ScoreOracle(counted, len(x), "logits", budget=args.queries)
+        extra = {"draws": draws, "rescale_schedule": True}
+        attack = (SquareLinf if norm == "inf" else SquareL2)(n_queries=args.queries, p_init=args.p_init, seed=0,
+                                                             **extra)
+        oracle = ScoreOracle(counted, len(x), "logits", budget=args.queries + 1)
         out = attack.run(oracle, x, ClassificationObjective(y), Budget(norm=norm, epsilon=eps))
         return out.x_adv, counted.inputs
+
+    def ours_aa(norm: str, eps: float) -> tuple[Tensor, int]:
+        return ours(norm, eps, "autoattack")
 
     def theirs(norm: str, eps: float) -> tuple[Tensor, int]:
         counted = Counted(model)
@@ -81,9 +90,11 @@ def main() -> int:
     settings = [s for s in (("inf", 0.1, 0.002), ("2", 1.5, 0.02)) if s[0] in args.norms.split(",")]
     for norm, eps_attack, eps_none in settings:
         for setting, eps in (("attack", eps_attack), ("no success", eps_none)):
-            runs: dict[str, list[tuple[float, float, int, float]]] = {"attackgen": [], "torchattacks": []}
+            runs: dict[str, list[tuple[float, float, int, float]]] = {"attackgen": [], "attackgen draws=autoattack": [],
+                                                                      "torchattacks": []}
             for _ in range(args.repeats):
-                for name, fn in (("attackgen", ours), ("torchattacks", theirs)):
+                for name, fn in (("attackgen", ours), ("attackgen draws=autoattack", ours_aa),
+                                 ("torchattacks", theirs)):
                     wall, cpu = time.perf_counter(), time.process_time()
                     x_adv, inputs = fn(norm, eps)
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
