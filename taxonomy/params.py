@@ -200,7 +200,7 @@ class SquareL1Params(SquareLinfParams):
     and L2 is not ported to L1; the AutoAttack preset, the one user of L1 Square, needs the reference's."""
 
     p_init: float = Field(0.8, gt=0, le=1)
-    draws: Literal["autoattack"] = "autoattack"  # type: ignore[assignment]
+    draws: Literal["autoattack"] = "autoattack"
 
 
 class SimBAParams(AttackParams):
