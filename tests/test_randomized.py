@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from attackgen.models.zoo import load_builtin_data, load_builtin_model
+from attackgen.report.run_report import write_report
 from attackgen.run.access import WhiteBoxAccess
 from attackgen.run.attacks.apgd import APGDConfig, _loss_and_grad
 from attackgen.run.escalate import EOT_SAMPLES, EOT_STEPS
@@ -91,6 +92,8 @@ def test_default_escalation_on_the_randomised_model_verifies_over_passes_and_bre
     assert esc.robust_accuracy_after < esc.robust_accuracy_before
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["metrics"]["verify_passes"] == RANDOM_VERIFY_PASSES
+    md, _ = write_report(tmp_path / "out")
+    assert f"re-run {RANDOM_VERIFY_PASSES} times" in md.read_text()
     assert all("5 passes" in e["why"] and "50 steps" in e["why"] for e in saved["escalation"]["items"])
     wins = [row for item in saved["items"] for row in item["inputs"] if row["success"]]
     assert len(wins) >= 20 and all(row["norms"]["linf"] <= 0.1 + 1e-6 for row in wins)  # the budget holds
