@@ -236,7 +236,9 @@ def random_verification(ctx: RunContext) -> RunContext:
     if ctx.task != "classification":
         return ctx
     x, _ = ctx.inputs(ctx.eval_rows[:64])
-    with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):  # the run's draws
+    cuda = [ctx.device.index if ctx.device.index is not None else torch.cuda.current_device()] \
+        if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # the run's draws
         random = any(f.check == "randomized_output" for f in check_randomness(ctx.model, x))  # stay as they were
     return dataclasses.replace(ctx, verify_passes=RANDOM_VERIFY_PASSES) if random else ctx
 
