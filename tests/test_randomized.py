@@ -97,3 +97,33 @@ def test_default_escalation_on_the_randomised_model_verifies_over_passes_and_bre
     assert all("5 passes" in e["why"] and "50 steps" in e["why"] for e in saved["escalation"]["items"])
     wins = [row for item in saved["items"] for row in item["inputs"] if row["success"]]
     assert len(wins) >= 20 and all(row["norms"]["linf"] <= 0.1 + 1e-6 for row in wins)  # the budget holds
+
+
+def test_plain_apgd_on_a_random_model_keeps_going_until_successes_repeat():
+    """Without EOT, an input leaves APGD on a randomised model only after CONFIRM_STEPS successful steps in a
+    row: its candidate fools fresh passes far more often than the first point one draw put across."""
+    from attackgen.run.attacks.apgd import APGDCE
+    from attackgen.run.attacks.base import AttackEnv, Budget
+
+    model = load_builtin_model("digits-cnn-randomized").requires_grad_(False)
+    data = load_builtin_data("digits").take(slice(0, 48))
+    x, y = data.x, data.y
+    with torch.no_grad():
+        clean = model(x)
+    objective = build_objective(parse_spec(SPEC), y, clean)
+    budget = Budget(norm="inf", epsilon=0.1)
+
+    def fooled(random_outputs: bool) -> float:
+        torch.manual_seed(0)
+        attack = APGDCE(seed=0, steps=50)
+        out = attack.run(WhiteBoxAccess(model, len(x)), x, objective, budget,
+                         AttackEnv(num_classes=10, random_outputs=random_outputs)).x_adv
+        rates = []
+        for seed in range(1, 11):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                rates.append(float((model(out).argmax(1) != y).float().mean()))
+        return sum(rates) / len(rates)
+
+    first, confirmed = fooled(False), fooled(True)
+    assert confirmed >= first + 0.05, (first, confirmed)
