@@ -15,13 +15,21 @@ one process:
 - torchattacks' AutoAttack (standard; its APGD runs 10 steps instead of 100, torchattacks #196);
 - ART's AutoAttack (its own default set: APGD-CE/DLR with 5 restarts, DeepFool, Square; not the
   canonical AutoAttack).
+- with ``--methods preset-rand,reference-rand``: ``--preset autoattack-rand`` and the reference's
+  version='rand' (APGD-CE and APGD-DLR with EOT over 20 passes).
 
 Robust accuracy is re-measured here for every row: the model is run on each output after clipping to
 [0, 1], and an output farther than epsilon (+1e-5) from its input counts as not robust-breaking (the
 input counts as robust). attackgen's rows are the executor's own verified figure, which does the same.
 Passes are counted by wrapping the model: forward = inputs through the model, backward = inputs
 whose output received a gradient. Wall time and the process's CPU time (steadier on a shared machine);
-one torch thread unless --threads. The randomised fixture is evaluated once, under a fixed seed.
+one torch thread unless --threads; ``--seed`` seeds every method.
+
+On the randomised fixture robust accuracy is itself random and the methods count it differently
+(attackgen verifies each success over 10 passes, the reference checks each attack's output with one), so
+the robust column holds each method's own figure and a second column re-measures every method's final
+inputs the same way: ``--draws`` passes (default 10, seeds 1..N), their mean accuracy with its range and
+the majority figure (bench/results/autoattack-randomized.md).
 """
 
 from __future__ import annotations
