@@ -53,7 +53,7 @@ class APGDConfig:
     rho: float = 0.75
     eot_iter: int = 1  # gradients averaged over this many passes (randomised models, AutoAttack 'rand')
     eot_batched: bool = True  # the eot_iter passes of a step as copies in one call (see _eot_batched)
-    confirm: int = 1  # consecutive successful steps before an input leaves (CONFIRM_STEPS on a random model)
+    confirm: int = 1  # Linf/L2: consecutive successful steps before an input leaves (CONFIRM_STEPS, random model)
     keep_copies: int = 0  # copies per input (APGD-T's parallel targets) kept after the first checkpoint; 0: all
     large_eps: bool = True  # L1 only: radii 3, 2, 1 x epsilon over 30/30/40% of the steps (AutoAttack's L1)
 
@@ -136,9 +136,12 @@ class _Run:
             self.__dict__[name] = value[:, rows] if name == "history" else value[rows]
 
 
-EOT_BATCH_INPUTS = 2048
-"""EOT: the most input copies one call carries; a step's eot_iter passes go in as few calls as fit. On a CPU
-20 calls of 17 digits cost 2.2-2.5x one call of 340 (the per-call overhead dominates small batches)."""
+EOT_BATCH_VALUES = 2**21
+"""EOT: the most input values (copies x values per input) one call carries; a step's eot_iter passes go in
+as few calls as fit (all 20 for up to 1,600 digits of 8x8; one pass per call, as without batching, from
+14 ImageNet-size inputs of 3x224x224 up, where a call is large enough anyway). On a CPU 20
+calls of 17 digits cost 2.2-2.5x one call of 340 (the per-call overhead dominates small batches)."""
+
 EOT_HIT = 1.0
 """EOT: an input leaves the run (its iterate held as its candidate) only when this share of the step's passes
 decide against the label; otherwise it keeps climbing the averaged loss and its candidate is its best point.
@@ -172,14 +175,14 @@ def _loss_and_grad(access: Access, xa: Tensor, rows: Tensor, objective: Objectiv
 
 def _eot_batched(access: Access, xa: Tensor, rows: Tensor, objective: Objective, success: Objective,
                  cfg: APGDConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """EOT with the passes of a step as copies of the inputs in one call (or a few, EOT_BATCH_INPUTS).
+    """EOT with the passes of a step as copies of the inputs in one call (or a few, EOT_BATCH_VALUES).
 
     Valid only when the model draws its randomness per input (random transforms, dropout): the first call
     checks it, and a model whose copies come out identical (one draw per call) gets the passes one call
     at a time from then on (``cfg.eot_batched`` turns off), the passes of that first call still counted.
     """
     n, k = xa.shape[0], cfg.eot_iter
-    per_call = max(1, min(k, EOT_BATCH_INPUTS // max(n, 1)))
+    per_call = max(1, min(k, EOT_BATCH_VALUES // max(xa.numel(), 1)))
     xg = xa.detach().requires_grad_(True)
     grad = torch.zeros_like(xa)
     gain = torch.zeros(n, device=xa.device, dtype=xa.dtype)
