@@ -146,9 +146,9 @@ EOT_HIT = 1.0
 """EOT: an input leaves the run (its iterate held as its candidate) only when this share of the step's passes
 decide against the label; otherwise it keeps climbing the averaged loss and its candidate is its best point.
 EOT attacks the expectation over the randomness and the executor verifies over several fresh passes: an
-iterate that fooled some of the 20 passes is borderline (on the randomised digits CNN, stopping at the first
-iterate that fooled one pass, then half of them, left 27-28 % robust when re-measured over 10 passes, the
-reference, which runs every step, 18 %)."""
+iterate that fooled some of the 20 passes is borderline: on the randomised digits CNN (100 inputs) the
+autoattack-rand preset's final inputs, re-measured over 10 passes, kept 28.4 % mean accuracy when an
+input left at half of the passes fooled, 19.1 % at every pass, and the reference's (every step run) 18.1 %."""
 
 
 def _loss_and_grad(access: Access, xa: Tensor, rows: Tensor, objective: Objective, success: Objective,
