@@ -242,6 +242,7 @@ def random_verification(ctx: RunContext) -> tuple[RunContext, list[Flag] | None]
         if ctx.device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=cuda):  # the run's draws stay as they were
+            torch.manual_seed(ctx.options.seed)  # and the probe's evidence repeats with the seed
             flags = check_randomness(ctx.model, x)
     except Exception:  # a model that fails here fails in the clean pass next, which names the inputs
         return ctx, None
