@@ -23,6 +23,8 @@ from attackgen.report.run_report import write_report
 from attackgen.results import Flag
 from attackgen.run.escalate import (
     BPDA,
+    EOT_SAMPLES,
+    EOT_STEPS,
     EscalationPlan,
     builtin_surrogates,
     choose,
@@ -99,7 +101,8 @@ def test_eot_escalation_runs_on_the_randomised_model_and_reports_before_and_afte
     assert esc is not None and esc.ran
     assert {(i.attack, i.view, i.reasons[0]) for i in esc.items} == {("apgd_ce", "victim", "randomized_output"),
                                                                       ("apgd_dlr", "victim", "randomized_output")}
-    assert all(item.params.get("eot_iter") == 20 for item in result.items[1:])
+    assert all(item.params.get("eot_iter") == EOT_SAMPLES and item.params.get("steps") == EOT_STEPS
+               for item in result.items[1:])
     assert esc.robust_accuracy_after <= esc.robust_accuracy_before
     assert esc.robust_accuracy_after == result.robust_accuracy
 

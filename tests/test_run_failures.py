@@ -14,6 +14,7 @@ from attackgen.cli.main import run_in_process as cli
 from attackgen.models.zoo import load_builtin_model
 from attackgen.results import RunResult
 from attackgen.run.executor import CHECKPOINT, Executor, RunError, RunOptions
+from attackgen.run.soundness_probe import FORWARD_PASSES
 from taxonomy.spec import parse_spec
 
 
@@ -55,8 +56,9 @@ def run(tmp_path, model, **options):
 @pytest.mark.parametrize("how, expected", [("raise", "RuntimeError: the remote endpoint closed the connection"),
                                            ("short", r"outputs of shape \(\d+, 10\) for a batch of \d+ inputs")])
 def test_a_model_that_fails_on_a_later_batch_names_the_inputs_and_keeps_the_finished(tmp_path, how, expected):
-    # the clean pass sees all 48 inputs (4 batches of 12), then the attack's first batch works and a later one fails
-    model = FailsLater(after=48 + 12 * 8, how=how)
+    # the randomness probe sees the first 64 inputs 3 times, the clean pass all 48 (4 batches of 12), then the
+    # attack's first batch works and a later one fails
+    model = FailsLater(after=FORWARD_PASSES * min(LIMIT, 64) + 48 + 12 * 8, how=how)
     with pytest.raises(RunError, match=rf"items\[0\] \(TinyPGD\) failed on inputs \d+\.\.\d+ .*{expected}") as caught:
         run(tmp_path, model, batch_size=12)
     assert "finished batches are saved" in str(caught.value) and "--resume" in str(caught.value)

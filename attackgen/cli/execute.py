@@ -109,6 +109,10 @@ def print_summary(result: Any, out_dir: Path) -> None:
                           soft_wrap=True)
             if flag.escalation:
                 console.print(f"      {escape(flag.escalation)}", soft_wrap=True)
+    passes = int(result.metrics.get("verify_passes", 1))
+    if passes > 1:
+        console.print(f"  verified over {passes} passes each: the model's outputs change from call to call, a "
+                      "success must hold in a strict majority of them", soft_wrap=True)
     if "threads" in result.versions:
         console.print(f"threads: {result.versions['threads']}", markup=False)
     console.print(f"results: {escape(str(out_dir / 'results.json'))}")

@@ -283,6 +283,10 @@ def sections(result: RunResult, out_dir: Path) -> list[Section]:
     note = ("Each attack runs only on the inputs still unbroken under its budget (survivors only); 'robust acc. "
             "after' is the per-input worst case over the plan up to that attack. Every success was verified by "
             "re-running the model on the clipped input; norms are re-measured on it.")
+    passes = int(result.metrics.get("verify_passes", 1))
+    if passes > 1:
+        note += (f" The model's outputs change from call to call, so each success was re-run {passes} times and "
+                 "holds in a strict majority of them (one lucky draw of its randomness is no success).")
     out.append(Section("Attacks", f"{note}\n\n{md}", f"<p>{html.escape(note)}</p>{htm}"))
 
     if result.curve:

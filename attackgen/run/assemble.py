@@ -81,6 +81,8 @@ def assemble(ctx: RunContext, clean: CleanPass, states: Sequence[StepState], fla
                   "robust_accuracy": robust(ctx, clean, broken_by(clean, states, norm, e, floor, ctx.tol), measured)}
                  for e in epsilons]
     metrics: dict[str, float] = {"chunk_size": float(ctx.chunk_size), "threads": float(ctx.threads[0])}
+    if ctx.verify_passes > 1:
+        metrics["verify_passes"] = float(ctx.verify_passes)
     if not complete:
         metrics["n_finished"] = float(n_finished)
         metrics["items_finished"] = float(sum(all(i in s.done for i in range(len(torch.split(rows, ctx.chunk_size))))

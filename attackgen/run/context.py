@@ -121,6 +121,7 @@ class RunContext:
     patch_offsets: Tensor | None  # random patch placement: one (top, left) per input
     file_mask: Tensor | None  # spatial mask from a file, on the device
     threads: tuple[int, str] = (1, "")  # torch's CPU threads for the run, and why that many
+    verify_passes: int = 1  # a randomised model: each success is verified over this many passes (majority)
 
     @property
     def n(self) -> int:

@@ -23,6 +23,7 @@ budgets are per input and shared by the items of one epsilon group.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -83,6 +84,7 @@ class Executor:
         self.states: list[StepState] = []
         self._context: RunContext | None = None
         self._resources: RunResources | None = None
+        self._randomness: list[Flag] | None = None  # the randomness probe's flags, run before the attacks
 
     @property
     def context(self) -> RunContext:
@@ -99,8 +101,9 @@ class Executor:
 
     def prepare(self, chunk_size: int | None = None) -> RunContext:
         """Load model and data and build the context and resources (run() does this after claiming the folder)."""
-        self._context = load_context(self.plan, self.steps, self.model_ref, self.data_ref, self.options,
-                                     self._model_given, self._data_given, chunk_size)
+        ctx = load_context(self.plan, self.steps, self.model_ref, self.data_ref, self.options,
+                           self._model_given, self._data_given, chunk_size)
+        self._context, self._randomness = random_verification(ctx)
         self._resources = RunResources(self._context, self.flags, self.echo)
         return self._context
 
@@ -204,8 +207,7 @@ class Executor:
             mode = "rich" if sys.stderr.isatty() else "lines"
         return RunProgress(len(ctx.steps), len(ctx.eval_rows), mode, self.echo)
 
-    @staticmethod
-    def _soundness(ctx: RunContext, result: RunResult) -> list[Flag]:
+    def _soundness(self, ctx: RunContext, result: RunResult) -> list[Flag]:
         """Flags on the result (attackgen.audit.soundness) and probes of the model (gradient masking...)."""
         from attackgen.audit.soundness import run_flags
         from attackgen.run.objectives import build_objective
@@ -215,8 +217,38 @@ class Executor:
         rows = ctx.eval_rows[:64]
         x, y = ctx.inputs(rows)
         objective = build_objective(ctx.spec, y, ctx.forward(x))
-        flags += probe_model(ctx.model, x, y if isinstance(y, torch.Tensor) else None, objective)
+        flags += probe_model(ctx.model, x, y if isinstance(y, torch.Tensor) else None, objective, self._randomness)
         return flags
+
+
+RANDOM_VERIFY_PASSES = 10
+"""Passes a success on a randomised model is verified over (a strict majority must realise it)."""
+
+
+def random_verification(ctx: RunContext) -> tuple[RunContext, list[Flag] | None]:
+    """A model whose outputs change between identical calls (a random defence, dropout left on) gets every
+    success verified over RANDOM_VERIFY_PASSES passes, decided before any attack runs: verified by a single
+    pass, an input would count as broken whenever one draw of the randomness happened to fool the model
+    (on the randomised digits CNN 5 % robust by one pass, 27 % when the same inputs are re-measured over
+    10 passes). Three passes of the first 64 inputs decide it (the model sees them before the clean pass);
+    the flags are returned for the end-of-run probe, which reuses them instead of probing again (None: not
+    probed)."""
+    from attackgen.run.soundness_probe import check_randomness
+
+    if ctx.task != "classification":
+        return ctx, None
+    x, _ = ctx.inputs(ctx.eval_rows[:64])
+    cuda = [ctx.device.index if ctx.device.index is not None else torch.cuda.current_device()] \
+        if ctx.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):  # the run's draws stay as they were
+            torch.manual_seed(ctx.options.seed)  # and the probe's evidence repeats with the seed
+            flags = check_randomness(ctx.model, x)
+    except Exception:  # a model that fails here fails in the clean pass next, which names the inputs
+        return ctx, None
+    if any(f.check == "randomized_output" for f in flags):
+        return dataclasses.replace(ctx, verify_passes=RANDOM_VERIFY_PASSES), flags
+    return ctx, flags
 
 
 def execute(

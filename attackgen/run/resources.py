@@ -72,8 +72,8 @@ class RunResources:
         if basis is not None:
             x, y = basis
             return AttackEnv(ctx.device, x.to(ctx.device), take_labels(y, torch.arange(len(x)), ctx.device),
-                             surrogate, ctx.num_classes)
-        return AttackEnv(ctx.device, None, None, surrogate, ctx.num_classes)
+                             surrogate, ctx.num_classes, random_outputs=ctx.verify_passes > 1)
+        return AttackEnv(ctx.device, None, None, surrogate, ctx.num_classes, random_outputs=ctx.verify_passes > 1)
 
     # ------------------------------------------------------------------ surrogates and data bases
 

@@ -191,19 +191,21 @@ def check_gradients(model: nn.Module, x: Tensor, y: Tensor | None, objective: An
     return flags
 
 
-def probe_model(model: nn.Module, x: Tensor, y: Tensor | None, objective: Any = None) -> list[Flag]:
+def probe_model(model: nn.Module, x: Tensor, y: Tensor | None, objective: Any = None,
+                randomness: list[Flag] | None = None) -> list[Flag]:
     """All probes on (at most 64 of) the clean inputs ``x`` with labels ``y``; returns the flags raised.
 
     ``objective`` is the run's :class:`attackgen.run.objectives.base.Objective` (its ``loss`` is what the
     attacks minimise); without one, a classifier's margin loss against ``y`` is probed. The model's mode
-    and parameters are left as they are; parameter gradients are not touched.
+    and parameters are left as they are; parameter gradients are not touched. ``randomness``: the flags of
+    :func:`check_randomness` on the same inputs when the run probed it already (before its attacks).
     """
     if x.shape[0] > MAX_INPUTS:
         x = x[:MAX_INPUTS]
         y = y[:MAX_INPUTS] if y is not None else None
         if objective is not None:
             objective = objective.subset(torch.arange(MAX_INPUTS, device=x.device))
-    flags = check_randomness(model, x)
+    flags = list(randomness) if randomness is not None else check_randomness(model, x)
     with torch.no_grad():
         outputs = _first_output(model(x))
     if outputs is not None:

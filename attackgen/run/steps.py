@@ -340,7 +340,8 @@ class StepRunner:
                             wasserstein_kernel=int(step.params.get("kernel", 5)), detectors=self.resources.detectors(),
                             printability=printability_bound(ctx.spec.threat.capability, ctx.bounds, ctx.tol))
         verified = verify(ctx.model, x, candidate, objective, bounds, input_bounds=ctx.bounds, tol=ctx.tol,
-                          quantize_to=budget if ctx.spec.threat.capability.quantize else None)
+                          quantize_to=budget if ctx.spec.threat.capability.quantize else None,
+                          passes=ctx.verify_passes)
         self.record(state, rows, x, objective, clean, verified, queries)
         self.progress.advance(len(rows))
 

@@ -78,6 +78,7 @@ class AttackEnv:
     surrogate: torch.nn.Module | None = None
     num_classes: int | None = None
     shard: Shard | None = None  # set for a UniversalAttack whose fit is data-parallel (see Shard)
+    random_outputs: bool = False  # the victim's outputs change from call to call (found before the attacks)
 
 
 @dataclass

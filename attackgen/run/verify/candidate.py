@@ -4,7 +4,8 @@ For every candidate: a missing or wrongly shaped one is replaced by the clean in
 are replaced by the clean input (and never succeed); an input whose model output holds NaN or inf
 never succeeds either (an argmax of NaN is not a decision); the candidate is clipped to the input bounds,
 optionally quantised to 8 bits, re-run through the model, and only that re-run decides whether the
-consequence is realised (``hit``). The perturbation is re-measured and checked against every bound:
+consequence is realised (``hit``; on a randomised model, ``passes`` re-runs and the consequence must hold in
+more than half of them). The perturbation is re-measured and checked against every bound:
 ``success`` = hit and within every budget and no screen flags it.
 """
 
@@ -22,7 +23,15 @@ from attackgen.run.objectives.base import Objective
 from attackgen.run.verify.bounds import Bound
 from attackgen.run.verify.measure import NORM_COLUMN, SSIM_COLUMN, measure, quantize
 
-__all__ = ["NORM_COLUMN", "SSIM_COLUMN", "Verified", "verify"]
+__all__ = ["NORM_COLUMN", "RANDOM_SHARE", "SSIM_COLUMN", "Verified", "verify"]
+
+RANDOM_SHARE = 0.5
+"""A randomised model (``passes`` > 1): a success holds in more than this share of the passes (a strict
+majority: the decision of the model's expectation over its randomness, as randomised smoothing decides).
+Stricter shares were tried on the randomised digits CNN (100 inputs, default plan): 80 % left the final
+inputs' mean accuracy over 10 fresh passes unchanged (23.7 % against 24.3 %) at a quarter more time; 95 %
+left 36 % robust (40.9 % re-measured): candidates the plain attacks found and EOT could not deepen to
+fool every pass were no longer counted at all."""
 
 
 @dataclass
@@ -49,8 +58,13 @@ def verify(
     input_bounds: tuple[float, float],
     tol: float,
     quantize_to: Budget | None = None,
+    passes: int = 1,
 ) -> Verified:
-    """Clean, clip, (quantise to ``quantize_to``'s 8-bit grid), re-run and re-measure ``candidate``."""
+    """Clean, clip, (quantise to ``quantize_to``'s 8-bit grid), re-run and re-measure ``candidate``.
+
+    ``passes`` > 1 (a model whose outputs change from call to call): the candidate is re-run that many
+    times, one call each, and hits only where the consequence holds in a strict majority of them; one
+    lucky draw of the model's randomness is not a success. ``outputs`` are then the passes' mean."""
     n = len(x)
     counts: dict[str, int] = {}
     valid = torch.ones(n, dtype=torch.bool, device=x.device)
@@ -73,7 +87,17 @@ def verify(
         candidate = quantize(candidate, x, quantize_to)
     with torch.no_grad():
         outputs = model(candidate)
-    hit = objective.success(outputs).bool() & valid
+        if passes > 1 and isinstance(outputs, Tensor):
+            wins = objective.success(outputs).long()
+            total = outputs.float()
+            for _ in range(passes - 1):
+                again = model(candidate)
+                wins += objective.success(again).long()
+                total = total + again.float()
+            outputs = (total / passes).to(outputs.dtype)
+            hit = (wins > RANDOM_SHARE * passes) & valid
+        else:
+            hit = objective.success(outputs).bool() & valid
     if isinstance(outputs, Tensor) and outputs.is_floating_point():  # argmax of NaN is no decision
         finite_out = torch.isfinite(outputs.reshape(n, -1)).all(dim=1)
         if not bool(finite_out.all()):
