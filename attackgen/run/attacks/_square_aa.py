@@ -148,19 +148,30 @@ def propose_linf(x: Tensor, x_best: Tensor, eps: float, p: float, stream: Stream
     return x_new
 
 
+Window = tuple[slice, slice, slice, slice]
+
+
+def _two_windows(x: Tensor, s: int, stream: Stream) -> tuple[Window, Window, Tensor]:
+    """The L2/L1 proposals' two windows of side s (drawn in the reference's order: the first's corner,
+    then the second's) and the mask of their union."""
+    _, _, h, w = x.shape
+    vh, vw = stream.integer(h - s), stream.integer(w - s)
+    vh2, vw2 = stream.integer(h - s), stream.integer(w - s)
+    win1 = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+    win2 = (slice(None), slice(None), slice(vh2, vh2 + s), slice(vw2, vw2 + s))
+    mask_image = torch.zeros_like(x)
+    mask_image[win1] = 1.0
+    mask_image[win2] = 1.0
+    return win1, win2, mask_image
+
+
 def propose_l2(x: Tensor, x_best: Tensor, eps: float, p: float, stream: Stream, lo: float, hi: float) -> Tensor:
     """Mass moved from a second window into the first (bump + sign per input and channel), norm kept at eps."""
     n, c, h, w = x.shape
     delta_curr = x_best - x
     s = side(p, c, h, w, 3)
-    vh, vw = stream.integer(h - s), stream.integer(w - s)
-    win1 = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+    win1, win2, mask_image = _two_windows(x, s, stream)
     norms_window_1 = (delta_curr[win1] ** 2).sum(dim=(-2, -1), keepdim=True).sqrt()
-    vh2, vw2 = stream.integer(h - s), stream.integer(w - s)
-    win2 = (slice(None), slice(None), slice(vh2, vh2 + s), slice(vw2, vw2 + s))
-    mask_image = torch.zeros_like(x)
-    mask_image[win1] = 1.0
-    mask_image[win2] = 1.0
     norms_image = (delta_curr**2).view(n, -1).sum(-1).sqrt().view(-1, 1, 1, 1)
     norms_windows = ((delta_curr * mask_image) ** 2).sum(dim=(-2, -1), keepdim=True).sqrt()
     new_deltas = torch.ones([n, c, s, s], device=x.device)
@@ -190,14 +201,8 @@ def propose_l1(x: Tensor, x_best: Tensor, eps: float, p: float, stream: Stream, 
     n, c, h, w = x.shape
     delta_curr = x_best - x
     s = side(p, c, h, w, 3)
-    vh, vw = stream.integer(h - s), stream.integer(w - s)
-    win1 = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
+    win1, win2, mask_image = _two_windows(x, s, stream)
     norms_window_1 = delta_curr[win1].abs().sum(dim=(-2, -1), keepdim=True)
-    vh2, vw2 = stream.integer(h - s), stream.integer(w - s)
-    win2 = (slice(None), slice(None), slice(vh2, vh2 + s), slice(vw2, vw2 + s))
-    mask_image = torch.zeros_like(x)
-    mask_image[win1] = 1.0
-    mask_image[win2] = 1.0
     norms_image = delta_curr.abs().view(n, -1).sum(dim=-1).view(-1, 1, 1, 1)
     norms_windows = (delta_curr * mask_image).abs().sum(dim=(-2, -1), keepdim=True)
     new_deltas = torch.ones([n, c, s, s], device=x.device)
