@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-extras test-vision lint bench clean venv
+.PHONY: demo test test-extras test-vision test-crosscheck lint bench clean venv
 SERVE_VENV ?= .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 VISION_VENV ?= .venv-vision
@@ -48,6 +48,18 @@ $(VISION_STAMP): pyproject.toml
 test-vision: $(VISION_STAMP)
 	$(VISION_VENV)/bin/python -m pytest -q tests/test_vision.py
 
+# Cross-checks against the reference AutoAttack (pyautoattack 0.2.0, the authors' code, which declares no
+# dependencies): installed into its own folder for these tests only, never a dependency of attackgen. APGD,
+# FAB and Square (the AutoAttack presets' draws) must give the reference's adversarial inputs; without the
+# folder these tests skip.
+PEERS_DIR ?= .peers
+$(PEERS_DIR)/.installed:
+	$(BIN)/python -m pip install -q --no-deps --target $(PEERS_DIR) pyautoattack==0.2.0
+	touch $@
+
+test-crosscheck: $(STAMP) $(PEERS_DIR)/.installed
+	PYTHONPATH=$(PEERS_DIR) $(BIN)/python -m pytest -q -rs tests/test_apgd_crosscheck.py tests/test_fab.py tests/test_square_draws.py
+
 # ruff, then mypy over taxonomy and attackgen (config: [tool.mypy] in pyproject.toml); both must pass.
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -57,4 +69,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/threat_space.py
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) $(VISION_VENV) .pytest_cache runs
+	rm -rf $(VENV) $(SERVE_VENV) $(VISION_VENV) $(PEERS_DIR) .pytest_cache runs
