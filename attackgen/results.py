@@ -120,6 +120,7 @@ class RunResult(Record):
     flags: list[Flag] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     escalation: Escalation | None = None  # None: no soundness flag called for it
+    files: dict[str, str] = Field(default_factory=dict)  # what the run wrote besides results.json: name -> contents
 
     def partial_note(self) -> str | None:
         """For a stopped run, "partial: N of M inputs ..." (what the headline covers); None when complete."""

@@ -195,6 +195,10 @@ def _default_data(model: str, data: str | None) -> str:
               help="Take the attacks' gradient steps in bf16/fp16 (faster on GPUs); every success is re-verified "
               "in float32.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model before the run.")
+@click.option("--save-adversarial", is_flag=True,
+              help="Also write adversarial.npz: per input its first verified success (final, clipped), else the "
+              "clean input, with a success mask and the item that broke it (kept in the checkpoint: survives "
+              "--resume).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress (bars on a terminal, a line every 10 s otherwise).")
 @click.option("--allow-code", is_flag=True,
               help="Run code that the spec or plan names (entry points, TorchScript files as surrogates) and "
@@ -206,8 +210,8 @@ def _default_data(model: str, data: str | None) -> str:
               help="Output folder (default runs/<plan file name>).")
 def run_command(plan: str, model: str, data: str | None, device: str, batch_size: int | None, limit: int | None,
                 seed: int, resume: bool, force: bool, basis_data: str | None, threads: int | None,
-                escalate: bool | None, autocast: str | None, compile_model: bool, quiet: bool, allow_code: bool,
-                onnx_to_torch: bool, output: str | None) -> None:
+                escalate: bool | None, autocast: str | None, compile_model: bool, save_adversarial: bool,
+                quiet: bool, allow_code: bool, onnx_to_torch: bool, output: str | None) -> None:
     """Run PLAN over a model and data: verified results, results.json, report.md and report.html.
 
     PLAN is a plan file from `attackgen plan`, not a spec.
@@ -220,9 +224,12 @@ def run_command(plan: str, model: str, data: str | None, device: str, batch_size
     out = Path(output) if output else Path("runs") / Path(plan).stem
     options = RunOptions(device=device, batch_size=batch_size, limit=limit, seed=seed, resume=resume, force=force,
                          progress=not quiet, basis_data=basis_data, escalate=escalate, autocast=autocast,
-                         compile=compile_model, threads=threads)
+                         compile=compile_model, threads=threads, save_adversarial=save_adversarial)
     _stop_on_sigterm()
     launch = _torchrun_launch()
+    if launch is not None and save_adversarial:
+        raise AttackgenError("--save-adversarial: not available under torchrun yet (the ranks do not merge the "
+                             "adversarial inputs); run without torchrun, or drop the option.")
     try:
         with trusting(allow_code, given=(model,)), loading_with(LoadOptions(onnx_to_torch, out, resume)):
             if launch is not None:  # started by torchrun: this process is one rank; rank 0 merges and reports

@@ -40,6 +40,7 @@ class RunOptions:
     autocast: str | None = None  # "bf16" or "fp16": attacks take their gradient steps in it; verification stays float32
     compile: bool = False  # torch.compile the model (attacks and verification run the compiled model)
     threads: int | None = None  # CPU threads for torch; None: OMP_NUM_THREADS, else attackgen.run.threads
+    save_adversarial: bool = False  # keep each verified success's input (checkpointed), write adversarial.npz
 
 
 def pick_device(request: str) -> torch.device:

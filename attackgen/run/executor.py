@@ -130,6 +130,11 @@ class Executor:
         resumed = None
         if checkpoint is not None:
             started, self.states, flags = self.folder.restore(checkpoint, ctx.n)
+            if self.options.save_adversarial and any(s.adversarial is None and bool(s.attacked.any())
+                                                     for s in self.states):
+                raise RunError(f"-o {self.folder.out}: this run was started without --save-adversarial, so its "
+                               "finished batches kept no adversarial inputs; resume it without "
+                               "--save-adversarial, or pass --force to run it again with it.")
             self.flags.items = flags
             if checkpoint.get("escalation") is not None:  # stopped during escalation: its items' states follow
                 resumed = Resumed(EscalationPlan.from_dict(checkpoint["escalation"]), self.states[len(ctx.steps):])

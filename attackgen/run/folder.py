@@ -29,7 +29,8 @@ from attackgen.run.steps import MAX_EXAMPLES, CleanPass, StepState
 CHECKPOINT = "checkpoint.pt"
 RESULTS = "results.json"
 EXAMPLES = "examples.npz"
-OUTPUT_FILES = (CHECKPOINT, RESULTS, EXAMPLES, "report.md", "report.html", "report_files")
+ADVERSARIAL = "adversarial.npz"
+OUTPUT_FILES = (CHECKPOINT, RESULTS, EXAMPLES, ADVERSARIAL, "report.md", "report.html", "report_files")
 """What a run writes in its output folder; --force replaces these and nothing else."""
 CHECKPOINT_VERSION = 1
 
@@ -156,11 +157,49 @@ class RunFolder:
     # ------------------------------------------------------------------ results
 
     def write(self, result: RunResult, ctx: RunContext, clean: CleanPass, states: Sequence[StepState]) -> None:
+        """The data files first, then results.json, whose ``files`` says what each one the run wrote holds."""
+        files = {CHECKPOINT: "the checkpoint: per-item state of every input, for --resume"}
+        if self.write_examples(result, ctx, clean, states):
+            files[EXAMPLES] = f"up to {MAX_EXAMPLES} verified successes (clean and adversarial) for the report"
+        else:
+            (self.out / EXAMPLES).unlink(missing_ok=True)
+        if ctx.options.save_adversarial:
+            self.write_adversarial(result, ctx, clean, states)
+            partial = "" if result.complete else " (a partial run: only the inputs finished so far; complete=False)"
+            files[ADVERSARIAL] = ("--save-adversarial: per evaluated input, x_adv (its first verified success in "
+                                  "plan order, final and clipped, else the clean input), success, item (index in "
+                                  "items, -1: none), index, label, clean_pred, adv_pred" + partial)
+        result.files = files
         write_json(self.out / RESULTS, result.model_dump_json(indent=1))
-        self.write_examples(result, ctx, clean, states)
+
+    def write_adversarial(self, result: RunResult, ctx: RunContext, clean: CleanPass,
+                          states: Sequence[StepState]) -> None:
+        """adversarial.npz (--save-adversarial): see final_inputs; arrays over the evaluation inputs."""
+        x_adv, success, item, adv_pred = final_inputs(ctx, states)
+        rows = ctx.eval_rows.cpu()
+        y = ctx.data.y
+        labels = y[rows].numpy() if isinstance(y, Tensor) and y.dim() == 1 else np.full(len(rows), -1)
+        arrays = {
+            "x_adv": (x_adv.float() if x_adv.dtype == torch.bfloat16 else x_adv).numpy(),
+            "success": success.numpy(),
+            "item": item.numpy(),
+            "index": rows.numpy(),
+            "label": labels,
+            "clean_pred": clean.pred[rows].numpy(),
+            "adv_pred": adv_pred.numpy(),
+            "attacks": np.array([step.attack for step in ctx.steps]),
+            "epsilons": np.array([s.epsilon if s.epsilon is not None else np.nan for s in ctx.steps]),
+            "complete": np.array(result.complete),
+        }
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **cast(dict[str, Any], arrays))
+
+        atomic_write(self.out / ADVERSARIAL, save)
 
     def write_examples(self, result: RunResult, ctx: RunContext, clean: CleanPass,
-                       states: Sequence[StepState]) -> None:
+                       states: Sequence[StepState]) -> bool:
         """Up to MAX_EXAMPLES verified successes (one per input) for the report, as examples.npz: taken in turn
         from every attack that broke inputs, those a soundness flag names first (at least one per attack)."""
         kept = [(step, example) for step, state in zip(ctx.steps, states, strict=True) for example in state.examples]
@@ -174,7 +213,7 @@ class RunFolder:
                 seen.add(example["index"])
                 chosen.append((step, example))
         if not chosen:
-            return
+            return False
         index = [e["index"] for _, e in chosen]
         y = ctx.data.y
         labels = [int(y[i]) if isinstance(y, Tensor) and y.dim() == 1 else -1 for i in index]
@@ -199,3 +238,31 @@ class RunFolder:
                 np.savez_compressed(handle, **cast(dict[str, Any], arrays))
 
         atomic_write(self.out / EXAMPLES, save)
+        return True
+
+
+def final_inputs(ctx: RunContext, states: Sequence[StepState]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per evaluation input (ctx.eval_rows): (x_adv, success, item, adv_pred). x_adv is the candidate of the
+    first item in plan order whose verified success the run recorded (clipped, re-run, within that item's
+    budget and mask), else the clean input; item is that item's index (-1: none), adv_pred its label then."""
+    rows = ctx.eval_rows.cpu()
+    x_adv = ctx.data.x[rows].detach().cpu().clone()
+    success = torch.zeros(len(rows), dtype=torch.bool)
+    item = torch.full((len(rows),), -1, dtype=torch.long)
+    adv_pred = torch.full((len(rows),), -1, dtype=torch.long)
+    position = torch.full((ctx.n,), -1, dtype=torch.long)
+    position[rows] = torch.arange(len(rows))
+    for k, state in enumerate(states):
+        taken: dict[int, Tensor] = {}
+        for batch_rows, candidates in state.adversarial or []:
+            for row, candidate in zip(batch_rows.tolist(), candidates, strict=True):
+                taken[row] = candidate  # a row recorded twice keeps its last record
+        for row, candidate in taken.items():
+            at = int(position[row])
+            if at < 0 or success[at] or not bool(state.success[row]):
+                continue
+            x_adv[at] = candidate.to(x_adv.dtype)
+            success[at] = True
+            item[at] = k
+            adv_pred[at] = state.adv_label[row]
+    return x_adv, success, item, adv_pred

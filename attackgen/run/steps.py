@@ -52,6 +52,9 @@ class StepState:
     fit_queries: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    adversarial: list[tuple[Tensor, Tensor]] | None = None
+    """--save-adversarial: (input indices, verified candidates) of each recorded batch's successes, on the CPU
+    in the input dtype; None when the run keeps none (a row recorded twice keeps its last entry)."""
 
     @classmethod
     def empty(cls, n: int) -> StepState:
@@ -406,6 +409,13 @@ class StepRunner:
         for name, values in metrics.items():
             state.column(name)[cpu_rows] = torch.as_tensor(values).detach().double().cpu()
         self.keep_examples(state, cpu_rows, x, objective, clean, verified)
+        if self.ctx.options.save_adversarial:
+            won = verified.success.cpu().bool()
+            if state.adversarial is None:
+                state.adversarial = []
+            if bool(won.any()):
+                state.adversarial.append((cpu_rows[won].clone(), verified.candidate.detach()[won.to(
+                    verified.candidate.device)].cpu().to(x.dtype)))
         for name, value in verified.counts.items():
             state.count(name, value)
         state.attacked[cpu_rows] = True  # last: a resumed run skips only inputs recorded in full
