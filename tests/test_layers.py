@@ -47,7 +47,7 @@ LAYERS = {
     "attackgen.plan": 1, "attackgen.audit": 1,  # planning and audit: no torch
     "attackgen.models": 2,  # loading, adapters, the zoo
     "attackgen.run": 3,  # execution
-    "attackgen.report": 4, "attackgen.cli": 4, "attackgen.__main__": 4,
+    "attackgen.report": 4, "attackgen.cli": 4, "attackgen.__main__": 4, "attackgen.api": 4,
 }
 """Layer of each package: a module may import its own layer or lower ones, never a higher one."""
 SHARED = {"attackgen", "attackgen.results"}
