@@ -182,29 +182,17 @@ input_space: {{bounds: [0, 1], layout: NCHW, normalization: inside_model, epsilo
 """
 
 
-@contextlib.contextmanager
-def final_inputs(x: Tensor) -> Any:
-    """The executor's final input per test input (its first verified success, else the input itself), taken
-    where the step runner records each verified batch; for re-measuring it as the peers' outputs are."""
-    from attackgen.run.steps import StepRunner
+def final_inputs(run_folder: Path, like: Tensor) -> Tensor:
+    """The executor's final input per test input (its first verified success, else the input itself), as the
+    run wrote it with --save-adversarial (adversarial.npz); for re-measuring it as the peers' outputs are."""
+    import numpy as np
 
-    final = x.clone()
-    taken = torch.zeros(len(x), dtype=torch.bool)
-    record = StepRunner.record
-
-    def spy(self: Any, state: Any, rows: Tensor, x_rows: Tensor, objective: Any, clean: Any, verified: Any,
-            queries: Tensor) -> None:
-        won = verified.success.cpu().bool() & ~taken[rows.cpu()]
-        picked = rows.cpu()[won]
-        final[picked] = verified.candidate.detach().cpu()[won].to(final.dtype)
-        taken[picked] = True
-        record(self, state, rows, x_rows, objective, clean, verified, queries)
-
-    StepRunner.record = spy  # type: ignore[method-assign]
-    try:
-        yield final
-    finally:
-        StepRunner.record = record  # type: ignore[method-assign]
+    with np.load(run_folder / "adversarial.npz") as saved:
+        x_adv = torch.from_numpy(saved["x_adv"]).to(like.dtype)
+        index = torch.from_numpy(saved["index"])
+    final = like.clone()
+    final[index] = x_adv
+    return final
 
 
 def attackgen_row(fx: Fixture, counted: Counted, data: Any, preset: str | None, workdir: Path,
@@ -230,11 +218,11 @@ def attackgen_row(fx: Fixture, counted: Counted, data: Any, preset: str | None, 
         return Row(fx.model, method, note=f"plan failed (exit {code}): {text.strip().splitlines()[-1:]}")
     plan = load_plan(plan_path)
     attacks = ", ".join(item.attack for item in plan.items)
-    options = RunOptions(device="cpu", seed=seed, progress=False, force=True)
-    executor = Executor(plan, fx.model, fx.data, workdir / f"run-{fx.model}-{tag}", options,
-                        model=counted, data=data)
-    with final_inputs(data.x) as x_adv:
-        result, wall, cpu = timed(counted, executor.run, seed)
+    options = RunOptions(device="cpu", seed=seed, progress=False, force=True, save_adversarial=True)
+    run_folder = workdir / f"run-{fx.model}-{tag}"
+    executor = Executor(plan, fx.model, fx.data, run_folder, options, model=counted, data=data)
+    result, wall, cpu = timed(counted, executor.run, seed)
+    x_adv = final_inputs(run_folder, data.x)
     flags = sorted({f.check for f in result.flags})
     note = attacks + (f"; flags: {', '.join(flags)}" if flags else "")
     esc = result.escalation
