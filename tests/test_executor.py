@@ -319,6 +319,28 @@ def test_resume_after_ctrl_c_redoes_no_finished_batch(tmp_path):
     assert resumed.robust_accuracy == straight.robust_accuracy
 
 
+def test_saved_adversarial_inputs_say_partial_and_survive_resume(tmp_path):
+    """--save-adversarial: a stopped run's file says it is partial; resumed, it equals a straight run's."""
+    import numpy as np
+
+    CALLS.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [item("Interrupting")], batch_size=12, save_adversarial=True)
+    stopped = json.loads((tmp_path / "out" / "results.json").read_text())
+    with np.load(tmp_path / "out" / "adversarial.npz") as saved:
+        assert not bool(saved["complete"]) and int(saved["success"].sum()) == stopped["items"][0]["n_success"] > 0
+    assert "partial run" in stopped["files"]["adversarial.npz"]
+    CALLS.clear()
+    CALLS["Interrupting"] = 10
+    run(tmp_path, [item("Interrupting")], batch_size=12, resume=True, save_adversarial=True)
+    straight = run(tmp_path, [item("TinyPGD")], folder="straight", batch_size=12, save_adversarial=True)
+    with np.load(tmp_path / "out" / "adversarial.npz") as resumed, \
+            np.load(tmp_path / "straight" / "adversarial.npz") as whole:
+        assert bool(resumed["complete"]) and int(resumed["success"].sum()) == straight.items[0].n_success
+        for key in ("x_adv", "success", "item", "adv_pred"):
+            assert np.array_equal(resumed[key], whole[key]), key
+
+
 def test_out_of_memory_backs_off(tmp_path):
     CALLS.clear()
     result = run(tmp_path, [item("OOM")], batch_size=32, limit=32)

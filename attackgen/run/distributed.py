@@ -285,6 +285,10 @@ def run_distributed(
     """This rank's part of a torchrun launch. Rank 0 returns the merged result; the others return None."""
     import torch.distributed as dist
 
+    if options.save_adversarial:  # the ranks' per-chunk files do not carry the inputs: refuse, never write half
+        raise RunError("--save-adversarial: not available under torchrun yet (the ranks do not merge the "
+                       "adversarial inputs); run without torchrun, or drop the option.")
+
     say = echo if (echo is not None and launch.rank == 0) else (lambda message: None)
     out = Path(out_dir)
     if options.device == "auto" and torch.cuda.is_available():
