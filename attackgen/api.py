@@ -135,14 +135,17 @@ def evaluate(
     options = RunOptions(device=device, batch_size=batch_size, seed=seed, progress=progress, escalate=escalate,
                          save_adversarial=True, resume=resume, force=force)
     given = model if isinstance(model, nn.Module) else None
-    model_ref = f"python:{type(model).__name__}" if given is not None else str(model)
+    # the references name the run (a kept folder holding another model or other inputs is refused on resume)
+    model_ref = str(model) if given is None else (
+        f"python:{type(given).__name__} sha256:{_digest(list(given.state_dict().values()))}")
+    data_ref = f"python:evaluate(x, y) sha256:{_digest([x_t, y_t])}"
     kept = _model_state(given)
     with tempfile.TemporaryDirectory(prefix="attackgen-evaluate-") as tmp:
         folder = Path(out) if out is not None else Path(tmp) / "run"
         echo = _stderr if progress else None
         try:
             with trusting(False, given=(model_ref,)):
-                executor = Executor(plan, model_ref, "python:evaluate(x, y)", folder, options,
+                executor = Executor(plan, model_ref, data_ref, folder, options,
                                     plan_source="evaluate()", model=given, data=data, echo=echo)
                 result = executor.run()
         finally:
@@ -196,6 +199,19 @@ def _tensors(x: Any, y: Any) -> tuple[Tensor, Tensor]:
     if len(x_t) == 0:
         raise ArgumentError("x", "holds no inputs.")
     return x_t, y_t.long()
+
+
+def _digest(tensors: Sequence[Any]) -> str:
+    """A short hash of tensors' shapes and bytes: what the run folder's identity records for a Python object."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        if isinstance(tensor, Tensor):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _device_of(model: Any, x: Tensor) -> str:

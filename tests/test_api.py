@@ -77,6 +77,8 @@ def test_numpy_inputs_and_a_kept_run_folder_that_resumes(digits: Any, tmp_path: 
         evaluate(model, x[:16], y[:16], epsilon=[0.05, EPS], out=out, escalate=False)
     again = evaluate(model, x[:16], y[:16], epsilon=[0.05, EPS], out=out, escalate=False, resume=True)
     assert torch.equal(again.x_adv, ev.x_adv) and again.robust_accuracy == ev.robust_accuracy
+    with pytest.raises(AttackgenError, match="holds another run"):  # other inputs of the same size
+        evaluate(model, x[16:], y[16:], epsilon=[0.05, EPS], out=out, escalate=False, resume=True)
 
 
 def test_a_preset_plans_as_attackgen_plan_preset_does(digits: Any) -> None:
