@@ -7,9 +7,6 @@ environment that has ``pyautoattack`` or ``autoattack``) and is skipped elsewher
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -19,22 +16,15 @@ from attackgen.run.access import WhiteBoxAccess
 from attackgen.run.attacks.apgd import APGDCE, APGDT
 from attackgen.run.attacks.base import Budget
 from attackgen.run.objectives.classification import ClassificationObjective
+from tests.reference_autoattack import reference_module
 
-LOCAL = Path(__file__).resolve().parents[1] / ".venv-aa" / "site"
 EPS, N = 0.1, 256
 TOLERANCE = 0.5  # points of robust accuracy (one input in 256): with batch_start the random starts are the
 # reference's own draws, so only floating-point order can differ
 
 
 def reference() -> ModuleType | None:
-    if LOCAL.is_dir() and str(LOCAL) not in sys.path:
-        sys.path.append(str(LOCAL))
-    for name in ("pyautoattack", "autoattack"):
-        try:
-            return importlib.import_module(f"{name}.autopgd_base")
-        except ImportError:
-            continue
-    return None
+    return reference_module("autopgd_base")
 
 
 @pytest.mark.slow

@@ -9,8 +9,6 @@ skipped elsewhere.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -23,19 +21,11 @@ from attackgen.run.attacks import _square_aa as aa
 from attackgen.run.attacks.base import Budget
 from attackgen.run.attacks.square import SquareL1, SquareL2, SquareLinf
 from attackgen.run.objectives.classification import ClassificationObjective
-
-LOCAL = Path(__file__).resolve().parents[1] / ".venv-aa" / "site"
+from tests.reference_autoattack import reference_module
 
 
 def reference() -> ModuleType | None:
-    if LOCAL.is_dir() and str(LOCAL) not in sys.path:
-        sys.path.append(str(LOCAL))
-    for name in ("pyautoattack", "autoattack"):
-        try:
-            return importlib.import_module(f"{name}.square")
-        except ImportError:
-            continue
-    return None
+    return reference_module("square")
 
 
 class Recorder(nn.Module):
