@@ -1,5 +1,5 @@
 """Where the cross-checks find the reference AutoAttack (pyautoattack, the authors' code): installed, or in
-the folder `make test-crosscheck` fills (.peers), or a local .venv-aa/site. Never a dependency of attackgen."""
+the folder `make test-slow` fills (.peers), or a local .venv-aa/site. Never a dependency of attackgen."""
 
 from __future__ import annotations
 
