@@ -27,6 +27,8 @@ Conventions used in every entry:
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Protocol
 
 from taxonomy.axes import CONSEQUENCE_KINDS, Transformations
@@ -142,17 +144,31 @@ def _restarted(p: PGDParams) -> Cost:
     return Cost(forward=n + 1, backward=n)
 
 
-def _apgd(p: APGDParams) -> Cost:
-    """steps x restarts (x targets for APGD-T) passes at most: runs stop early per input."""
+def _l1_stages(steps: int) -> list[int]:
+    """The step counts of APGD's L1 stages at radii 3, 2, 1 x epsilon (attackgen.run.attacks.apgd)."""
+    first = math.ceil(0.3 * steps)
+    return [c for c in (first, first, steps - 2 * first) if c > 0]
+
+
+def _apgd(p: APGDParams, norm: str | None = None) -> Cost:
+    """Passes per input at most (runs stop early per input): restarts (x targets for APGD-T) runs, each a
+    starting gradient pass, then one per step; on L1 with ``large_eps`` three stages, each with its own start.
+    Every pass is eot_iter gradient passes; APGD-T's ``keep_targets`` stops the targets beyond it after the
+    first checkpoint (22% of the steps), before the stages that start later. Forward passes without a gradient
+    on top: APGD-T's clean pass per batch of targets (per run one after the other), one otherwise."""
     targets = p.n_target_classes if isinstance(p, APGDTParams) else 1
     runs = p.restarts * targets
-    n = p.steps * runs * p.eot_iter
+    stages = _l1_stages(p.steps) if norm == "1" and p.large_eps else [p.steps]
+    per_run = sum(stages) + len(stages)
+    n = per_run * runs
     keep = p.keep_targets if isinstance(p, APGDTParams) and p.parallel_targets else 0
-    if keep:  # the targets beyond ``keep`` stop at the first checkpoint
+    if keep and keep < targets:  # the targets beyond ``keep`` stop at the first checkpoint
         first = max(int(0.22 * p.steps), 1)
-        dropped = max(targets - keep, 0) * p.restarts
-        n -= dropped * (p.steps - first) * p.eot_iter
-    return Cost(forward=n + runs + 1, backward=n)
+        starts = sum(1 for i in range(len(stages)) if sum(stages[:i]) < first)
+        n -= (targets - keep) * p.restarts * (per_run - first - starts)
+    n *= p.eot_iter
+    clean = (p.restarts if p.parallel_targets else runs) if isinstance(p, APGDTParams) else 1
+    return Cost(forward=n + clean, backward=n)
 
 
 def _queries(name: str) -> CostFn:
@@ -409,6 +425,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
+        norm_cost=_apgd,
         params=APGDParams,
         strength=9,
         atlas=WHITE_BOX_ATLAS,
@@ -432,6 +449,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
+        norm_cost=_apgd,
         params=APGDDLRParams,
         strength=8,
         atlas=WHITE_BOX_ATLAS,
@@ -452,6 +470,7 @@ _ENTRIES: list[AttackDescriptor] = [
         gradient_source="analytic",
         data_bases=ANY_DATA,
         cost=_apgd,
+        norm_cost=_apgd,
         params=APGDTParams,
         strength=9,
         atlas=WHITE_BOX_ATLAS,

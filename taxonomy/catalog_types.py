@@ -26,6 +26,10 @@ CostFn = Callable[[Any], "Cost"]
 """The attack's cost model: its validated parameter instance (``descriptor.params``, defaults filled by
 pydantic) to the expected work per input on one model. Callers go through ``AttackDescriptor.expected_cost``."""
 
+NormCostFn = Callable[[Any, "str | None"], "Cost"]
+"""A cost model whose work depends on the budget's norm (``AttackDescriptor.norm_cost``): the validated
+parameters and the item's norm ('inf', '2', '1', '0'; None when the caller does not know it)."""
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -64,6 +68,7 @@ class AttackDescriptor:
     feeds: frozenset[str] = frozenset({"digital"})
     spatial: bool = True  # can be confined to a mask
     cost: CostFn = field(default=lambda params: Cost())  # per model: see expected_cost for the plan's total
+    norm_cost: NormCostFn | None = None  # replaces ``cost`` where the norm changes the work (APGD's L1 stages)
     params: type[AttackParams] = AttackParams  # the parameter model: names, types, ranges and defaults
     requires: frozenset[str] = frozenset()  # what a spec must contain for this to be the right tool
     printable: bool = False  # enforces printability bounds (non-printability score, total variation; rule E13)
@@ -97,11 +102,22 @@ class AttackDescriptor:
         The cost model prices one model; a surrogate ensemble (context ``surrogate.ensemble``) runs every
         member on each pass, so a surrogate attack's passes count once per member (its victim queries once).
         """
-        cost = self.cost(self.typed_params(params))
+        cost = self.model_cost(params)
         members = _ensemble(params.get("surrogate")) if isinstance(params, Mapping) else 1
         if self.access != "surrogate" or members == 1:
             return cost
         return Cost(forward=cost.forward * members, backward=cost.backward * members, queries=cost.queries)
+
+
+    def model_cost(self, params: Mapping[str, Any] | AttackParams, norm: str | None = None) -> Cost:
+        """Work per input on one model. ``norm`` (else the mapping's context ``norm``) reaches a ``norm_cost``
+        model: APGD on L1 runs three stages, each starting with its own gradient pass."""
+        typed = self.typed_params(params)
+        if self.norm_cost is None:
+            return self.cost(typed)
+        if norm is None and isinstance(params, Mapping) and params.get("norm") is not None:
+            norm = str(params["norm"])
+        return self.norm_cost(typed, norm)
 
 
 def _ensemble(surrogate: Any) -> int:

@@ -160,6 +160,57 @@ def test_l1_apgd_breaks_inputs_within_the_l1_ball_and_beats_dense_steps(victim, 
     assert float(changed.median()) < 0.5 * 256, "L1 steps should be sparse"
 
 
+def test_apgd_t_on_l1_honours_keep_targets_at_the_first_checkpoint(victim, batch):
+    """keep_targets on L1 prunes as on Linf/L2 (same rule, same step), so it costs fewer passes and the
+    catalogue prices what runs. The planner does not ask for it on L1 (it costs strength there: see
+    attackgen.plan.planner.KEEP_TARGETS), but a hand-edited plan gets what it says."""
+    x, y = batch
+    x, y = x[:32], y[:32]
+    results = {}
+    for keep in (0, 9, 2):
+        _, pred, access = run(victim, APGDT, x, ClassificationObjective(y), Budget(norm="1", epsilon=4.0), steps=30,
+                              keep_targets=keep)
+        results[keep] = (pred, int(access.queries.sum()))
+    assert int((results[0][0] != y).sum()) >= 4, "APGD-T on L1 4.0 broke too few to compare"
+    assert torch.equal(results[9][0], results[0][0]) and results[9][1] == results[0][1]  # 9 of 9 kept: no-op
+    assert results[2][1] < 0.6 * results[0][1], f"keep 2 saved too little: {results[2][1]} vs {results[0][1]}"
+
+
+class _Counted(torch.nn.Module):
+    """The model, counting input rows per pass: with a gradient (a backward follows) or without."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.backward, self.forward_only = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.backward += x.shape[0]
+        else:
+            self.forward_only += x.shape[0]
+        return self.model(x)
+
+
+@pytest.mark.parametrize(("norm", "keep", "parallel", "steps"), [
+    ("1", 2, True, 20), ("1", 0, True, 20), ("1", 2, True, 9), ("1", 0, False, 10), ("inf", 2, True, 20),
+    ("2", 0, True, 20)])
+def test_apgd_t_cost_model_counts_the_passes_a_run_without_success_makes(victim, batch, norm, keep, parallel, steps):
+    """The catalogue's price of APGD-T (what the planner shows and ranks by) is the passes a run makes when
+    no input breaks (a tiny epsilon): on L1 the three stages' starting passes, the pruning with keep_targets
+    (at steps 9 the first checkpoint ends the first stage), the clean passes."""
+    from taxonomy.catalog import CATALOG
+
+    x, y = batch
+    x, y = x[:8], y[:8]
+    model = _Counted(victim)
+    params = {"steps": steps, "keep_targets": keep, "parallel_targets": parallel}
+    _, pred, _ = run(model, APGDT, x, ClassificationObjective(y), Budget(norm=norm, epsilon=0.01), **params)
+    assert bool((pred == y).all()), "an input broke: the run stopped early and the count is not the maximum"
+    cost = CATALOG["apgd_t"].model_cost(params, norm)
+    forward_only = model.forward_only - 8  # less the helper's look at the result
+    assert (model.backward / 8, (model.backward + forward_only) / 8) == (cost.backward, cost.forward)
+
+
 def test_l1_mask_is_respected(victim, batch):
     x, y = batch
     mask = torch.zeros(1, 16, 16)

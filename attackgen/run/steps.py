@@ -353,7 +353,7 @@ class StepRunner:
         calls per input (queries for an oracle, forward passes otherwise); no estimate, no report."""
         try:
             # calls to one model: an ensemble surrogate counts one call per pass, whatever its members
-            cost = step.descriptor.cost(step.descriptor.typed_params(step.params))
+            cost = step.descriptor.model_cost(step.params, step.norm)
             expected = float(cost.queries if step.queries else max(cost.forward, cost.backward))
             if step.queries and step.query_budget is not None:
                 expected = min(expected, float(step.query_budget))

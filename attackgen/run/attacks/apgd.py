@@ -371,6 +371,7 @@ def apgd_l1_run(access: Access, rows: Tensor, objective: Objective, success: Obj
         radii, steps = [eps], [cfg.steps]
         start = x + noise + l1_box_delta(x, noise, eps, ball.bounds)
     pos = torch.arange(n, device=x.device)
+    done = 0  # steps of the earlier stages: keep_copies prunes at the run's first checkpoint, whatever the stage
     for stage, (radius, count) in enumerate(zip(radii, steps, strict=True)):
         if pos.numel() == 0 or count <= 0:
             continue
@@ -379,7 +380,8 @@ def apgd_l1_run(access: Access, rows: Tensor, objective: Objective, success: Obj
             start = start + l1_box_delta(ball.x, start - ball.x, radius, ball.bounds)
         start, pos, objective, success, ball = _l1_stage(
             access, rows, objective, success, ball, cfg, start, radius, count, sparse_start=not cfg.large_eps,
-            final=final, pos=pos, owner=owner, out=out, found=found)
+            final=final, pos=pos, owner=owner, out=out, found=found, done=done)
+        done += count
     if pos.numel():
         out[owner[pos]] = start
     return out, found
@@ -387,13 +389,17 @@ def apgd_l1_run(access: Access, rows: Tensor, objective: Objective, success: Obj
 
 def _l1_stage(access: Access, rows: Tensor, objective: Objective, success: Objective, ball: Ball,
               cfg: APGDConfig, start: Tensor, radius: float, steps: int, *, sparse_start: bool, final: bool,
-              pos: Tensor, owner: Tensor, out: Tensor, found: Tensor
+              pos: Tensor, owner: Tensor, out: Tensor, found: Tensor, done: int = 0
               ) -> tuple[Tensor, Tensor, Objective, Objective, Ball]:
     """One L1-APGD run of ``steps`` at ``radius`` from ``start`` on the rows ``pos`` still active.
 
     Returns (best point per remaining row, remaining rows, and the objectives and ball cut to them); when
     ``final``, inputs leave at their first successful iterate, recorded in ``out``/``found`` by owner.
+    ``done``: the run's steps before this stage; with ``cfg.keep_copies`` each input keeps its most
+    promising copies after the run's step ``cfg.first_checkpoint`` (22%, in the first stage with
+    ``large_eps``), the rule and the moment of ``apgd_run``, so the catalogue's cost model holds on L1 too.
     """
+    owners = int(owner.max()) + 1 if owner.numel() else 0
     x = ball.x
     shape = (-1, *([1] * (x.dim() - 1)))
     n_fts = x[0].numel()
@@ -465,6 +471,14 @@ def _l1_stage(access: Access, rows: Tensor, objective: Objective, success: Objec
                 since_check = 0
         if retire(hit, looks_now(i, x.device)):
             return s.x_best, pos, objective, success, ball
+        if cfg.keep_copies and done + i + 1 == cfg.first_checkpoint and pos.numel():
+            keep = _most_promising(owner[pos], s.best, cfg.keep_copies, owners)
+            keep = torch.unique(torch.cat([keep, pending.nonzero().squeeze(1)]))  # held successes stay
+            if keep.numel() < pos.numel():  # every input keeps at least one copy
+                pos, pending, held = pos[keep], pending[keep], held[keep]
+                s.keep(keep)
+                objective, success, ball = objective.subset(keep), success.subset(keep), ball.subset(keep)
+                u = torch.arange(keep.numel(), device=x.device)
     retire(torch.zeros_like(pending))  # the held successes since the last look
     return s.x_best, pos, objective, success, ball
 
