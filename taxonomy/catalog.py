@@ -28,7 +28,6 @@ Conventions used in every entry:
 from __future__ import annotations
 
 import math
-
 from typing import Any, Protocol
 
 from taxonomy.axes import CONSEQUENCE_KINDS, Transformations
