@@ -415,3 +415,20 @@ def test_a_surrogate_ensemble_multiplies_the_transfer_attacks_passes() -> None:
     assert passes[1].keys() == passes[2].keys()
     for attack, (one, queries) in passes[1].items():
         assert passes[2][attack] == (2 * one, queries), attack
+
+
+@pytest.mark.parametrize(("norm", "epsilon", "keep"), [("inf", 0.1, 2), ("2", 1.0, 2), ("1", 6.0, 0)])
+def test_apgd_t_prunes_targets_except_on_l1_and_is_priced_for_its_norm(norm: str, epsilon: float, keep: int) -> None:
+    """The default white-box plan pursues APGD-T's 2 most promising targets on Linf and L2, all 9 on L1 (where
+    the pruning costs strength: planner.KEEP_TARGETS); the price shown is the catalogue's for that norm, L1's
+    three stages included (tests/test_apgd.py checks it against counted passes)."""
+    spec = spec_of({"consequence": "untargeted", "model_knowledge": "white_box",
+                    "imperceptibility": [{"kind": "lp", "norm": norm, "epsilon": epsilon}]})
+    item = next(i for i in plan(spec).items if i.attack == "apgd_t")
+    assert item.params["keep_targets"] == keep
+    cost = CATALOG["apgd_t"].model_cost(item.params, norm)
+    assert (item.expected_cost.forward, item.expected_cost.backward) == (cost.forward, cost.backward)
+    stages = 3 if norm == "1" else 1
+    steps, first = item.params["steps"], int(0.22 * item.params["steps"])
+    dropped = 9 - (keep or 9)
+    assert cost.backward == 9 * (steps + stages) - dropped * (steps + stages - first - 1)
