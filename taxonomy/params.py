@@ -424,7 +424,8 @@ class APGDDLRParams(APGDParams):
 class APGDTParams(APGDParams):
     """One targeted DLR run per class among the ``n_target_classes`` most likely others. ``keep_targets``
     (with ``parallel_targets``): at the first step-size checkpoint each input keeps only its most promising
-    target runs (highest targeted-DLR gain so far); 0 keeps them all, as AutoAttack does."""
+    target runs (highest targeted-DLR gain so far); 0 keeps them all, as AutoAttack does. The default plan
+    keeps 2 on Linf and L2 and all on L1, where the pruning costs strength (planner.KEEP_TARGETS)."""
 
     loss: Literal["ce", "dlr", "dlr-targeted"] = "dlr-targeted"
     n_target_classes: int = Field(9, ge=1)
