@@ -1,6 +1,6 @@
 """Square attack: attackgen's against torchattacks' on the same inputs, queries and p_init, per query.
 
-    .venv-bench/bin/python bench/bench_square.py [--n 128] [--queries 1000] [--repeats 2] [--norms inf,2]
+    .venv-bench/bin/python bench/bench_square.py [--n 128] [--queries 1000] [--repeats 2] [--norms inf,2] [--tiny]
 
 Two settings per norm (Linf and L2) on the built-in digits CNN:
 
@@ -15,7 +15,13 @@ proposals after the initial point, as torchattacks and the reference), and torch
 Time per query = the process's CPU time (steadier than wall time on a shared machine; wall is shown
 too) over the inputs forwarded through the model, counted by a wrapper. attackgen's Square queries a
 counted, budgeted ScoreOracle (logits); torchattacks calls the model directly. Runs alternate between
-the two libraries; the table gives the median over the repeats and the ratio attackgen / torchattacks.
+the two libraries; the table gives the median over the repeats and the ratio attackgen / torchattacks
+(without torchattacks installed: its rows are left out and the ratio is to attackgen's per-input row).
+
+``--tiny``: a 1-layer linear model (seeded, untrained) instead of the CNN, so the model costs almost
+nothing and the time is the attack's own per-iteration work (labels: the model's own predictions, so
+every input starts correct); the table adds CPU ms per iteration (the "no success" rows: every input
+makes every query).
 """
 
 from __future__ import annotations
@@ -56,13 +62,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--p-init", type=float, default=0.8, help="both libraries (AutoAttack's value)")
     parser.add_argument("--norms", default="inf,2", help="comma-separated: inf, 2")
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer linear model: the attack's own cost")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    import torchattacks
+    try:
+        import torchattacks
+    except ImportError:
+        torchattacks = None
 
-    model = load_builtin_model("digits-cnn").requires_grad_(False)
     data = load_builtin_data("digits")
     x, y = data.x[: args.n], data.y[: args.n]
+    if args.tiny:
+        torch.manual_seed(0)
+        model: nn.Module = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 10)).requires_grad_(False)
+        y = model(x).argmax(dim=1)  # its own labels: every input starts correct, as with the CNN
+    else:
+        model = load_builtin_model("digits-cnn").requires_grad_(False)
 
     def ours(norm: str, eps: float, draws: str = "per_input") -> tuple[Tensor, int]:
         counted = Counted(model)
@@ -83,18 +98,22 @@ def main() -> int:
         return attack(x, y), counted.inputs
 
     load = os.getloadavg()
-    print(f"digits-cnn, {args.n} test inputs, {args.queries} queries, p_init {args.p_init}, 1 thread, "
+    name = "1-layer linear" if args.tiny else "digits-cnn"
+    print(f"{name}, {args.n} test inputs, {args.queries} queries, p_init {args.p_init}, 1 thread, "
           f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print("\n| setting | library | robust acc | inputs forwarded | CPU s | wall s | CPU us / query | ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| setting | library | robust acc | inputs forwarded | CPU s | wall s | CPU us / query "
+          "| CPU ms / iteration | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    libraries = [("attackgen", ours), ("attackgen draws=autoattack", ours_aa)]
+    if torchattacks is not None:
+        libraries.append(("torchattacks", theirs))
+    base = "torchattacks" if torchattacks is not None else "attackgen"
     settings = [s for s in (("inf", 0.1, 0.002), ("2", 1.5, 0.02)) if s[0] in args.norms.split(",")]
     for norm, eps_attack, eps_none in settings:
         for setting, eps in (("attack", eps_attack), ("no success", eps_none)):
-            runs: dict[str, list[tuple[float, float, int, float]]] = {"attackgen": [], "attackgen draws=autoattack": [],
-                                                                      "torchattacks": []}
+            runs: dict[str, list[tuple[float, float, int, float]]] = {name: [] for name, _ in libraries}
             for _ in range(args.repeats):
-                for name, fn in (("attackgen", ours), ("attackgen draws=autoattack", ours_aa),
-                                 ("torchattacks", theirs)):
+                for name, fn in libraries:
                     wall, cpu = time.perf_counter(), time.process_time()
                     x_adv, inputs = fn(norm, eps)
                     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -105,10 +124,11 @@ def main() -> int:
             for name, values in runs.items():
                 cpu = statistics.median(v[0] for v in values)
                 wall = statistics.median(v[1] for v in values)
-                ratio = per_query[name] / per_query["torchattacks"]
+                ratio = per_query[name] / per_query[base]
+                per_iteration = cpu / args.queries * 1e3  # meaningful where no input stops early
                 print(f"| {'Linf' if norm == 'inf' else 'L2'} {eps} ({setting}) | {name} | {values[0][3]:.1%} | "
-                      f"{values[0][2]} | {cpu:.1f} | {wall:.1f} | {per_query[name] * 1e6:.0f} | {ratio:.2f} |",
-                      flush=True)
+                      f"{values[0][2]} | {cpu:.1f} | {wall:.1f} | {per_query[name] * 1e6:.0f} | {per_iteration:.2f} | "
+                      f"{ratio:.2f} |", flush=True)
     load = os.getloadavg()
     print(f"\nload after {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     return 0

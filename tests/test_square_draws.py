@@ -169,3 +169,32 @@ def test_square_l1_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path)
     wins = [i for i in result["items"][0]["inputs"] if i["success"]]
     assert wins and all(i["within_budget"] and i["norms"]["l1"] <= 8.0 * (1 + 1e-5) for i in wins)
     assert max(i["queries"] for i in result["items"][0]["inputs"]) <= 301
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_input_l2_tables_give_the_same_search_as_building_each_proposal(victim, test_set, monkeypatch,
+                                                                            dtype: torch.dtype) -> None:
+    """Per-input L2 reads its windows and bumps from cached tables (a speed-up): the adversarial examples
+    and query counts must be bit for bit those of the proposals built per query (the code before the
+    tables, still the path for images too big for a table), on the digits CNN at a fixed seed."""
+    from attackgen.run.attacks import square
+
+    x, y = test_set[0][:48].to(dtype), test_set[1][:48]
+    model = victim.to(dtype)
+
+    def attack() -> tuple[Tensor, list[int], list[bool]]:
+        oracle = ScoreOracle(model, len(x), "logits", budget=250)
+        out = SquareL2(n_queries=250, p_init=0.8, seed=3).run(oracle, x, ClassificationObjective(y),
+                                                              Budget(norm="2", epsilon=1.0))
+        return out.x_adv, out.info["queries"], out.info["success_in_attack"]
+
+    try:
+        assert square._placed_bumps(16, 16, 3, x.device) is not None  # the digits use the tables
+        tables = attack()
+        monkeypatch.setattr(square, "_placed_bumps", lambda *args: None)  # built per query
+        built = attack()
+    finally:
+        victim.to(torch.float32)
+    assert torch.equal(tables[0], built[0])
+    assert tables[1:] == built[1:]
+    assert 0 < sum(tables[2]) < len(x)  # the search both succeeds and fails: the comparison covers both

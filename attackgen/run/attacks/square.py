@@ -11,8 +11,9 @@ each input's own stream (``RowRandom``), so an input's search does not depend on
 and one sign vector per iteration shared by the batch, from its seeded stream (see ``_square_aa``), for
 the AutoAttack presets. In per_input mode, per query the loop does a fixed,
 small number of tensor ops for the whole working set (no per-input Python): the uniforms of 32 queries
-are hashed at once, a window is one lookup in a cached table of window positions, and the Linf values
-x +- eps are clamped once per attack.
+are hashed at once, a window is one lookup in a cached table of window positions (L2: its bump too,
+placed at every corner, so a proposal is gathers and arithmetic), and the Linf values x +- eps are
+clamped once per attack.
 """
 
 from __future__ import annotations
@@ -381,6 +382,26 @@ def _place(bumps: Tensor, top: Tensor, left: Tensor, h: int, w: int) -> tuple[Te
     return (picked * inside)[:, None], inside[:, None]
 
 
+@functools.lru_cache(maxsize=64)
+def _window_values(h: int, w: int, s: int, device: torch.device, dtype: torch.dtype) -> Tensor | None:
+    """``_windows`` as 0/1 values of ``dtype``."""
+    table = _windows(h, w, s, device)
+    return None if table is None else table.to(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _placed_bumps(h: int, w: int, s: int, device: torch.device) -> Tensor | None:
+    """(2 * windows, h, w): the bump placed at every corner (row-major, as ``_windows``), row ``2 * corner
+    + transpose``; the same values ``_place`` computes per query. None when the tables are too big."""
+    table = _windows(h, w, s, device)
+    if table is None or 2 * table.numel() > WINDOW_TABLE_MAX:
+        return None
+    corners = torch.arange(table.shape[0], device=device).repeat_interleave(2)
+    transpose = torch.arange(2, device=device).repeat(table.shape[0]).bool()
+    placed, _ = _place(_bumps(s, transpose), corners // (w - s + 1), corners % (w - s + 1), h, w)
+    return placed[:, 0]
+
+
 def _bumps(s: int, transpose: Tensor) -> Tensor:
     """(N, s, s): the reference's meta_pseudo_gaussian_pert per row, transposed where ``transpose``."""
     delta = _halves(s, transpose.device)
@@ -425,22 +446,44 @@ class SquareL2(_Square):
             s += 1
         return min(s, h - 1 if h > 3 else h, w - 1 if w > 3 else w)
 
+    def _prepare(self, u: Tensor, s: int, h: int, w: int, device: torch.device) -> tuple[Tensor, ...]:
+        # per input (as in the reference) two windows, the bump's transpose, signs; with the tables (small
+        # images) a block's windows and bumps become rows of cached tables, read by one gather per query
+        if _placed_bumps(h, w, s, device) is None:
+            return (u,)
+        first = _corner(u[..., 0], h - s) * (w - s + 1) + _corner(u[..., 1], w - s)
+        second = _corner(u[..., 2], h - s) * (w - s + 1) + _corner(u[..., 3], w - s)
+        signs = torch.where(u[..., 5:] < 0.5, -1.0, 1.0)
+        return first * 2 + (u[..., 4] < 0.5), first, second, signs
+
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
                  fixed: tuple[Tensor, ...]) -> Tensor:
         _, c, h, w = x.shape
-        u = pieces[0]
-        # per input (as in the reference) two windows, the bump's transpose, signs
-        r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
-            _corner(u[:, 3], w - s)
-        signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
-        bump, in1 = _place(_bumps(s, u[:, 4] < 0.5).to(x.dtype), r1, c1, h, w)  # (N, 1, h, w) each
-        in2 = _window(r2, c2, h, w, s, x.device)
+        if len(pieces) == 4:  # rows of the tables (see _prepare), read with index_select (the cheap gather)
+            bumps, masks = _placed_bumps(h, w, s, x.device), _windows(h, w, s, x.device)
+            values = _window_values(h, w, s, x.device, x.dtype)
+            assert bumps is not None and masks is not None and values is not None
+            bump = bumps.index_select(0, pieces[0]).to(x.dtype)[:, None]
+            in1, in2 = masks.index_select(0, pieces[1])[:, None], masks.index_select(0, pieces[2])[:, None]
+            # the windows as 0/1 in x's dtype: a product with them equals the product with the bool mask
+            # (promoted to 0/1), without a bool-to-float conversion per query
+            one1 = values.index_select(0, pieces[1])[:, None]
+            both = torch.maximum(one1, values.index_select(0, pieces[2])[:, None])
+            signs = pieces[3].to(x.dtype)[:, :, None, None]
+        else:
+            u = pieces[0]
+            r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
+                _corner(u[:, 3], w - s)
+            signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
+            bump, in1 = _place(_bumps(s, u[:, 4] < 0.5).to(x.dtype), r1, c1, h, w)  # (N, 1, h, w) each
+            in2 = _window(r2, c2, h, w, s, x.device)
+            one1, both = in1.to(x.dtype), (in1 | in2).to(x.dtype)
         delta = x_best - x
         sq = delta.square()
-        norm_window1 = (sq * in1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
-        norm_windows = (sq * (in1 | in2)).sum(dim=(2, 3), keepdim=True).sqrt()
+        norm_window1 = (sq * one1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
+        norm_windows = (sq * both).sum(dim=(2, 3), keepdim=True).sqrt()
         norm_image = sq.sum(dim=(1, 2, 3), keepdim=True).sqrt()
-        new = (bump * signs + delta / (1e-10 + norm_window1)) * in1
+        new = (bump * signs + delta / (1e-10 + norm_window1)) * one1
         new_norm = new.square().sum(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-12)
         room = ((eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
         delta = torch.where(in1, new / new_norm * room, torch.where(in2, 0.0, delta))
