@@ -196,11 +196,10 @@ class SquareL2Params(SquareLinfParams):
 
 
 class SquareL1Params(SquareLinfParams):
-    """Square in L1 (the reference's ``norm='L1'``): the reference's draws only. The per-input mode of Linf
-    and L2 is not ported to L1; the AutoAttack preset, the one user of L1 Square, needs the reference's."""
+    """Square in L1 (the reference's ``norm='L1'``), with both draw modes as Linf and L2."""
 
     p_init: float = Field(0.8, gt=0, le=1)
-    draws: Literal["autoattack"] = "autoattack"
+    draws: Literal["per_input", "autoattack"] = "autoattack"
 
 
 class SimBAParams(AttackParams):

@@ -45,8 +45,8 @@ def test_per_input_outcomes_do_not_depend_on_the_batch_size(tmp_path, attack):
     assert 0 < successes < len(runs[0].items[0].inputs)  # both outcomes occur, so the comparison means something
 
 
-@pytest.mark.parametrize("norm,epsilon", [("2", 1.5), ("inf", 0.1)])
-def test_square_draws_per_input_in_both_norms(norm, epsilon):
+@pytest.mark.parametrize("norm,epsilon", [("2", 1.5), ("inf", 0.1), ("1", 8.0)])
+def test_square_draws_per_input_in_every_norm(norm, epsilon):
     """Square called directly: an input's search is the same run in the whole batch or in another
     batch (L2 used to share its windows within a batch)."""
     import torch
@@ -55,7 +55,7 @@ def test_square_draws_per_input_in_both_norms(norm, epsilon):
     from attackgen.run.access import ScoreOracle
     from attackgen.run.attacks.base import Budget
     from attackgen.run.attacks.randomness import row_seeds_for
-    from attackgen.run.attacks.square import SquareL2, SquareLinf
+    from attackgen.run.attacks.square import SquareL1, SquareL2, SquareLinf
     from attackgen.run.objectives.classification import ClassificationObjective
 
     model = load_builtin_model("digits-cnn").requires_grad_(False)
@@ -64,7 +64,8 @@ def test_square_draws_per_input_in_both_norms(norm, epsilon):
     seeds = row_seeds_for(11, 24)
 
     def attack(rows: list[int]):
-        square = (SquareL2 if norm == "2" else SquareLinf)(n_queries=150, p_init=0.3, seed=0)
+        kind = {"1": SquareL1, "2": SquareL2, "inf": SquareLinf}[norm]
+        square = kind(n_queries=150, p_init=0.3, seed=0, draws="per_input")
         square.row_seeds = [seeds[i] for i in rows]
         oracle = ScoreOracle(model, len(rows), "logits", budget=150)
         out = square.run(oracle, x[rows], ClassificationObjective(y[rows]), Budget(norm=norm, epsilon=epsilon))

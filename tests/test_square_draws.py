@@ -198,3 +198,26 @@ def test_per_input_l2_tables_give_the_same_search_as_building_each_proposal(vict
     assert torch.equal(tables[0], built[0])
     assert tables[1:] == built[1:]
     assert 0 < sum(tables[2]) < len(x)  # the search both succeeds and fails: the comparison covers both
+
+
+def test_square_l1_per_input_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path) -> None:
+    """square_l1 with per-input draws, planned and run through the CLI on the digits CNN: the run's own
+    verification (final clipped input re-run, re-measured) reports successes, each within the L1 ball."""
+    import json
+
+    from attackgen.cli.main import run_in_process
+    from attackgen.plan.document import load_plan, save_plan
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(L1_SPEC)
+    assert run_in_process("plan", spec, "--preset", "autoattack-square", "-o", tmp_path / "plan.yaml") == 0
+    plan = load_plan(tmp_path / "plan.yaml")
+    plan.items[0].params.update(n_queries=300, draws="per_input", rescale_schedule=True)
+    save_plan(plan, tmp_path / "plan.yaml")
+    assert run_in_process("run", tmp_path / "plan.yaml", "--model", "digits-cnn", "--data", "digits", "-n", "32",
+                          "-o", tmp_path / "out") == 0
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert result["clean_accuracy"] - result["robust_accuracy"] >= 0.5
+    wins = [i for i in result["items"][0]["inputs"] if i["success"]]
+    assert wins and all(i["within_budget"] and i["norms"]["l1"] <= 8.0 * (1 + 1e-5) for i in wins)
+    assert max(i["queries"] for i in result["items"][0]["inputs"]) <= 300

@@ -87,7 +87,7 @@ def _rectangles(a: int, b: int, power: int, device: torch.device) -> Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _eta_base(s: int, power: int, device: torch.device) -> Tensor:
+def eta_base(s: int, power: int, device: torch.device) -> Tensor:
     """The reference's ``eta`` before its random transpose (a function of s and the norm only)."""
     delta = torch.zeros([s, s], device=device)
     delta[: s // 2] = _rectangles(s // 2, s, power, device)
@@ -99,7 +99,7 @@ def _eta_base(s: int, power: int, device: torch.device) -> Tensor:
 
 def eta(s: int, power: int, stream: Stream, device: torch.device) -> Tensor:
     """The reference's ``eta``: the pseudo-Gaussian bump, transposed on its draw."""
-    delta = _eta_base(s, power, device)
+    delta = eta_base(s, power, device)
     return delta.permute([1, 0]) if stream.transposed() else delta
 
 

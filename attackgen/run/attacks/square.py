@@ -26,6 +26,7 @@ from torch import Tensor
 
 from attackgen.run.access import Access
 from attackgen.run.attacks import _square_aa as aa
+from attackgen.run.attacks._boxproj import l1_box_delta
 from attackgen.run.attacks._query import as_outputs, bview, left, query_budget, with_loss
 from attackgen.run.attacks.base import Attack, AttackEnv, AttackOutput, Budget
 from attackgen.run.attacks.randomness import RowRandom
@@ -365,6 +366,13 @@ def _halves(s: int, device: torch.device) -> Tensor:
     return delta / delta.norm().clamp_min(1e-12)
 
 
+def _l1_box(x: Tensor, delta: Tensor, eps: float, budget: Budget) -> Tensor:
+    """The change putting x + delta in the L1 ball (radius eps * (1 - 1e-6), the reference's margin) and
+    the input box."""
+    lo, hi = budget.bounds
+    return l1_box_delta(x, delta, eps * (1.0 - 1e-6), (float(lo), float(hi)))
+
+
 def _corner(u: Tensor, last: int) -> Tensor:
     """Integers in [0, last] from uniforms in [0, 1) (float rounding of u * (last + 1) clamped)."""
     return (u * (last + 1)).long().clamp_(max=last)
@@ -390,7 +398,7 @@ def _window_values(h: int, w: int, s: int, device: torch.device, dtype: torch.dt
 
 
 @functools.lru_cache(maxsize=64)
-def _placed_bumps(h: int, w: int, s: int, device: torch.device) -> Tensor | None:
+def _placed_bumps(h: int, w: int, s: int, device: torch.device, power: int = 2) -> Tensor | None:
     """(2 * windows, h, w): the bump placed at every corner (row-major, as ``_windows``), row ``2 * corner
     + transpose``; the same values ``_place`` computes per query. None when the tables are too big."""
     table = _windows(h, w, s, device)
@@ -398,13 +406,14 @@ def _placed_bumps(h: int, w: int, s: int, device: torch.device) -> Tensor | None
         return None
     corners = torch.arange(table.shape[0], device=device).repeat_interleave(2)
     transpose = torch.arange(2, device=device).repeat(table.shape[0]).bool()
-    placed, _ = _place(_bumps(s, transpose), corners // (w - s + 1), corners % (w - s + 1), h, w)
+    placed, _ = _place(_bumps(s, transpose, power), corners // (w - s + 1), corners % (w - s + 1), h, w)
     return placed[:, 0]
 
 
-def _bumps(s: int, transpose: Tensor) -> Tensor:
-    """(N, s, s): the reference's meta_pseudo_gaussian_pert per row, transposed where ``transpose``."""
-    delta = _halves(s, transpose.device)
+def _bumps(s: int, transpose: Tensor, power: int = 2) -> Tensor:
+    """(N, s, s): the reference's meta_pseudo_gaussian_pert per row (power 2: L2's, unit L2 norm; 4: L1's
+    ``eta``, unit L1 norm), transposed where ``transpose``."""
+    delta = _halves(s, transpose.device) if power == 2 else aa.eta_base(s, power, transpose.device)
     return torch.where(transpose[:, None, None], delta.t(), delta)
 
 
@@ -414,8 +423,16 @@ class SquareL2(_Square):
     norm = "2"
     params_model = SquareL2Params
 
+    power = 2
+    """The bumps' weights 1/(k+1)^power (L2: 2, L1: 4, as the reference)."""
+
     def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
-        # the reference's tiling of pseudo-Gaussian bumps with random signs, drawn per input
+        delta = self._tiles(x, rng)
+        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return x + delta / bview(norms, x) * eps
+
+    def _tiles(self, x: Tensor, rng: RowRandom) -> Tensor:
+        """The reference's tiling of pseudo-Gaussian bumps with random signs, drawn per input."""
         n, c, h, w = x.shape
         s = max(h // 5, 1)
         delta = torch.zeros_like(x)
@@ -424,11 +441,11 @@ class SquareL2(_Square):
         u = rng.rand(len(tiles), 1 + c, dtype=torch.float32)
         signs = torch.where(u[:, :, 1:] < 0.5, -1.0, 1.0).to(x.dtype)  # (N, tiles, c)
         for k, (top, lft) in enumerate(tiles):  # a loop over the 25 tiles, not over inputs
-            bump = _bumps(s, u[:, k, 0] < 0.5).to(x.dtype) if s > 1 else torch.ones(n, 1, 1, device=x.device)
+            bump = _bumps(s, u[:, k, 0] < 0.5, self.power).to(x.dtype) if s > 1 else \
+                torch.ones(n, 1, 1, device=x.device)
             delta[:, :, top : top + s, lft : lft + s] += (bump[:, None] * signs[:, k, :, None, None])[
                 ..., : h - top, : w - lft]
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return x + delta / bview(norms, x) * eps
+        return delta
 
     def _draws(self, channels: int) -> int:
         return 5 + channels  # two windows' corners, the bump's transpose, one sign per channel
@@ -449,7 +466,7 @@ class SquareL2(_Square):
     def _prepare(self, u: Tensor, s: int, h: int, w: int, device: torch.device) -> tuple[Tensor, ...]:
         # per input (as in the reference) two windows, the bump's transpose, signs; with the tables (small
         # images) a block's windows and bumps become rows of cached tables, read by one gather per query
-        if _placed_bumps(h, w, s, device) is None:
+        if _placed_bumps(h, w, s, device, self.power) is None:
             return (u,)
         first = _corner(u[..., 0], h - s) * (w - s + 1) + _corner(u[..., 1], w - s)
         second = _corner(u[..., 2], h - s) * (w - s + 1) + _corner(u[..., 3], w - s)
@@ -458,9 +475,26 @@ class SquareL2(_Square):
 
     def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
                  fixed: tuple[Tensor, ...]) -> Tensor:
-        _, c, h, w = x.shape
+        c = x.shape[1]
+        bump, signs, in1, in2, one1, both = self._windows_and_bump(x, s, pieces)
+        delta = x_best - x
+        sq = delta.square()
+        norm_window1 = (sq * one1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
+        norm_windows = (sq * both).sum(dim=(2, 3), keepdim=True).sqrt()
+        norm_image = sq.sum(dim=(1, 2, 3), keepdim=True).sqrt()
+        new = (bump * signs + delta / (1e-10 + norm_window1)) * one1
+        new_norm = new.square().sum(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-12)
+        room = ((eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
+        delta = torch.where(in1, new / new_norm * room, torch.where(in2, 0.0, delta))
+        total = torch.linalg.vector_norm(delta, dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        return x + delta / total * eps
+
+    def _windows_and_bump(self, x: Tensor, s: int, pieces: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """This query's bump (placed in the first window) and signs, the two windows (bool) and the first
+        and the union as 0/1 in x's dtype; (N, 1, h, w) each but the signs (N, c, 1, 1)."""
+        h, w = x.shape[2:]
         if len(pieces) == 4:  # rows of the tables (see _prepare), read with index_select (the cheap gather)
-            bumps, masks = _placed_bumps(h, w, s, x.device), _windows(h, w, s, x.device)
+            bumps, masks = _placed_bumps(h, w, s, x.device, self.power), _windows(h, w, s, x.device)
             values = _window_values(h, w, s, x.device, x.dtype)
             assert bumps is not None and masks is not None and values is not None
             bump = bumps.index_select(0, pieces[0]).to(x.dtype)[:, None]
@@ -475,29 +509,41 @@ class SquareL2(_Square):
             r1, c1, r2, c2 = _corner(u[:, 0], h - s), _corner(u[:, 1], w - s), _corner(u[:, 2], h - s), \
                 _corner(u[:, 3], w - s)
             signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype)[:, :, None, None]
-            bump, in1 = _place(_bumps(s, u[:, 4] < 0.5).to(x.dtype), r1, c1, h, w)  # (N, 1, h, w) each
+            bump, in1 = _place(_bumps(s, u[:, 4] < 0.5, self.power).to(x.dtype), r1, c1, h, w)
             in2 = _window(r2, c2, h, w, s, x.device)
             one1, both = in1.to(x.dtype), (in1 | in2).to(x.dtype)
-        delta = x_best - x
-        sq = delta.square()
-        norm_window1 = (sq * one1).sum(dim=(2, 3), keepdim=True).sqrt()  # per channel, as the reference
-        norm_windows = (sq * both).sum(dim=(2, 3), keepdim=True).sqrt()
-        norm_image = sq.sum(dim=(1, 2, 3), keepdim=True).sqrt()
-        new = (bump * signs + delta / (1e-10 + norm_window1)) * one1
-        new_norm = new.square().sum(dim=(2, 3), keepdim=True).sqrt().clamp_min(1e-12)
-        room = ((eps**2 - norm_image**2).clamp_min(0) / c + norm_windows**2).sqrt()
-        delta = torch.where(in1, new / new_norm * room, torch.where(in2, 0.0, delta))
-        total = torch.linalg.vector_norm(delta, dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-        return x + delta / total * eps
+        return bump, signs, in1, in2, one1, both
 
 
-class SquareL1(_Square):
-    """Square attack in the L1 ball (the reference's ``norm='L1'``): L2's two-window move with L1 norms,
-    then the exact projection onto the L1 ball cut by the input box. Only the reference's draws
-    (``draws: autoattack``): the per-input stream is not ported to L1."""
+class SquareL1(SquareL2):
+    """Square attack in the L1 ball (the reference's ``norm='L1'``): L2's two-window move with L1 norms
+    per window and channel and the L1 bumps (weights 1/(k+1)^4), then the exact projection onto the L1
+    ball cut by the input box (``l1_box_delta``, as the reference's ``L1_projection``). Both draw modes:
+    per_input (windows, bumps and signs from each input's stream, as SquareL2) and autoattack."""
 
     norm = "1"
-    params_model = SquareL1Params
+    params_model = SquareL1Params  # type: ignore[assignment]
+    power = 4
+
+    def _init(self, x: Tensor, eps: float, budget: Budget, rng: RowRandom) -> Tensor:
+        delta = self._tiles(x, rng)  # unscaled, then projected (the reference's L1 start)
+        return x + delta + _l1_box(x, delta, eps, budget)
+
+    def _propose(self, x: Tensor, x_best: Tensor, eps: float, s: int, budget: Budget, pieces: tuple[Tensor, ...],
+                 fixed: tuple[Tensor, ...]) -> Tensor:
+        c = x.shape[1]
+        bump, signs, in1, in2, one1, both = self._windows_and_bump(x, s, pieces)
+        delta = x_best - x
+        size = delta.abs()
+        norm_window1 = (size * one1).sum(dim=(2, 3), keepdim=True)  # per channel, as the reference
+        norm_windows = (size * both).sum(dim=(2, 3), keepdim=True)
+        norm_image = size.sum(dim=(1, 2, 3), keepdim=True)
+        new = (bump * signs + delta / (1e-12 + norm_window1)) * one1
+        new_norm = new.abs().sum(dim=(2, 3), keepdim=True)
+        # the reference's mass for the window: what the ball has left, per channel, plus what both held
+        mass = ((eps - norm_image).clamp_min(0) / c + norm_windows) * c
+        delta = torch.where(in1, new / (1e-12 + new_norm) * mass, torch.where(in2, 0.0, delta))
+        return x + delta + _l1_box(x, delta, eps, budget)
 
     def _aa_init(self, x: Tensor, eps: float, lo: float, hi: float, stream: aa.Stream) -> Tensor:
         return aa.init_l1(x, eps, lo, hi, stream)
