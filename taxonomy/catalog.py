@@ -695,7 +695,8 @@ _ENTRIES: list[AttackDescriptor] = [
     _square("2", "L2", SquareL2Params, strength=6),
     _square("1", "L1", SquareL1Params, strength=6,
             reference="Croce, Singh, Hein 2022 (Mind the box, arXiv:2103.01208); fra31/auto-attack square.py, norm L1",
-            notes="AutoAttack's L1 Square: the reference's draws (one window per iteration shared by the batch)."),
+            notes="AutoAttack's L1 Square; by default per-input draws on the reference's unstretched schedule "
+            "(the AutoAttack presets set the reference's draws)."),
     AttackDescriptor(
         id="simba",
         title="Simple Black-box Attack (DCT or pixel basis)",

@@ -201,8 +201,9 @@ def test_per_input_l2_tables_give_the_same_search_as_building_each_proposal(vict
 
 
 def test_square_l1_per_input_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path) -> None:
-    """square_l1 with per-input draws, planned and run through the CLI on the digits CNN: the run's own
-    verification (final clipped input re-run, re-measured) reports successes, each within the L1 ball."""
+    """The planner's square_l1 (per-input draws, the default), planned and run through the CLI on the
+    digits CNN: the run's own verification (final clipped input re-run, re-measured) reports successes,
+    each within the L1 ball."""
     import json
 
     from attackgen.cli.main import run_in_process
@@ -210,9 +211,10 @@ def test_square_l1_per_input_lowers_accuracy_within_the_verified_l1_budget(tmp_p
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(L1_SPEC)
-    assert run_in_process("plan", spec, "--preset", "autoattack-square", "-o", tmp_path / "plan.yaml") == 0
+    assert run_in_process("plan", spec, "-o", tmp_path / "plan.yaml") == 0
     plan = load_plan(tmp_path / "plan.yaml")
-    plan.items[0].params.update(n_queries=300, draws="per_input", rescale_schedule=True)
+    assert [(i.attack, i.params["draws"]) for i in plan.items] == [("square_l1", "per_input")]
+    plan.items[0].params["n_queries"] = 300  # the planner's 5,000, shortened for a test
     save_plan(plan, tmp_path / "plan.yaml")
     assert run_in_process("run", tmp_path / "plan.yaml", "--model", "digits-cnn", "--data", "digits", "-n", "32",
                           "-o", tmp_path / "out") == 0
