@@ -147,9 +147,10 @@ input_space: {bounds: [0, 1], layout: NCHW, normalization: inside_model, epsilon
 """
 
 
-def test_square_l1_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path) -> None:
-    """The autoattack-square preset on an L1 budget runs square_l1; the run's own verification (the final
-    clipped input re-run and re-measured) reports the successes, each within the L1 ball."""
+def run_square_l1_plan(tmp_path: Path, preset: list[str], draws: str, max_queries: int) -> None:
+    """Plan the L1 spec (the planner's choice or a preset), shorten its one square_l1 item to 300 queries,
+    run it through the CLI on the digits CNN and check the run's own verification (the final clipped input
+    re-run and re-measured): it breaks at least half the inputs, each success within the L1 ball."""
     import json
 
     from attackgen.cli.main import run_in_process
@@ -157,10 +158,10 @@ def test_square_l1_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path)
 
     spec = tmp_path / "spec.yaml"
     spec.write_text(L1_SPEC)
-    assert run_in_process("plan", spec, "--preset", "autoattack-square", "-o", tmp_path / "plan.yaml") == 0
+    assert run_in_process("plan", spec, *preset, "-o", tmp_path / "plan.yaml") == 0
     plan = load_plan(tmp_path / "plan.yaml")
-    assert [i.attack for i in plan.items] == ["square_l1"]
-    plan.items[0].params["n_queries"] = 300  # the preset's 5,000, shortened for a test
+    assert [(i.attack, i.params["draws"]) for i in plan.items] == [("square_l1", draws)]
+    plan.items[0].params["n_queries"] = 300  # the plan's 5,000, shortened for a test
     save_plan(plan, tmp_path / "plan.yaml")
     assert run_in_process("run", tmp_path / "plan.yaml", "--model", "digits-cnn", "--data", "digits", "-n", "32",
                           "-o", tmp_path / "out") == 0
@@ -168,7 +169,13 @@ def test_square_l1_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path)
     assert result["clean_accuracy"] - result["robust_accuracy"] >= 0.5
     wins = [i for i in result["items"][0]["inputs"] if i["success"]]
     assert wins and all(i["within_budget"] and i["norms"]["l1"] <= 8.0 * (1 + 1e-5) for i in wins)
-    assert max(i["queries"] for i in result["items"][0]["inputs"]) <= 301
+    assert max(i["queries"] for i in result["items"][0]["inputs"]) <= max_queries
+
+
+def test_square_l1_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path) -> None:
+    """The autoattack-square preset on an L1 budget runs square_l1 with the reference's draws (its initial
+    point is one more query)."""
+    run_square_l1_plan(tmp_path, ["--preset", "autoattack-square"], "autoattack", 301)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -201,25 +208,5 @@ def test_per_input_l2_tables_give_the_same_search_as_building_each_proposal(vict
 
 
 def test_square_l1_per_input_lowers_accuracy_within_the_verified_l1_budget(tmp_path: Path) -> None:
-    """The planner's square_l1 (per-input draws, the default), planned and run through the CLI on the
-    digits CNN: the run's own verification (final clipped input re-run, re-measured) reports successes,
-    each within the L1 ball."""
-    import json
-
-    from attackgen.cli.main import run_in_process
-    from attackgen.plan.document import load_plan, save_plan
-
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(L1_SPEC)
-    assert run_in_process("plan", spec, "-o", tmp_path / "plan.yaml") == 0
-    plan = load_plan(tmp_path / "plan.yaml")
-    assert [(i.attack, i.params["draws"]) for i in plan.items] == [("square_l1", "per_input")]
-    plan.items[0].params["n_queries"] = 300  # the planner's 5,000, shortened for a test
-    save_plan(plan, tmp_path / "plan.yaml")
-    assert run_in_process("run", tmp_path / "plan.yaml", "--model", "digits-cnn", "--data", "digits", "-n", "32",
-                          "-o", tmp_path / "out") == 0
-    result = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert result["clean_accuracy"] - result["robust_accuracy"] >= 0.5
-    wins = [i for i in result["items"][0]["inputs"] if i["success"]]
-    assert wins and all(i["within_budget"] and i["norms"]["l1"] <= 8.0 * (1 + 1e-5) for i in wins)
-    assert max(i["queries"] for i in result["items"][0]["inputs"]) <= 300
+    """The planner's square_l1 (per-input draws, the default) on an L1 budget."""
+    run_square_l1_plan(tmp_path, [], "per_input", 300)
