@@ -166,20 +166,13 @@ def timed(counted: Counted, fn: Callable[[], Any], seed: int = 0) -> tuple[Any, 
 
 
 def spec_yaml(fx: Fixture, classes: list[str]) -> str:
-    names = ", ".join(f'"{c}"' for c in classes)
-    return f"""name: bench-{fx.model}-linf
-task: classification
-classes: [{names}]
-threat:
-  consequence: untargeted
-  scope: individual
-  imperceptibility:
-    - {{kind: lp, norm: inf, epsilon: {fx.epsilon}}}
-  model_knowledge: white_box
-  data_knowledge: none
-  capability: {{feed: digital}}
-input_space: {{bounds: [0, 1], layout: NCHW, normalization: inside_model, epsilon_units: input_scale}}
-"""
+    """The white-box Linf spec attackgen.api.evaluate builds, named for the fixture, with its classes."""
+    import yaml
+
+    from attackgen.api import spec_data
+
+    data = {**spec_data(fx.epsilon, "inf", (0.0, 1.0), None), "name": f"bench-{fx.model}-linf", "classes": classes}
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def final_inputs(run_folder: Path, like: Tensor) -> Tensor:
