@@ -53,6 +53,7 @@ class APGDConfig:
     rho: float = 0.75
     eot_iter: int = 1  # gradients averaged over this many passes (randomised models, AutoAttack 'rand')
     eot_batched: bool = True  # the eot_iter passes of a step as copies in one call (see _eot_batched)
+    eot_copies_checked: bool = False  # the first batched call found the copies drawn apart (checked once a run)
     confirm: int = 1  # Linf/L2: consecutive successful steps before an input leaves (CONFIRM_STEPS, random model)
     keep_copies: int = 0  # copies per input (APGD-T's parallel targets) kept after the first checkpoint; 0: all
     large_eps: bool = True  # L1 only: radii 3, 2, 1 x epsilon over 30/30/40% of the steps (AutoAttack's L1)
@@ -178,7 +179,7 @@ def _eot_batched(access: Access, xa: Tensor, rows: Tensor, objective: Objective,
     """EOT with the passes of a step as copies of the inputs in one call (or a few, EOT_BATCH_VALUES).
 
     Valid only when the model draws its randomness per input (random transforms, dropout): the first call
-    checks it, and a model whose copies come out identical (one draw per call) gets the passes one call
+    of the run checks it, and a model whose copies come out identical (one draw per call) gets the passes one call
     at a time from then on (``cfg.eot_batched`` turns off), the passes of that first call still counted.
     """
     n, k = xa.shape[0], cfg.eot_iter
@@ -192,9 +193,11 @@ def _eot_batched(access: Access, xa: Tensor, rows: Tensor, objective: Objective,
         m = min(per_call, k - done)
         idx = torch.arange(n, device=xa.device).repeat(m)
         out = access(xg.repeat(m, *([1] * (xa.dim() - 1))), rows[idx.to(rows.device)])
-        if m > 1 and n and bool((out.view(m, n, -1) == out[:n].reshape(1, n, -1)).all()):
-            cfg.eot_batched = False  # one draw per call (or none): copies in a batch would share it
-            return _loss_and_grad(access, xa, rows, objective, success, cfg)
+        if m > 1 and n and not cfg.eot_copies_checked:  # once a run: the one host sync this check costs
+            if bool((out.view(m, n, -1) == out[:n].reshape(1, n, -1)).all()):
+                cfg.eot_batched = False  # one draw per call (or none): copies in a batch would share it
+                return _loss_and_grad(access, xa, rows, objective, success, cfg)
+            cfg.eot_copies_checked = True
         value = -objective.subset(idx).loss(out)
         (g,) = torch.autograd.grad(value.sum(), xg)  # the copies' gradients, summed
         grad += g
